@@ -1,0 +1,5 @@
+import sys
+
+from fastindex.cli import main
+
+sys.exit(main())

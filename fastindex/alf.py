@@ -1,0 +1,111 @@
+"""The ALF naming rules, written once and compiled into patterns.
+
+Every other module asks this one whether a folder is a session, a folder is a
+collection, or a file name is a dataset.  The part patterns and the three specs are the
+ones of the ONE standard (one-api's ``one.alf.spec``); the property tests hold them to
+one-api's own regexes.  One deliberate difference: fastindex matches whole strings with
+``fullmatch`` where one-api uses ``match(...$)``, whose ``$`` also accepts a trailing
+newline, so ``trials.table.npy\\n`` is not a dataset here.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import re
+from typing import NamedTuple
+
+#: Each ALF part and the pattern it must match.
+PARTS: dict[str, str] = {
+    "lab": r"\w+",
+    "subject": r"[\w.-]+",
+    "date": r"\d{4}-\d{2}-\d{2}",
+    "number": r"\d{1,3}",
+    "collection": r"[\w./-]+",
+    "revision": r"[\w.-]+",
+    "namespace": r"(?<=_)[a-zA-Z0-9]+",
+    "object": r"\w+",
+    "attribute": r"(?:_[a-z]+_)?[a-zA-Z0-9]+(?:_times(?=[_.])|_intervals(?=[_.]))?",
+    "timescale": r"\w+",
+    "extra": r"[.\w-]+",
+    "extension": r"\w+",
+}
+
+SESSION_SPEC = "({lab}/Subjects/)?{subject}/{date}/{number}"
+COLLECTION_SPEC = "({collection}/)?(#{revision}#/)?"
+FILE_SPEC = r"_?{namespace}?_?{object}\.{attribute}(?:_{timescale})?(?:\.{extra})*\.{extension}"
+
+
+def compile_spec(spec: str) -> re.Pattern[str]:
+    """Substitute each ``{part}`` of ``spec`` with its named group."""
+    return re.compile(re.sub(r"{(\w+)}", lambda m: f"(?P<{m[1]}>{PARTS[m[1]]})", spec))
+
+
+SESSION_RE = compile_spec(SESSION_SPEC + "$")
+COLLECTION_RE = compile_spec(COLLECTION_SPEC)
+FILE_RE = compile_spec(FILE_SPEC)
+REVISION_FOLDER_RE = re.compile(r"#.*#/")
+
+
+class SessionParts(NamedTuple):
+    """The ALF parts of a session folder, as they are spelled on disk."""
+
+    lab: str  # '' when there is no lab/Subjects part
+    subject: str
+    date: str
+    number: str
+
+    @property
+    def string_id(self) -> str:
+        """ONE's string id: ``lab/subject/date/number``, without ``Subjects`` or empty lab."""
+        head = f"{self.lab}/" if self.lab else ""
+        return f"{head}{self.subject}/{self.date}/{self.number}"
+
+
+def session_parts(posix_path: str) -> SessionParts | None:
+    """Parse a session folder from the end of a whole posix path, as ONE does.
+
+    Matching the whole path (not the part under the indexed root) means a lab folder
+    above the root still counts.  Returns None for folders that are not sessions.
+    """
+    m = SESSION_RE.search(posix_path.strip("/"))
+    if m is None:
+        return None
+    return SessionParts(m["lab"] or "", m["subject"], m["date"], m["number"])
+
+
+def parse_date(text: str) -> datetime.date | None:
+    """The calendar date of a session's date folder, or None when it does not exist."""
+    try:
+        return datetime.date(int(text[0:4]), int(text[5:7]), int(text[8:10]))
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def is_dataset_name(name: str) -> bool:
+    """True when ``name`` is a valid ALF file name (namespace, object, attribute, ...).
+
+    Cached: a release repeats the same few names in every session.
+    """
+    return FILE_RE.fullmatch(name) is not None
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def is_collection_prefix(prefix: str) -> bool:
+    """True when ``prefix`` ('' or 'collection/', '#rev#/', 'collection/#rev#/') is valid."""
+    return COLLECTION_RE.fullmatch(prefix) is not None
+
+
+def is_rel_path(rel_path: str) -> bool:
+    """True when a session-relative posix path is ``collection/#revision#/filename``."""
+    prefix, _, name = rel_path.rpartition("/")
+    return is_dataset_name(name) and is_collection_prefix(prefix + "/" if prefix else "")
+
+
+def revision_group(rel_path: str) -> str:
+    """The dataset a revision belongs to: rel_path without its ``#revision#/`` folder.
+
+    This is the same key ONE groups by when it picks a default revision.
+    """
+    return REVISION_FOLDER_RE.sub("", rel_path)

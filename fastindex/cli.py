@@ -1,0 +1,105 @@
+"""The ``fastindex`` command line.
+
+Exit codes: 0 done; 1 done, but problems were found where the command treats them as
+failure (``--strict``, ``check``, ``verify``); 2 bad input (missing root, unwritable
+output, bad option); 3 the build failed (a worker died) and nothing was written;
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from pathlib import Path
+
+from fastindex import __version__
+from fastindex.errors import FastindexError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastindex", description="Index ALF trees into ONE's cache tables, in parallel.")
+    parser.add_argument("--version", action="version", version=f"fastindex {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="write sessions.pqt and datasets.pqt for a tree")
+    b.add_argument("root", type=Path, help="folder to index")
+    b.add_argument("--out", type=Path, help="folder for the tables (default: ROOT)")
+    b.add_argument("--workers", type=_positive_int,
+                   help="worker processes (default: the CPUs available)")
+    b.add_argument("--lab", help="lab name for sessions without a lab/Subjects folder")
+    b.add_argument("--string-ids", action="store_true",
+                   help="ONE's string ids (lab/subject/date/number, rel_path), not uuid3")
+    b.add_argument("--namespace", type=_uuid, help="uuid namespace for the uuid3 ids")
+    b.add_argument("--follow-symlinks", action="store_true",
+                   help="walk into linked folders (loops are detected and reported)")
+    b.add_argument("--report", type=Path,
+                   help="write skipped files and warnings here (.json for JSON, else CSV)")
+    b.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    b.set_defaults(func=_build)
+
+    d = sub.add_parser("demo-tree", help="generate an example ALF tree")
+    d.add_argument("dest", type=Path, help="folder to create the tree in")
+    d.add_argument("--files", type=_positive_int, default=10_000,
+                   help="about how many files (default 10000)")
+    d.add_argument("--shape", default="behaviour", help="behaviour, ephys, wide or deep")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_demo_tree)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+def _uuid(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a UUID: {text}") from None
+
+
+def _build(args: argparse.Namespace) -> int:
+    from fastindex.pipeline import build
+    from fastindex.report import write_report
+
+    result = build(args.root, args.out, workers=args.workers, hash_ids=not args.string_ids,
+                   namespace=args.namespace, lab=args.lab,
+                   follow_symlinks=args.follow_symlinks, progress=not args.quiet)
+    if args.report:
+        write_report(args.report, result.skipped, result.warnings,
+                     {"sessions": result.n_sessions, "datasets": result.n_datasets,
+                      "bytes": result.total_bytes, "build_id": result.build_id})
+    if not args.quiet:
+        for w in result.warnings:
+            print(f"warning: {w.path}: {w.detail}", file=sys.stderr)
+        if result.n_sessions == 0:
+            print(f"warning: no sessions found under {args.root}", file=sys.stderr)
+        print(f"fastindex: {result.summary()} -> {result.sessions_path.parent}",
+              file=sys.stderr)
+    return 0
+
+
+def _demo_tree(args: argparse.Namespace) -> int:
+    from fastindex.treegen import make_tree
+
+    n = make_tree(args.dest, files=args.files, shape=args.shape, seed=args.seed)
+    print(f"fastindex: wrote {n} files under {args.dest}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code instead of raising."""
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FastindexError as err:
+        print(f"fastindex: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("fastindex: interrupted; the previous tables are unchanged", file=sys.stderr)
+        return 130

@@ -1,0 +1,73 @@
+"""Stage 4a: merge the workers' Arrow batches into the two tables, as polars frames.
+
+Row order never depends on how sessions were batched or which worker finished first:
+both frames are sorted by their ids here, which is what makes ``workers=1`` and
+``workers=N`` give the same bytes.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+
+from fastindex import alf
+from fastindex.discover import Session
+from fastindex.errors import InputError
+from fastindex.index import DATASET_FIELDS
+
+_REVISION = r"(?:^|/)#([^/]*)#/[^/]*$"  # the revision folder just above the file
+
+
+_VARIANT = {f"{i:x}": f"{(i & 3) | 8:x}" for i in range(16)}  # RFC 4122 variant bits
+
+
+def uuid3_from_md5(digest: pl.Expr) -> pl.Expr:
+    """Format md5 digests as uuid3 text, as ``str(uuid.uuid3(...))`` does, vectorized."""
+    h = digest.bin.encode("hex")
+    return pl.concat_str(
+        h.str.slice(0, 8), pl.lit("-"), h.str.slice(8, 4), pl.lit("-3"), h.str.slice(13, 3),
+        pl.lit("-"), h.str.slice(16, 1).replace_strict(_VARIANT), h.str.slice(17, 3),
+        pl.lit("-"), h.str.slice(20, 12))
+
+
+def sessions_frame(sessions: list[Session], eids: list[str], lab: str | None) -> pl.DataFrame:
+    """One row per session, sorted by id; ``lab`` fills sessions without a lab folder."""
+    labs = [s.parts.lab for s in sessions]
+    if lab:
+        conflicts = sorted({x for x in labs if x and x != lab})
+        if conflicts:
+            raise InputError(f"lab name conflict: --lab {lab} but the tree has lab folders "
+                             f"{', '.join(conflicts)}")
+        labs = [lab] * len(labs)
+    return pl.DataFrame({
+        "id": eids,
+        "lab": labs,
+        "subject": [s.parts.subject for s in sessions],
+        "date": [alf.parse_date(s.parts.date) for s in sessions],
+        "number": [int(s.parts.number) for s in sessions],
+        "task_protocol": [""] * len(sessions),
+        "projects": [""] * len(sessions),
+    }, schema_overrides={"date": pl.Date, "number": pl.UInt16}).sort("id")
+
+
+def datasets_frame(batches: list[pa.RecordBatch], eids: list[str]) -> pl.DataFrame:
+    """All datasets, with their session's id, ``default_revision``, sorted by (eid, id).
+
+    ``default_revision`` is True on the lexicographically last revision of each dataset,
+    grouping by rel_path without its ``#revision#/`` folder, as ONE groups them; no
+    revision sorts before any revision.
+    """
+    table = pa.Table.from_batches(batches, schema=DATASET_FIELDS)
+    frame = pl.from_arrow(table)
+    sessions = pl.DataFrame({"eid": eids}).with_row_index("session")
+    frame = frame.join(sessions.with_columns(pl.col("session").cast(pl.UInt32)), on="session")
+    frame = frame.with_columns(id=pl.coalesce(uuid3_from_md5(pl.col("id_md5")), "rel_path"))
+    revision = pl.col("rel_path").str.extract(_REVISION, 1).fill_null("")
+    group = [pl.col("eid"), pl.col("rel_path").str.replace_all(alf.REVISION_FOLDER_RE.pattern, "")]
+    return (
+        frame.with_columns(
+            default_revision=(revision == revision.max().over(group)),
+        )
+        .select("eid", "id", "rel_path", "file_size", "default_revision")
+        .sort("eid", "id")
+    )

@@ -1,0 +1,56 @@
+"""The edge towards one-api: its ``make_parquet_db`` and ``One.setup``, backed by fastindex.
+
+one-api is an optional dependency (``fastindex[one]``); only ``setup`` and
+``use_fastindex`` import it, and only when called.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from fastindex.pipeline import build
+
+
+def make_parquet_db(root_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                    hash_ids: bool = True, hash_files: bool = False, lab: str | None = None
+                    ) -> tuple[Path, Path]:
+    """one-api's ``one.alf.cache.make_parquet_db``, same signature and return value.
+
+    Returns the paths of the sessions and datasets tables.  Like one-api it warns when no
+    sessions or no datasets were found.
+    """
+    if hash_files:
+        raise NotImplementedError("hash_files=True is not supported yet")
+    result = build(root_dir, out_dir, hash_ids=hash_ids, lab=lab)
+    if result.n_sessions == 0 or result.n_datasets == 0:
+        what = "sessions" if result.n_sessions == 0 else "datasets"
+        warnings.warn(f"No {what} found", RuntimeWarning, stacklevel=2)
+    return result.sessions_path, result.datasets_path
+
+
+def setup(cache_dir: str | os.PathLike, overwrite: bool = False, **kwargs):
+    """``One.setup`` without its prompts: build the tables if needed, return a local ``One``.
+
+    Existing tables are kept unless ``overwrite``; ``kwargs`` go to :func:`make_parquet_db`.
+    """
+    from one.api import One
+
+    cache_dir = Path(cache_dir)
+    if not cache_dir.is_dir():
+        raise FileNotFoundError(f"{cache_dir} does not exist")
+    if overwrite or not (cache_dir / "sessions.pqt").exists():
+        make_parquet_db(cache_dir, **kwargs)
+    return One(cache_dir=cache_dir, mode="local")
+
+
+def use_fastindex() -> None:
+    """Make one-api's own ``One.setup`` build its tables with fastindex.
+
+    ``One.setup`` calls the ``make_parquet_db`` that ``one.api`` imported; this replaces
+    that name, for this process, with fastindex's.
+    """
+    import one.api
+
+    one.api.make_parquet_db = make_parquet_db

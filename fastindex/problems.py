@@ -1,0 +1,60 @@
+"""Problems found while indexing: delivered as values beside the entries, never swallowed.
+
+Every file under the root is either a row of ``datasets.pqt`` or a :class:`Problem`
+with one of the reasons below, so a user can always tell what was left out and why.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+# Why a file was not indexed.
+NOT_ALF_NAME = "not_alf_name"  # file name is not namespace_object.attribute.ext
+BAD_COLLECTION = "bad_collection"  # a folder between session and file is not a collection
+OUTSIDE_SESSION = "outside_session"  # file is not below any session folder
+IMPOSSIBLE_DATE = "impossible_date"  # session-shaped folder whose date does not exist
+DUPLICATE_SESSION = "duplicate_session"  # another folder already gave this session id
+UNREADABLE = "unreadable"  # a folder could not be listed or a file could not be read
+VANISHED = "vanished"  # a file was listed, then gone before it could be read
+BROKEN_SYMLINK = "broken_symlink"  # a link whose target does not exist
+SYMLINK_DIR = "symlinked_directory"  # a link to a folder, not followed by default
+SYMLINK_LOOP = "symlink_loop"  # a followed link leads back to a folder already walked
+NOT_REGULAR = "not_a_regular_file"  # fifo, socket, device
+INVALID_ENCODING = "invalid_encoding"  # a name that is not valid UTF-8
+
+# Warnings: reported, but nothing is skipped.
+SAME_SESSION_NUMBER = "same_session_number"  # '2' and '002' under one date
+
+REASONS = (
+    NOT_ALF_NAME, BAD_COLLECTION, OUTSIDE_SESSION, IMPOSSIBLE_DATE, DUPLICATE_SESSION,
+    UNREADABLE, VANISHED, BROKEN_SYMLINK, SYMLINK_DIR, SYMLINK_LOOP, NOT_REGULAR,
+    INVALID_ENCODING,
+)
+WARNINGS = (SAME_SESSION_NUMBER,)
+
+
+class Problem(NamedTuple):
+    """One path that was skipped (or warned about), relative to the indexed root."""
+
+    path: str
+    reason: str
+    detail: str = ""
+
+
+def display_path(path: str) -> str:
+    """A printable, UTF-8-encodable form of a path that may hold undecodable bytes.
+
+    ``os.scandir`` returns undecodable bytes as lone surrogates; they cannot be written
+    to Arrow or JSON, so they are shown as ``\\xNN`` escapes instead.
+    """
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def has_invalid_encoding(name: str) -> bool:
+    """True when a name read from disk held bytes that are not UTF-8."""
+    return display_path(name) != name

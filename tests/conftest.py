@@ -1,0 +1,63 @@
+"""Shared helpers: small ALF trees written from a list of relative paths."""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+
+def npy(rows: int) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.arange(rows, dtype=np.float64))
+    return buf.getvalue()
+
+
+def write_tree(root: Path, files: dict[str, bytes | int] | list[str]) -> Path:
+    """Create ``files`` (relative path -> content, or a size of zero bytes) under root."""
+    if isinstance(files, list):
+        files = {f: npy(3) for f in files}
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else bytes(content))
+    return root
+
+
+def table_bytes(path: Path) -> tuple:
+    """A table's content and metadata, less the keys that change on every run."""
+    table = pq.read_table(path)
+    meta = {k.decode(): json.loads(v) for k, v in table.schema.metadata.items()}
+    meta["one_metadata"].pop("date_created")
+    meta["fastindex"].pop("build_id")
+    return table.replace_schema_metadata(None).to_pylist(), table.schema.remove_metadata(), meta
+
+
+@pytest.fixture
+def strict_warnings():
+    """Turn warnings into errors, except pandas' deprecations of one-api's own calls."""
+    import pandas
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", category=pandas.errors.Pandas4Warning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="one")
+        yield
+
+
+BEHAVIOUR = [
+    "cortexlab/Subjects/KS001/2020-01-01/001/alf/_ibl_trials.choice.npy",
+    "cortexlab/Subjects/KS001/2020-01-01/001/alf/_ibl_trials.intervals.npy",
+    "cortexlab/Subjects/KS001/2020-01-01/001/alf/#2021-01-01#/_ibl_trials.choice.npy",
+    "cortexlab/Subjects/KS001/2020-01-01/001/alf/probe00/pykilosort/spikes.times.npy",
+    "cortexlab/Subjects/KS001/2020-01-01/001/alf/probe00/pykilosort/#v2#/spikes.times.npy",
+    "cortexlab/Subjects/KS001/2020-01-01/002/alf/_ibl_wheel.timestamps_bpod.npy",
+    "cortexlab/Subjects/KS001/2020-01-02/001/_iblrig_taskData.raw.abc-123.jsonable",
+    "cortexlab/Subjects/KS002/2020-01-01/001/alf/_ibl_trials.choice.npy",
+    "hoferlab/Subjects/SWC_01/2021-06-30/003/raw_video_data/_iblrig_leftCamera.raw.mp4",
+]

@@ -1,0 +1,95 @@
+"""fastindex's ALF rules are one-api's: property tests against one.alf.spec and path."""
+
+from __future__ import annotations
+
+import uuid
+
+import polars as pl
+from hypothesis import assume, example, given
+from hypothesis import strategies as st
+from one.alf import path as one_path
+from one.alf import spec as one_spec
+
+from fastindex import alf
+from fastindex.merge import uuid3_from_md5
+
+ONE_FILE = one_spec.regex(one_spec.FILE_SPEC)
+ONE_REL = one_spec.regex(one_spec.REL_PATH_SPEC)
+
+word = st.text(st.sampled_from("abcXYZ019_"), min_size=1, max_size=6)
+noise = st.text(st.sampled_from("aZ0_.-# /é\n"), max_size=4)
+part = st.one_of(word, st.tuples(word, noise, word).map("".join), noise)
+
+
+@st.composite
+def file_names(draw) -> str:
+    """Names near the ALF pattern: mostly well-formed parts, sometimes broken ones."""
+    ns = draw(st.sampled_from(["", "_", "_ibl_", "_x_y_"]))
+    pieces = [draw(part) for _ in range(draw(st.integers(1, 5)))]
+    return ns + ".".join(pieces)
+
+
+@st.composite
+def rel_paths(draw) -> str:
+    folders = draw(st.lists(st.one_of(word, part, word.map(lambda w: f"#{w}#")), max_size=3))
+    return "/".join([*folders, draw(file_names())])
+
+
+@given(st.one_of(file_names(), st.text(max_size=30)))
+@example("trials.intervals.npy")
+@example("_ibl_trials.stimOn_times_bpod.npy")
+@example("bad name.with space.npy")
+@example(".hidden.file.npy")
+def test_file_names_match_one(name: str) -> None:
+    assume("\n" not in name)  # the one documented difference, tested below
+    assert alf.is_dataset_name(name) == (ONE_FILE.match(name) is not None)
+
+
+@given(rel_paths())
+@example("alf/#v1#/spikes.times.npy")
+@example("#v1#/alf/spikes.times.npy")
+@example("my coll/spikes.times.npy")
+def test_rel_paths_match_one(rel_path: str) -> None:
+    assume("\n" not in rel_path)
+    assert alf.is_rel_path(rel_path) == (ONE_REL.match(rel_path) is not None)
+
+
+def test_trailing_newline_is_not_a_dataset() -> None:
+    assert ONE_FILE.match("trials.table.npy\n") is not None  # one-api's `$` accepts it
+    assert not alf.is_dataset_name("trials.table.npy\n")
+
+
+session_paths = st.tuples(
+    st.lists(st.one_of(word, part), max_size=3),
+    st.sampled_from(["", "Subjects"]),
+    st.one_of(word, part),
+    st.one_of(st.just("2020-01-31"), st.text(st.sampled_from("0129-"), min_size=8, max_size=11)),
+    st.text(st.sampled_from("0123a"), min_size=1, max_size=4),
+).map(lambda t: "/".join(filter(None, [*t[0], t[1], t[2], t[3], t[4]])))
+
+
+@given(session_paths)
+@example("/data/lab/Subjects/subj/2020-01-01/001")
+@example("subj/2020-01-01/1")
+@example("lab/Subjects/subj/2020-01-01/0001")
+def test_session_paths_match_one(path: str) -> None:
+    ours = alf.session_parts(path)
+    assert (ours is not None) == one_spec.is_session_path(path)
+    if ours is not None:
+        lab, subject, date, number = one_path.session_path_parts(path, assert_valid=True)
+        assert ours == (lab or "", subject, date, number)
+
+
+@given(st.binary(min_size=16, max_size=16), st.text(max_size=40))
+def test_vectorized_uuid3_is_uuid3(namespace: bytes, name: str) -> None:
+    assume(name.encode("utf-8", "surrogatepass") == name.encode("utf-8", "ignore"))
+    import hashlib
+
+    digest = hashlib.md5(namespace + name.encode()).digest()
+    got = pl.DataFrame({"d": [digest]}).select(uuid3_from_md5(pl.col("d")))["d"][0]
+    assert got == str(uuid.uuid3(uuid.UUID(bytes=namespace), name))
+
+
+def test_revision_group_is_ones_key() -> None:
+    assert alf.revision_group("alf/#v1#/trials.table.npy") == "alf/trials.table.npy"
+    assert alf.revision_group("#2020-01-01#/trials.table.npy") == "trials.table.npy"

@@ -1,0 +1,204 @@
+"""The build: identical output from serial and parallel runs, ids, revisions, problems."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import polars as pl
+import pytest
+from conftest import BEHAVIOUR, table_bytes, write_tree
+
+import fastindex
+from fastindex import problems as p
+from fastindex.cli import main
+from fastindex.pipeline import DEFAULT_NAMESPACE
+from fastindex.treegen import make_tree
+
+
+@pytest.fixture(scope="module")
+def ephys_tree(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ephys")
+    make_tree(root, files=1500, shape="ephys", seed=3)
+    write_tree(root, {"cortexlab/Subjects/CORT_0000/notes.txt": b"x"})
+    return root
+
+
+def _tables(out: Path) -> tuple:
+    return table_bytes(out / "sessions.pqt"), table_bytes(out / "datasets.pqt")
+
+
+def test_serial_parallel_and_spawn_give_the_same_tables(ephys_tree, tmp_path) -> None:
+    outs = {}
+    runs = {"serial": dict(workers=1), "pool": dict(workers=2),
+            "spawn": dict(workers=2, start_method="spawn"),
+            "threads": dict(executor=ThreadPoolExecutor(3))}
+    for name, kwargs in runs.items():
+        outs[name] = tmp_path / name
+        outs[name].mkdir()
+        result = fastindex.build(ephys_tree, outs[name], **kwargs)
+        assert result.n_datasets > 1000
+    expected = _tables(outs["serial"])
+    for name in runs:
+        assert _tables(outs[name]) == expected, name
+
+
+def test_ids_are_reproducible_unique_and_uuid3(ephys_tree, tmp_path) -> None:
+    fastindex.build(ephys_tree, tmp_path, workers=2)
+    ses = pl.read_parquet(tmp_path / "sessions.pqt")
+    ds = pl.read_parquet(tmp_path / "datasets.pqt")
+    assert ds["id"].n_unique() == ds.height
+    row = ds.row(0, named=True)
+    assert row["id"] == str(uuid.uuid3(DEFAULT_NAMESPACE, f"{row['eid']}/{row['rel_path']}"))
+    assert set(ds["eid"]) <= set(ses["id"])
+    assert ds.select("eid", "id").equals(ds.select("eid", "id").sort("eid", "id"))
+    assert ses["id"].is_sorted()
+
+
+def test_namespace_and_string_ids(tmp_path) -> None:
+    root = write_tree(tmp_path / "t", BEHAVIOUR)
+    ns = uuid.uuid4()
+    fastindex.build(root, workers=1, namespace=ns)
+    ses = pl.read_parquet(root / "sessions.pqt")
+    assert str(uuid.uuid3(ns, "cortexlab/KS001/2020-01-01/001")) in ses["id"].to_list()
+    fastindex.build(root, workers=1, hash_ids=False)
+    ds = pl.read_parquet(root / "datasets.pqt")
+    assert "cortexlab/KS001/2020-01-01/001" in ds["eid"].to_list()
+    assert (ds["id"] == ds["rel_path"]).all()
+
+
+def test_default_revision_marks_the_last_revision(tmp_path) -> None:
+    root = write_tree(tmp_path / "t", BEHAVIOUR)
+    fastindex.build(root, workers=1, hash_ids=False)
+    ds = pl.read_parquet(root / "datasets.pqt").filter(
+        pl.col("eid") == "cortexlab/KS001/2020-01-01/001")
+    default = dict(zip(ds["rel_path"], ds["default_revision"]))
+    assert default["alf/#2021-01-01#/_ibl_trials.choice.npy"]
+    assert not default["alf/_ibl_trials.choice.npy"]  # the no-revision copy is older
+    assert default["alf/_ibl_trials.intervals.npy"]  # the only one
+    assert default["alf/probe00/pykilosort/#v2#/spikes.times.npy"]
+    assert not default["alf/probe00/pykilosort/spikes.times.npy"]
+
+
+def test_hash_is_null_and_metadata_has_provenance(tmp_path) -> None:
+    root = write_tree(tmp_path / "t", BEHAVIOUR)
+    fastindex.build(root, workers=1)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(root / "datasets.pqt")
+    assert table["hash"].null_count == table.num_rows
+    meta = json.loads(table.schema.metadata[b"fastindex"])
+    assert meta["counts"]["datasets"] == table.num_rows == len(BEHAVIOUR)
+    assert meta["options"]["namespace"] == str(DEFAULT_NAMESPACE)
+    one_meta = json.loads(table.schema.metadata[b"one_metadata"])
+    assert one_meta["origin"] == str(root.resolve()) and one_meta["date_created"]
+
+
+def test_problems_are_reported_not_indexed(tmp_path) -> None:
+    ses = "lab/Subjects/sub/2021-02-28"
+    root = write_tree(tmp_path / "t", [
+        f"{ses}/001/alf/trials.table.npy",
+        f"{ses}/001/bad name.with space.npy",
+        f"{ses}/001/.hidden.file.npy",
+        f"{ses}/001/my coll/trials.table.npy",
+        f"{ses}/001/other+c/trials.table.npy",
+        f"{ses}/2/alf/trials.table.npy",
+        f"{ses}/002/alf/trials.table.npy",
+        "lab/Subjects/sub/2021-02-30/001/alf/trials.table.npy",
+        "lab/Subjects/sub/README.md",
+    ])
+    result = fastindex.build(root, workers=2)
+    reasons = dict(zip(result.skipped["path"], result.skipped["reason"]))
+    assert reasons == {
+        f"{ses}/001/bad name.with space.npy": p.NOT_ALF_NAME,
+        f"{ses}/001/.hidden.file.npy": p.NOT_ALF_NAME,
+        f"{ses}/001/my coll/trials.table.npy": p.BAD_COLLECTION,
+        f"{ses}/001/other+c/trials.table.npy": p.BAD_COLLECTION,
+        "lab/Subjects/sub/2021-02-30/001/alf/trials.table.npy": p.IMPOSSIBLE_DATE,
+        "lab/Subjects/sub/README.md": p.OUTSIDE_SESSION,
+    }
+    assert result.n_sessions == 3 and result.n_datasets == 3
+    assert sorted(w.path for w in result.warnings) == [f"{ses}/002", f"{ses}/2"]
+    assert {w.reason for w in result.warnings} == {p.SAME_SESSION_NUMBER}
+
+
+def test_lab_fills_empty_labs_and_refuses_conflicts(tmp_path) -> None:
+    root = write_tree(tmp_path / "t", ["sub/2020-01-01/001/alf/trials.table.npy"])
+    fastindex.build(root, workers=1, lab="mylab")
+    assert pl.read_parquet(root / "sessions.pqt")["lab"].to_list() == ["mylab"]
+    labbed = write_tree(tmp_path / "l", BEHAVIOUR)
+    with pytest.raises(fastindex.InputError, match="lab name conflict"):
+        fastindex.build(labbed, workers=1, lab="mylab")
+
+
+def test_root_at_lab_or_subject_keeps_the_lab(tmp_path) -> None:
+    root = write_tree(tmp_path / "t", BEHAVIOUR)
+    for sub in ("cortexlab", "cortexlab/Subjects/KS001"):
+        out = tmp_path / sub.replace("/", "_")
+        out.mkdir()
+        fastindex.build(root / sub, out, workers=1)
+        assert set(pl.read_parquet(out / "sessions.pqt")["lab"]) == {"cortexlab"}
+
+
+def test_no_temporary_files_left_and_tables_replaced(tmp_path) -> None:
+    root = write_tree(tmp_path / "t", BEHAVIOUR)
+    first = fastindex.build(root, workers=1)
+    second = fastindex.build(root, workers=1)
+    assert first.build_id != second.build_id
+    assert sorted(f.name for f in root.iterdir() if f.is_file()) == [
+        "datasets.pqt", "sessions.pqt"]
+    assert second.skipped.height == 0  # its own tables are not reported
+
+
+def test_a_root_that_is_a_session(tmp_path) -> None:
+    root = write_tree(tmp_path / "sub/2020-01-01/001", ["alf/trials.table.npy"])
+    result = fastindex.build(root, workers=1, hash_ids=False)
+    assert result.n_sessions == 1
+    assert pl.read_parquet(root / "datasets.pqt")["eid"][0] == "sub/2020-01-01/001"
+
+
+def test_empty_root_gives_valid_empty_tables(tmp_path, strict_warnings) -> None:
+    result = fastindex.build(tmp_path, workers=2)
+    assert (result.n_sessions, result.n_datasets) == (0, 0)
+    from one.api import One
+
+    one = One(cache_dir=tmp_path, mode="local")
+    assert len(one.search()) == 0
+
+
+def test_cli_build_summary_report_and_exit_codes(tmp_path, capsys) -> None:
+    root = write_tree(tmp_path / "t", [*BEHAVIOUR, "cortexlab/Subjects/KS001/x.txt"])
+    report = tmp_path / "report.json"
+    assert main(["build", str(root), "--workers", "2", "--report", str(report)]) == 0
+    err = capsys.readouterr().err
+    assert "9 sessions" not in err and "datasets, 1 skipped" in err
+    data = json.loads(report.read_text())
+    assert data["problems"] == [{"kind": "skipped", "path": "cortexlab/Subjects/KS001/x.txt",
+                                 "reason": p.OUTSIDE_SESSION, "detail": ""}]
+    csv = tmp_path / "report.csv"
+    assert main(["build", str(root), "--quiet", "--report", str(csv)]) == 0
+    assert pl.read_csv(csv)["reason"].to_list() == [p.OUTSIDE_SESSION]
+    assert main(["build", str(tmp_path / "missing")]) == 2
+    assert "root does not exist" in capsys.readouterr().err
+    assert main(["build", str(root), "--out", str(tmp_path / "nope")]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["build", str(root), "--namespace", "not-a-uuid"])
+    assert exc.value.code == 2
+
+
+def test_worker_failure_is_a_clear_error_and_keeps_old_tables(tmp_path, monkeypatch) -> None:
+    root = write_tree(tmp_path / "t", BEHAVIOUR)
+    fastindex.build(root, workers=1)
+    before = (root / "datasets.pqt").read_bytes()
+
+    def boom(*args):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr("fastindex.pipeline.index_sessions", boom)
+    with pytest.raises(fastindex.FastindexError, match="disk on fire"):
+        fastindex.build(root, executor=ThreadPoolExecutor(2))
+    assert (root / "datasets.pqt").read_bytes() == before
+    shutil.rmtree(root / "cortexlab")
