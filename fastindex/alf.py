@@ -68,7 +68,11 @@ def session_parts(posix_path: str) -> SessionParts | None:
     Matching the whole path (not the part under the indexed root) means a lab folder
     above the root still counts.  Returns None for folders that are not sessions.
     """
-    m = SESSION_RE.search(posix_path.strip("/"))
+    tail = posix_path.rstrip("/").rsplit("/", 5)
+    if not (len(tail[-1]) <= 3 and tail[-1].isdigit()):  # fast no for most folders
+        return None
+    # The pattern spans at most five folders, so searching the last five is the same.
+    m = SESSION_RE.search("/".join(tail[-5:]))
     if m is None:
         return None
     return SessionParts(m["lab"] or "", m["subject"], m["date"], m["number"])

@@ -12,6 +12,33 @@ from itertools import accumulate
 
 import pyarrow as pa
 
+DATASET_FIELDS = pa.schema([
+    ("session", pa.uint32()),  # position of the session in the build's session list
+    ("rel_path", pa.string()),
+    ("file_size", pa.uint64()),
+    ("id_md5", pa.binary(16)),  # md5 of the uuid3 name; null with string ids
+])
+PROBLEM_FIELDS = pa.schema([
+    ("path", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
+])
+
+
+def dataset_batch(session: list[int], rel_path: list[bytes], file_size: list[int],
+                  id_md5: list[bytes] | None) -> pa.RecordBatch:
+    """A worker's datasets; ``rel_path`` UTF-8 encoded, ``id_md5`` None with string ids."""
+    ids = fixed_binary(id_md5, 16) if id_md5 is not None else pa.nulls(len(rel_path),
+                                                                        pa.binary(16))
+    return pa.RecordBatch.from_arrays([
+        integers(session, pa.uint32()), strings(rel_path),
+        integers(file_size, pa.uint64()), ids], schema=DATASET_FIELDS)
+
+
+def problem_batch(problems: list[tuple[str, str, str]]) -> pa.RecordBatch:
+    """A worker's problems: (path, reason, detail) rows as three columns."""
+    found = list(zip(*problems)) if problems else [(), (), ()]
+    return pa.RecordBatch.from_arrays([strings([v.encode() for v in col]) for col in found],
+                                      schema=PROBLEM_FIELDS)
+
 
 def strings(encoded: list[bytes]) -> pa.Array:
     """A utf8 column from UTF-8-encoded values (``large_string`` past 2 GiB of text)."""

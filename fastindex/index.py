@@ -19,16 +19,6 @@ import pyarrow as pa
 from fastindex import alf, columns
 from fastindex import problems as p
 
-DATASET_FIELDS = pa.schema([
-    ("session", pa.uint32()),  # position of the session in the build's session list
-    ("rel_path", pa.string()),
-    ("file_size", pa.uint64()),
-    ("id_md5", pa.binary(16)),  # md5 of the uuid3 name; null with string ids
-])
-PROBLEM_FIELDS = pa.schema([
-    ("path", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
-])
-
 
 @dataclass(frozen=True)
 class IndexOptions:
@@ -65,15 +55,9 @@ def index_sessions(tasks: list[SessionTask], options: IndexOptions
     cols = _Columns([], [], [], [], [])
     for task in tasks:
         _index_session(task, options, cols)
-    n = len(cols.rel_path)
-    no_ids = pa.nulls(n, pa.binary(16))
-    ids = columns.fixed_binary(cols.id_md5, 16) if options.namespace else no_ids
-    datasets = pa.RecordBatch.from_arrays([
-        columns.integers(cols.session, pa.uint32()), columns.strings(cols.rel_path),
-        columns.integers(cols.file_size, pa.uint64()), ids], schema=DATASET_FIELDS)
-    found = list(zip(*cols.problems)) if cols.problems else [(), (), ()]
-    problems = [columns.strings([v.encode() for v in col]) for col in found]
-    return datasets, pa.RecordBatch.from_arrays(problems, schema=PROBLEM_FIELDS)
+    return (columns.dataset_batch(cols.session, cols.rel_path, cols.file_size,
+                                  cols.id_md5 if options.namespace else None),
+            columns.problem_batch(cols.problems))
 
 
 def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns) -> None:

@@ -11,9 +11,10 @@ import polars as pl
 import pyarrow as pa
 
 from fastindex import alf
+from fastindex.columns import DATASET_FIELDS, PROBLEM_FIELDS
 from fastindex.discover import Session
 from fastindex.errors import InputError
-from fastindex.index import DATASET_FIELDS
+from fastindex.problems import Problem
 
 _REVISION = r"(?:^|/)#([^/]*)#/[^/]*$"  # the revision folder just above the file
 
@@ -59,15 +60,25 @@ def datasets_frame(batches: list[pa.RecordBatch], eids: list[str]) -> pl.DataFra
     """
     table = pa.Table.from_batches(batches, schema=DATASET_FIELDS)
     frame = pl.from_arrow(table)
-    sessions = pl.DataFrame({"eid": eids}).with_row_index("session")
-    frame = frame.join(sessions.with_columns(pl.col("session").cast(pl.UInt32)), on="session")
-    frame = frame.with_columns(id=pl.coalesce(uuid3_from_md5(pl.col("id_md5")), "rel_path"))
+    frame = frame.with_columns(
+        eid=pl.Series("eid", eids, pl.String).gather(frame["session"]),
+        id=pl.coalesce(uuid3_from_md5(pl.col("id_md5")), "rel_path"))
+    return (frame.with_columns(default_revision=_is_default_revision(frame))
+            .select("eid", "id", "rel_path", "file_size", "default_revision")
+            .sort("eid", "id"))
+
+
+def _is_default_revision(frame: pl.DataFrame) -> pl.Expr:
+    """True where a row's revision is the last of its dataset's (all True without any)."""
+    if not frame["rel_path"].str.contains("#", literal=True).any():
+        return pl.lit(True)  # no revision folder anywhere: skip the grouping
     revision = pl.col("rel_path").str.extract(_REVISION, 1).fill_null("")
     group = [pl.col("eid"), pl.col("rel_path").str.replace_all(alf.REVISION_FOLDER_RE.pattern, "")]
-    return (
-        frame.with_columns(
-            default_revision=(revision == revision.max().over(group)),
-        )
-        .select("eid", "id", "rel_path", "file_size", "default_revision")
-        .sort("eid", "id")
-    )
+    return revision == revision.max().over(group)
+
+
+def problems_frame(found: list[Problem], batches: list[pa.RecordBatch]) -> pl.DataFrame:
+    """Every skipped file, from the parent's walk and the workers', sorted by path."""
+    own = pl.DataFrame(found, schema=PROBLEM_FIELDS.names, orient="row").cast(pl.String)
+    workers = pl.from_arrow(pa.Table.from_batches(batches, schema=PROBLEM_FIELDS))
+    return pl.concat([own, workers]).sort("path", "reason")

@@ -3,6 +3,9 @@
 ``build`` is the one place that knows every stage; each stage's module knows only its
 own inputs.  The index stage runs behind ``concurrent.futures.Executor``: a process pool
 by default, the calling process itself for ``workers=1``, or any executor passed in.
+
+polars is imported only once the workers are running (see ``build``): the parent loads
+the merge stage's library while they index, not before.
 """
 
 from __future__ import annotations
@@ -13,22 +16,25 @@ import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import polars as pl
-import pyarrow as pa
 from tqdm import tqdm
 
-from fastindex import __version__, discover, merge, tables
+from fastindex import __version__, discover
 from fastindex.errors import FastindexError, InputError
-from fastindex.index import PROBLEM_FIELDS, IndexOptions, SessionTask, index_sessions
+from fastindex.index import IndexOptions, SessionTask, index_sessions
 from fastindex.problems import Problem
+
+if TYPE_CHECKING:
+    import polars as pl
 
 #: Ids are uuid3 in this namespace unless another is given, so a tree always gets the same ids.
 DEFAULT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "fastindex:alf")
+TABLE_FILES = ("sessions.pqt", "datasets.pqt")
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,18 @@ class BuildResult:
                 f"{_human_bytes(self.total_bytes)}, {self.seconds:.2f} s")
 
 
+class InlineExecutor(Executor):
+    """Runs each task in the calling process as it is submitted: ``workers=1``."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as err:
+            future.set_exception(err)
+        return future
+
+
 def default_workers() -> int:
     """The CPUs this process may run on (not the machine's count, under a cgroup or taskset)."""
     if hasattr(os, "process_cpu_count"):
@@ -86,31 +104,35 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
     The tables go to ``out_dir`` (default: the root).  ``workers`` defaults to the CPUs
     this process may use; ``workers=1`` runs in this process.  ``executor`` replaces the
     process pool (any ``concurrent.futures.Executor``); ``start_method`` picks the
-    multiprocessing start method of the default pool.
+    multiprocessing start method of the default pool (default: the platform's).
     """
     started = time.perf_counter()
     root_path, out_path = _check_paths(root, out_dir)
     ns = uuid.UUID(str(namespace)) if namespace else DEFAULT_NAMESPACE
     options = BuildOptions(hash_ids, str(ns), lab, follow_symlinks)
-    workers = workers or default_workers()
-    ignore = frozenset(str(out_path / n) for n in (tables.SESSIONS_FILE, tables.DATASETS_FILE))
-
-    found = discover.Discovery()
     id_ns = ns if hash_ids else None
+    found = discover.Discovery()
     eids: list[str] = []
 
     def tasks() -> Iterator[list[SessionTask]]:
+        ignore = frozenset(str(out_path / name) for name in TABLE_FILES)
         for batch in discover.discover(root_path, found, follow_symlinks, ignore):
             eids.extend(session_eid(found.sessions[i].parts.string_id, id_ns)
                         for i in range(len(eids), batch[-1] + 1))
             yield [SessionTask(i, found.sessions[i].path, found.sessions[i].rel, eids[i])
                    for i in batch]
 
-    results = _run(tasks(), IndexOptions(id_ns, follow_symlinks), workers, executor,
-                   start_method, progress)
+    with _executor(executor, workers or default_workers(), start_method) as pool:
+        with tqdm(unit="session", disable=not progress, desc="indexing") as bar:
+            futures = _submit(pool, tasks(), IndexOptions(id_ns, follow_symlinks))
+            bar.total = sum(len(batch) for _, batch in futures)
+            from fastindex import merge, tables  # polars loads while the workers index
+
+            results = _gather(futures, bar)
+
     sessions = merge.sessions_frame(found.sessions, eids, lab)
     datasets = merge.datasets_frame([r[0] for r in results], eids)
-    skipped = _skipped_frame(found.problems, [r[1] for r in results])
+    skipped = merge.problems_frame(found.problems, [r[1] for r in results])
     build_id = str(uuid.uuid4())
     counts = {"sessions": sessions.height, "datasets": datasets.height,
               "skipped": skipped.height, "warnings": len(found.warnings),
@@ -145,62 +167,50 @@ def _check_paths(root: str | os.PathLike, out_dir: str | os.PathLike | None
     return root_path, out_path
 
 
-def _run(batches: Iterable[list[SessionTask]], options: IndexOptions, workers: int,
-         executor: Executor | None, start_method: str | None, progress: bool
-         ) -> list[tuple[pa.RecordBatch, pa.RecordBatch]]:
-    """Run every batch through the index stage as discovery yields it; results in order."""
-    with tqdm(unit="session", disable=not progress, desc="indexing") as bar:
-        if executor is None and workers == 1:
-            results = []
-            for batch in batches:
-                results.append(index_sessions(batch, options))
-                bar.update(len(batch))
-            return results
-        if executor is not None:
-            return _collect(executor, batches, options, bar)
-        context = multiprocessing.get_context(start_method) if start_method else None
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            try:
-                return _collect(pool, batches, options, bar)
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+class _executor:
+    """The executor to run batches on; a pool made here is shut down here, even on error."""
+
+    def __init__(self, given: Executor | None, workers: int, start_method: str | None):
+        if given is not None:
+            self.pool, self.own = given, False
+        elif workers == 1:
+            self.pool, self.own = InlineExecutor(), False
+        else:
+            context = multiprocessing.get_context(start_method) if start_method else None
+            self.pool, self.own = ProcessPoolExecutor(workers, mp_context=context), True
+
+    def __enter__(self) -> Executor:
+        return self.pool
+
+    def __exit__(self, kind, err, tb) -> None:
+        if self.own:  # on error, do not wait for batches nobody will read
+            self.pool.shutdown(wait=err is None, cancel_futures=True)
 
 
-def _collect(executor: Executor, batches: Iterable[list[SessionTask]], options: IndexOptions,
-             bar: tqdm) -> list[tuple[pa.RecordBatch, pa.RecordBatch]]:
-    futures = {}
-    submitted = []
-    for i, batch in enumerate(batches):  # discovery goes on while workers index
-        futures[executor.submit(index_sessions, batch, options)] = i
-        submitted.append(batch)
-    batches = submitted
-    bar.total = sum(len(b) for b in batches)
-    bar.refresh()
-    results: list = [None] * len(batches)
-    for future in as_completed(futures):
-        i = futures[future]
+def _submit(pool: Executor, batches: Iterable[list[SessionTask]], options: IndexOptions
+            ) -> list[tuple[Future, list[SessionTask]]]:
+    """Submit each batch as discovery yields it, so the walk and the indexing overlap."""
+    return [(pool.submit(index_sessions, batch, options), batch) for batch in batches]
+
+
+def _gather(futures: list[tuple[Future, list[SessionTask]]], bar: tqdm) -> list:
+    """The batches' results, in submission order; the first failure stops the build."""
+    batches = {future: batch for future, batch in futures}
+    for future in as_completed(batches):
         try:
-            results[i] = future.result()
+            future.result()
         except BrokenProcessPool as err:
             raise FastindexError(f"a worker process died while indexing; nothing was "
                                  f"written ({err})") from err
         except Exception as err:
-            where = batches[i][0].rel or "."
+            where = batches[future][0].rel or "."
             raise FastindexError(f"indexing failed in the batch starting at {where}: "
                                  f"{type(err).__name__}: {err}; nothing was written") from err
-        bar.update(len(batches[i]))
-    return results
+        bar.update(len(batches[future]))
+    return [future.result() for future, _ in futures]
 
 
-def _skipped_frame(found: list[Problem], batches: list[pa.RecordBatch]) -> pl.DataFrame:
-    """Every skipped file, from the parent's walk and the workers', sorted by path."""
-    own = pl.DataFrame(found, schema=PROBLEM_FIELDS.names, orient="row")
-    workers = pl.from_arrow(pa.Table.from_batches(batches, schema=PROBLEM_FIELDS))
-    return pl.concat([own.cast(pl.String), workers]).sort("path", "reason")
-
-
-def _human_bytes(n: int) -> str:
+def _human_bytes(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

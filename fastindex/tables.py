@@ -41,8 +41,6 @@ DATASETS_SCHEMA = pa.schema([
     ("qc", QC_TYPE),
     ("default_revision", pa.bool_()),
 ])
-SESSIONS_FILE = "sessions.pqt"
-DATASETS_FILE = "datasets.pqt"
 
 
 def sessions_table(frame: pl.DataFrame) -> pa.Table:
@@ -107,7 +105,7 @@ def write_tables(out_dir: Path, sessions: pa.Table, datasets: pa.Table,
     temporary names unique to this build.  A failure before the renames leaves the
     previous tables untouched and removes the temporary files.
     """
-    targets = [out_dir / SESSIONS_FILE, out_dir / DATASETS_FILE]
+    targets = [out_dir / "sessions.pqt", out_dir / "datasets.pqt"]
     temps = [t.with_name(f".{t.name}.{tag}.tmp") for t in targets]
     try:
         for table, temp, index in zip((sessions, datasets), temps, (["id"], ["eid", "id"])):

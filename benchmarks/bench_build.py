@@ -1,0 +1,82 @@
+"""fastindex build against one-api's make_parquet_db and `find`, side by side, one run.
+
+    python benchmarks/bench_build.py [--files 74000] [--repeat 5] [--tree DIR]
+
+Every command runs as a whole process (interpreter start and imports included), on the
+same tree with a warm page cache, in rotation, ``--repeat`` times; medians of wall and CPU
+time are reported with ratios, and written to benchmarks/results/build.json.  Peak
+memory (PSS of the whole process tree) comes from one extra, separately sampled run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from measure import machine, median, run
+
+from fastindex.pipeline import default_workers
+from fastindex.treegen import make_tree
+
+HERE = Path(__file__).resolve().parent
+ONE_API = ("import sys, warnings; warnings.simplefilter('ignore');"
+           "from one.alf.cache import make_parquet_db; make_parquet_db(sys.argv[1], sys.argv[2])")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=74_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--tree", type=Path, help="an existing tree (default: generate one)")
+    parser.add_argument("--one-repeat", type=int, default=1,
+                        help="runs of one-api (slow: ~0.2 ms per file)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        tree = args.tree or tmp / "tree"
+        if not args.tree:
+            print(f"generating {args.files} files ...", file=sys.stderr)
+            make_tree(tree, files=args.files, shape="behaviour", seed=0)
+        out = tmp / "out"
+        out.mkdir()
+        n = default_workers()
+        commands = {
+            "find -printf": ["find", str(tree), "-type", "f", "-printf", "%s %P\n"],
+            "fastindex 1 worker": [sys.executable, "-m", "fastindex", "build", str(tree),
+                                   "--out", str(out), "--quiet", "--workers", "1"],
+            f"fastindex {n} workers": [sys.executable, "-m", "fastindex", "build", str(tree),
+                                       "--out", str(out), "--quiet", "--workers", str(n)],
+            "one-api make_parquet_db": [sys.executable, "-c", ONE_API, str(tree), str(out)],
+        }
+        run(commands["find -printf"])  # warm the page cache
+        peak = {name: run(cmd, memory=True).peak_mb for name, cmd in commands.items()}
+        samples: dict[str, list] = {k: [] for k in commands}
+        for i in range(args.repeat):
+            for name, cmd in commands.items():
+                if name.startswith("one-api") and i >= args.one_repeat:
+                    continue
+                samples[name].append(run(cmd))
+                print(f"  {name}: {samples[name][-1].wall_s:.2f} s", file=sys.stderr)
+
+    rows = {k: median(v) for k, v in samples.items()}
+    for name, r in rows.items():
+        r.peak_mb = peak[name]
+    best = rows[f"fastindex {n} workers"]
+    print(f"\n{args.files} files, IBL behaviour shape; {machine()}; medians of {args.repeat}")
+    print(f"{'command':28} {'wall s':>8} {'cpu s':>8} {'peak MB':>8} {'wall / fastindex':>17}")
+    for name, r in rows.items():
+        print(f"{name:28} {r.wall_s:8.2f} {r.cpu_s:8.2f} {r.peak_mb:8.0f} "
+              f"{r.wall_s / best.wall_s:17.2f}")
+    result = {"files": args.files, "machine": machine(), "repeat": args.repeat,
+              "rows": {k: vars(v) for k, v in rows.items()}}
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "build.json").write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
