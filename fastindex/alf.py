@@ -103,8 +103,8 @@ def is_collection_prefix(prefix: str) -> bool:
 
 def is_rel_path(rel_path: str) -> bool:
     """True when a session-relative posix path is ``collection/#revision#/filename``."""
-    prefix, _, name = rel_path.rpartition("/")
-    return is_dataset_name(name) and is_collection_prefix(prefix + "/" if prefix else "")
+    prefix, slash, name = rel_path.rpartition("/")
+    return is_dataset_name(name) and is_collection_prefix(prefix + slash)
 
 
 def revision_group(rel_path: str) -> str:

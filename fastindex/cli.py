@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--string-ids", action="store_true",
                    help="ONE's string ids (lab/subject/date/number, rel_path), not uuid3")
     b.add_argument("--namespace", type=_uuid, help="uuid namespace for the uuid3 ids")
+    b.add_argument("--hash", choices=["none", "xxh3", "md5", "xxh3+md5"], default="none",
+                   help="digest every file: md5 goes in ONE's hash column, xxh3 in an "
+                        "extra xxh3 column (default: none)")
     b.add_argument("--follow-symlinks", action="store_true",
                    help="walk into linked folders (loops are detected and reported)")
     b.add_argument("--report", type=Path,
@@ -69,7 +72,8 @@ def _build(args: argparse.Namespace) -> int:
 
     result = build(args.root, args.out, workers=args.workers, hash_ids=not args.string_ids,
                    namespace=args.namespace, lab=args.lab,
-                   follow_symlinks=args.follow_symlinks, progress=not args.quiet)
+                   follow_symlinks=args.follow_symlinks, hash=args.hash,
+                   progress=not args.quiet)
     if args.report:
         write_report(args.report, result.skipped, result.warnings,
                      {"sessions": result.n_sessions, "datasets": result.n_datasets,

@@ -17,6 +17,8 @@ DATASET_FIELDS = pa.schema([
     ("rel_path", pa.string()),
     ("file_size", pa.uint64()),
     ("id_md5", pa.binary(16)),  # md5 of the uuid3 name; null with string ids
+    ("md5", pa.string()),  # hex digests of the file, null when not hashed
+    ("xxh3", pa.string()),
 ])
 PROBLEM_FIELDS = pa.schema([
     ("path", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
@@ -24,13 +26,15 @@ PROBLEM_FIELDS = pa.schema([
 
 
 def dataset_batch(session: list[int], rel_path: list[bytes], file_size: list[int],
-                  id_md5: list[bytes] | None) -> pa.RecordBatch:
+                  id_md5: list[bytes] | None, digests: dict[str, list[str]]) -> pa.RecordBatch:
     """A worker's datasets; ``rel_path`` UTF-8 encoded, ``id_md5`` None with string ids."""
-    ids = fixed_binary(id_md5, 16) if id_md5 is not None else pa.nulls(len(rel_path),
-                                                                        pa.binary(16))
+    n = len(rel_path)
+    ids = fixed_binary(id_md5, 16) if id_md5 is not None else pa.nulls(n, pa.binary(16))
+    hashes = [strings([d.encode() for d in digests[a]]) if a in digests
+              else pa.nulls(n, pa.string()) for a in ("md5", "xxh3")]
     return pa.RecordBatch.from_arrays([
         integers(session, pa.uint32()), strings(rel_path),
-        integers(file_size, pa.uint64()), ids], schema=DATASET_FIELDS)
+        integers(file_size, pa.uint64()), ids, *hashes], schema=DATASET_FIELDS)
 
 
 def problem_batch(problems: list[tuple[str, str, str]]) -> pa.RecordBatch:

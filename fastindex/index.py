@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from fastindex import alf, columns
+from fastindex import alf, columns, hashing
 from fastindex import problems as p
 
 
@@ -26,6 +26,8 @@ class IndexOptions:
 
     namespace: uuid.UUID | None  # None: ids are ONE's strings (rel_path)
     follow_symlinks: bool = False
+    hashes: tuple[str, ...] = ()  # from hashing.ALGORITHMS
+    defer_size: int = 64 << 20  # files this large are hashed as tasks of their own
 
 
 @dataclass(frozen=True)
@@ -47,20 +49,39 @@ class _Columns:
     file_size: list
     id_md5: list
     problems: list
+    digests: dict  # algorithm -> list of hex digests ('' where deferred)
+    deferred: list  # (session position, rel_path, absolute path) of large files
+    nbytes: int = 0
 
 
-def index_sessions(tasks: list[SessionTask], options: IndexOptions
-                   ) -> tuple[pa.RecordBatch, pa.RecordBatch]:
-    """Index a batch of sessions: (datasets, problems) as Arrow record batches."""
-    cols = _Columns([], [], [], [], [])
+@dataclass
+class BatchResult:
+    """What a worker returns for one batch: Arrow columns, and the few large files left."""
+
+    datasets: pa.RecordBatch
+    problems: pa.RecordBatch
+    deferred: list[tuple[int, str, str]]
+    nbytes: int  # bytes indexed, for a progress bar in bytes
+
+
+def index_sessions(tasks: list[SessionTask], options: IndexOptions) -> BatchResult:
+    """Index a batch of sessions: datasets and problems as Arrow record batches.
+
+    With hashing, files of ``defer_size`` bytes or more are not hashed here but listed
+    in ``deferred``, so that one huge file becomes a task of its own.
+    """
+    cols = _Columns([], [], [], [], [], {a: [] for a in options.hashes}, [])
+    buffer = bytearray(hashing.CHUNK) if options.hashes else None
     for task in tasks:
-        _index_session(task, options, cols)
-    return (columns.dataset_batch(cols.session, cols.rel_path, cols.file_size,
-                                  cols.id_md5 if options.namespace else None),
-            columns.problem_batch(cols.problems))
+        _index_session(task, options, cols, buffer)
+    datasets = columns.dataset_batch(cols.session, cols.rel_path, cols.file_size,
+                                     cols.id_md5 if options.namespace else None, cols.digests)
+    return BatchResult(datasets, columns.problem_batch(cols.problems), cols.deferred,
+                       cols.nbytes)
 
 
-def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns) -> None:
+def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns,
+                   buffer: bytearray | None) -> None:
     # A dataset's id is uuid3(namespace, 'eid/rel_path'); the worker computes the md5
     # (per-row Python), the merge formats all of them at once.
     id_prefix = (options.namespace.bytes + f"{task.eid}/".encode()) if options.namespace else None
@@ -107,12 +128,45 @@ def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns) -> 
             except OSError as err:
                 problems.append(_problem(task, rel_path, p.UNREADABLE, str(err)))
                 continue
+            if options.hashes and not _add_digests(entry.path, size, rel_path, task, options,
+                                                   cols, buffer):
+                continue
+            cols.nbytes += size
             encoded = rel_path.encode()
             cols.session.append(task.position)
             cols.rel_path.append(encoded)
             cols.file_size.append(size)
             if id_prefix:
                 cols.id_md5.append(hashlib.md5(id_prefix + encoded).digest())
+
+
+def hash_deferred(path: str, algorithms: tuple[str, ...]) -> tuple[int, dict[str, str]]:
+    """Hash one large file as a task of its own: (bytes read, digests)."""
+    return hashing.digest_file(path, algorithms)
+
+
+def _add_digests(path: str, size: int, rel_path: str, task: SessionTask,
+                 options: IndexOptions, cols: _Columns, buffer: bytearray | None) -> bool:
+    """Hash one file into ``cols``, or defer it when large; False if it could not be read."""
+    if size >= options.defer_size:
+        cols.deferred.append((task.position, rel_path, path))
+        digests = dict.fromkeys(options.hashes, "")
+    else:
+        problem = None
+        try:
+            nbytes, digests = hashing.digest_file(path, options.hashes, buffer)
+            if nbytes != size:
+                problem = (p.CHANGED, f"{size} bytes when listed, {nbytes} when read")
+        except FileNotFoundError as err:
+            problem = (p.VANISHED, str(err))
+        except OSError as err:
+            problem = (p.UNREADABLE, str(err))
+        if problem:
+            cols.problems.append(_problem(task, rel_path, *problem))
+            return False
+    for algorithm, digest in digests.items():
+        cols.digests[algorithm].append(digest)
+    return True
 
 
 def _name_reason(name: str, default: str = p.NOT_ALF_NAME) -> str:

@@ -51,8 +51,14 @@ def sessions_frame(sessions: list[Session], eids: list[str], lab: str | None) ->
     }, schema_overrides={"date": pl.Date, "number": pl.UInt16}).sort("id")
 
 
-def datasets_frame(batches: list[pa.RecordBatch], eids: list[str]) -> pl.DataFrame:
+def datasets_frame(batches: list[pa.RecordBatch], eids: list[str],
+                   hashes: tuple[str, ...] = (),
+                   late: list[tuple[int, str, dict | None]] = ()) -> pl.DataFrame:
     """All datasets, with their session's id, ``default_revision``, sorted by (eid, id).
+
+    ``hashes`` names the digests computed: md5 becomes ONE's ``hash`` column, xxh3 an
+    ``xxh3`` column.  ``late`` holds the digests of files hashed as tasks of their own
+    (None: the file could not be read, and its row is dropped).
 
     ``default_revision`` is True on the lexicographically last revision of each dataset,
     grouping by rel_path without its ``#revision#/`` folder, as ONE groups them; no
@@ -63,9 +69,29 @@ def datasets_frame(batches: list[pa.RecordBatch], eids: list[str]) -> pl.DataFra
     frame = frame.with_columns(
         eid=pl.Series("eid", eids, pl.String).gather(frame["session"]),
         id=pl.coalesce(uuid3_from_md5(pl.col("id_md5")), "rel_path"))
+    if late:
+        frame = _apply_late(frame, late)
+    digests = [pl.col("md5").alias("hash")] if "md5" in hashes else []
+    digests += [pl.col("xxh3")] if "xxh3" in hashes else []
     return (frame.with_columns(default_revision=_is_default_revision(frame))
-            .select("eid", "id", "rel_path", "file_size", "default_revision")
+            .select("eid", "id", "rel_path", "file_size", *digests, "default_revision")
             .sort("eid", "id"))
+
+
+def _apply_late(frame: pl.DataFrame, late: list[tuple[int, str, dict | None]]
+                ) -> pl.DataFrame:
+    """Fill in the digests of separately hashed files; drop the ones that failed."""
+    rows = pl.DataFrame({
+        "session": [s for s, _, _ in late], "rel_path": [r for _, r, _ in late],
+        "ok": [d is not None for _, _, d in late],
+        "md5_late": [(d or {}).get("md5") for _, _, d in late],
+        "xxh3_late": [(d or {}).get("xxh3") for _, _, d in late],
+    }, schema_overrides={"session": pl.UInt32, "md5_late": pl.String, "xxh3_late": pl.String})
+    return (frame.join(rows, on=["session", "rel_path"], how="left")
+            .filter(pl.col("ok").fill_null(True))
+            .with_columns(md5=pl.coalesce("md5_late", "md5"),
+                          xxh3=pl.coalesce("xxh3_late", "xxh3"))
+            .drop("ok", "md5_late", "xxh3_late"))
 
 
 def _is_default_revision(frame: pl.DataFrame) -> pl.Expr:

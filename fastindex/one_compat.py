@@ -18,12 +18,12 @@ def make_parquet_db(root_dir: str | os.PathLike, out_dir: str | os.PathLike | No
                     ) -> tuple[Path, Path]:
     """one-api's ``one.alf.cache.make_parquet_db``, same signature and return value.
 
-    Returns the paths of the sessions and datasets tables.  Like one-api it warns when no
+    Returns the paths of the sessions and datasets tables.  ``hash_files`` puts each
+    file's md5 in the ``hash`` column, as one-api does.  Like one-api it warns when no
     sessions or no datasets were found.
     """
-    if hash_files:
-        raise NotImplementedError("hash_files=True is not supported yet")
-    result = build(root_dir, out_dir, hash_ids=hash_ids, lab=lab)
+    result = build(root_dir, out_dir, hash_ids=hash_ids, lab=lab,
+                   hash="md5" if hash_files else None)
     if result.n_sessions == 0 or result.n_datasets == 0:
         what = "sessions" if result.n_sessions == 0 else "datasets"
         warnings.warn(f"No {what} found", RuntimeWarning, stacklevel=2)

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from fastindex import __version__, discover
+from fastindex import __version__, discover, hashing
+from fastindex import problems as p
 from fastindex.errors import FastindexError, InputError
-from fastindex.index import IndexOptions, SessionTask, index_sessions
+from fastindex.index import BatchResult, IndexOptions, SessionTask, hash_deferred, index_sessions
 from fastindex.problems import Problem
 
 if TYPE_CHECKING:
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 #: Ids are uuid3 in this namespace unless another is given, so a tree always gets the same ids.
 DEFAULT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "fastindex:alf")
 TABLE_FILES = ("sessions.pqt", "datasets.pqt")
+#: When hashing, files this large are hashed as tasks of their own (work balance).
+DEFER_SIZE = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class BuildOptions:
     namespace: str = str(DEFAULT_NAMESPACE)
     lab: str | None = None
     follow_symlinks: bool = False
+    hash: str = "none"
 
 
 @dataclass
@@ -97,19 +101,26 @@ def session_eid(string_id: str, namespace: uuid.UUID | None) -> str:
 def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
           workers: int | None = None, hash_ids: bool = True,
           namespace: str | uuid.UUID | None = None, lab: str | None = None,
-          follow_symlinks: bool = False, executor: Executor | None = None,
-          start_method: str | None = None, progress: bool = False) -> BuildResult:
+          follow_symlinks: bool = False, hash: str | None = None,
+          executor: Executor | None = None, start_method: str | None = None,
+          progress: bool = False) -> BuildResult:
     """Index the ALF tree under ``root`` and write ``sessions.pqt`` and ``datasets.pqt``.
 
     The tables go to ``out_dir`` (default: the root).  ``workers`` defaults to the CPUs
-    this process may use; ``workers=1`` runs in this process.  ``executor`` replaces the
+    this process may use; ``workers=1`` runs in this process.  ``hash`` is one of
+    ``none``, ``xxh3``, ``md5``, ``xxh3+md5``: md5 goes in ONE's ``hash`` column, xxh3 in
+    an extra ``xxh3`` column.  ``executor`` replaces the
     process pool (any ``concurrent.futures.Executor``); ``start_method`` picks the
     multiprocessing start method of the default pool (default: the platform's).
     """
     started = time.perf_counter()
     root_path, out_path = _check_paths(root, out_dir)
     ns = uuid.UUID(str(namespace)) if namespace else DEFAULT_NAMESPACE
-    options = BuildOptions(hash_ids, str(ns), lab, follow_symlinks)
+    try:
+        hashes = hashing.parse(hash)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    options = BuildOptions(hash_ids, str(ns), lab, follow_symlinks, hash or "none")
     id_ns = ns if hash_ids else None
     found = discover.Discovery()
     eids: list[str] = []
@@ -122,17 +133,21 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
             yield [SessionTask(i, found.sessions[i].path, found.sessions[i].rel, eids[i])
                    for i in batch]
 
+    index_options = IndexOptions(id_ns, follow_symlinks, hashes, DEFER_SIZE)
     with _executor(executor, workers or default_workers(), start_method) as pool:
-        with tqdm(unit="session", disable=not progress, desc="indexing") as bar:
-            futures = _submit(pool, tasks(), IndexOptions(id_ns, follow_symlinks))
-            bar.total = sum(len(batch) for _, batch in futures)
+        with _progress(progress, hashes) as bar:
+            futures = _submit(pool, tasks(), index_options)
+            if not hashes:
+                bar.total = sum(len(batch) for _, batch in futures)
             from fastindex import merge, tables  # polars loads while the workers index
 
-            results = _gather(futures, bar)
+            results = _gather(futures, bar, in_bytes=bool(hashes))
+            late, late_problems = _hash_deferred(pool, results, found.sessions, hashes, bar)
 
     sessions = merge.sessions_frame(found.sessions, eids, lab)
-    datasets = merge.datasets_frame([r[0] for r in results], eids)
-    skipped = merge.problems_frame(found.problems, [r[1] for r in results])
+    datasets = merge.datasets_frame([r.datasets for r in results], eids, hashes, late)
+    skipped = merge.problems_frame(found.problems + late_problems,
+                                   [r.problems for r in results])
     build_id = str(uuid.uuid4())
     counts = {"sessions": sessions.height, "datasets": datasets.height,
               "skipped": skipped.height, "warnings": len(found.warnings),
@@ -187,13 +202,54 @@ class _executor:
             self.pool.shutdown(wait=err is None, cancel_futures=True)
 
 
+def _progress(progress: bool, hashes: tuple[str, ...]) -> tqdm:
+    """Sessions indexed, or bytes indexed when hashing (a session can be 1 kB or 1 TB)."""
+    if hashes:
+        return tqdm(unit="B", unit_scale=True, disable=not progress, desc="hashing")
+    return tqdm(unit="session", disable=not progress, desc="indexing")
+
+
+def _hash_deferred(pool: Executor, results: list[BatchResult], sessions: list,
+                   hashes: tuple[str, ...], bar: tqdm
+                   ) -> tuple[list[tuple[int, str, dict | None]], list[Problem]]:
+    """Hash the large files the workers left, one task each, so no worker idles long.
+
+    Returns (session position, rel_path, digests or None when unreadable) per file, and
+    the problems of the files that could not be hashed.
+    """
+    deferred = [d for r in results for d in r.deferred]
+    futures = [(pool.submit(hash_deferred, path, hashes), (pos, rel, path))
+               for pos, rel, path in deferred]
+    late, problems = [], []
+    for future, (pos, rel, path) in futures:
+        where = f"{sessions[pos].rel}/{rel}" if sessions[pos].rel else rel
+        try:
+            nbytes, digests = future.result()
+            size = os.stat(path).st_size
+            if nbytes != size:
+                raise _Changed(f"{size} bytes when listed, {nbytes} when read")
+            late.append((pos, rel, digests))
+            bar.update(nbytes)
+        except (OSError, _Changed) as err:
+            reason = (p.VANISHED if isinstance(err, FileNotFoundError)
+                      else p.CHANGED if isinstance(err, _Changed) else p.UNREADABLE)
+            problems.append(Problem(p.display_path(where), reason, str(err)))
+            late.append((pos, rel, None))
+    return late, problems
+
+
+class _Changed(Exception):
+    """A file's size changed between listing and hashing."""
+
+
 def _submit(pool: Executor, batches: Iterable[list[SessionTask]], options: IndexOptions
             ) -> list[tuple[Future, list[SessionTask]]]:
     """Submit each batch as discovery yields it, so the walk and the indexing overlap."""
     return [(pool.submit(index_sessions, batch, options), batch) for batch in batches]
 
 
-def _gather(futures: list[tuple[Future, list[SessionTask]]], bar: tqdm) -> list:
+def _gather(futures: list[tuple[Future, list[SessionTask]]], bar: tqdm, in_bytes: bool
+            ) -> list[BatchResult]:
     """The batches' results, in submission order; the first failure stops the build."""
     batches = {future: batch for future, batch in futures}
     for future in as_completed(batches):
@@ -206,7 +262,8 @@ def _gather(futures: list[tuple[Future, list[SessionTask]]], bar: tqdm) -> list:
             where = batches[future][0].rel or "."
             raise FastindexError(f"indexing failed in the batch starting at {where}: "
                                  f"{type(err).__name__}: {err}; nothing was written") from err
-        bar.update(len(batches[future]))
+        result = future.result()
+        bar.update(result.nbytes if in_bytes else len(batches[future]))
     return [future.result() for future, _ in futures]
 
 

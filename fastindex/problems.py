@@ -17,6 +17,7 @@ IMPOSSIBLE_DATE = "impossible_date"  # session-shaped folder whose date does not
 DUPLICATE_SESSION = "duplicate_session"  # another folder already gave this session id
 UNREADABLE = "unreadable"  # a folder could not be listed or a file could not be read
 VANISHED = "vanished"  # a file was listed, then gone before it could be read
+CHANGED = "changed_while_reading"  # its size changed between listing and hashing
 BROKEN_SYMLINK = "broken_symlink"  # a link whose target does not exist
 SYMLINK_DIR = "symlinked_directory"  # a link to a folder, not followed by default
 SYMLINK_LOOP = "symlink_loop"  # a followed link leads back to a folder already walked
@@ -28,7 +29,7 @@ SAME_SESSION_NUMBER = "same_session_number"  # '2' and '002' under one date
 
 REASONS = (
     NOT_ALF_NAME, BAD_COLLECTION, OUTSIDE_SESSION, IMPOSSIBLE_DATE, DUPLICATE_SESSION,
-    UNREADABLE, VANISHED, BROKEN_SYMLINK, SYMLINK_DIR, SYMLINK_LOOP, NOT_REGULAR,
+    UNREADABLE, VANISHED, CHANGED, BROKEN_SYMLINK, SYMLINK_DIR, SYMLINK_LOOP, NOT_REGULAR,
     INVALID_ENCODING,
 )
 WARNINGS = (SAME_SESSION_NUMBER,)

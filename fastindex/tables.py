@@ -58,6 +58,8 @@ def datasets_table(frame: pl.DataFrame) -> pa.Table:
     hashed = "hash" in frame.columns
     schema = DATASETS_SCHEMA if hashed else DATASETS_SCHEMA.set(
         DATASETS_SCHEMA.get_field_index("hash"), pa.field("hash", pa.null()))
+    if "xxh3" in frame.columns:  # an extra column: ONE carries it along and ignores it
+        schema = schema.append(pa.field("xxh3", pa.string()))
     frame = frame.with_columns(
         exists=pl.lit(True), qc=pl.lit(QC_VALUES[0]).cast(pl.Enum(QC_VALUES)),
         **({} if hashed else {"hash": pl.lit(None, pl.Null)}))

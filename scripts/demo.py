@@ -28,7 +28,7 @@ def main() -> int:
     from one.api import One
 
     one = One(cache_dir=TREE, mode="local")
-    eids = one.search(subject="CORT*", datasets=["alf/_ibl_trials.choice.npy"])
+    eids = one.search(subject="CORT*", datasets=["_ibl_trials.choice.npy"])
     print(f"ONE finds {len(eids)} sessions of subjects CORT* with trials.choice")
     trials = one.load_object(eids[0], "trials", collection="alf")
     print(f"loaded trials of {one.eid2path(eids[0])}: {len(trials.choice)} trials, "

@@ -90,6 +90,7 @@ def test_hash_is_null_and_metadata_has_provenance(tmp_path) -> None:
 
     table = pq.read_table(root / "datasets.pqt")
     assert table["hash"].null_count == table.num_rows
+    assert table.schema.field("hash").type == "null"  # so pandas reads None, not NaN
     meta = json.loads(table.schema.metadata[b"fastindex"])
     assert meta["counts"]["datasets"] == table.num_rows == len(BEHAVIOUR)
     assert meta["options"]["namespace"] == str(DEFAULT_NAMESPACE)

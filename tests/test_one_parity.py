@@ -153,7 +153,7 @@ def _queries(one) -> dict:
     return {
         "glob": paths(one.search(subject="KS*")),
         "regex": paths(one.search(subject="KS00[12]")),
-        "datasets": paths(one.search(datasets=["alf/_ibl_trials.choice.npy"])),
+        "datasets": paths(one.search(datasets=["_ibl_trials.choice.npy"])),
         "date_range": paths(one.search(date_range=["2020-01-01", "2020-01-01"])),
         "qc": paths(one.search(dataset_qc_lte="FAIL")),
         "lab": paths(one.search(laboratory="hoferlab")),
@@ -173,6 +173,7 @@ def test_one_answers_the_same_and_warns_only_on_ones_tables(loaded_tree, caplog,
         ours = _queries(One(cache_dir=loaded_tree / "fi", mode="local"))
     assert [r.getMessage() for r in caplog.records] == []
     assert ours["object"] == 7 and ours["old_revision"] == 5  # default vs named revision
+    assert len(ours["datasets"]) == 2 and len(ours["glob"]) == 4
 
     warnings.simplefilter("default")
     with caplog.at_level(logging.WARNING), warnings.catch_warnings(record=True) as seen:
