@@ -9,6 +9,7 @@ output, bad option); 3 the build failed (a worker died) and nothing was written;
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import uuid
 from pathlib import Path
@@ -41,6 +42,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="write skipped files and warnings here (.json for JSON, else CSV)")
     b.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     b.set_defaults(func=_build)
+
+    v = sub.add_parser("verify", help="compare a tree with its tables (exit 1 on differences)")
+    v.add_argument("root", type=Path, help="folder that was indexed")
+    v.add_argument("--tables", type=Path, help="folder of the tables (default: ROOT)")
+    v.add_argument("--hash", action="store_true",
+                   help="also compare contents, with the digests the tables hold")
+    v.add_argument("--workers", type=_positive_int, help="worker processes")
+    v.add_argument("--report", type=Path, help="write the differences here (.json or CSV)")
+    v.add_argument("--quiet", action="store_true", help="no progress bar")
+    v.set_defaults(func=_verify)
 
     d = sub.add_parser("demo-tree", help="generate an example ALF tree")
     d.add_argument("dest", type=Path, help="folder to create the tree in")
@@ -86,6 +97,27 @@ def _build(args: argparse.Namespace) -> int:
         print(f"fastindex: {result.summary()} -> {result.sessions_path.parent}",
               file=sys.stderr)
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from fastindex.verify import verify
+
+    result = verify(args.root, args.tables, hash=args.hash, workers=args.workers,
+                    progress=not args.quiet)
+    if args.report:
+        if args.report.suffix.lower() == ".json":
+            args.report.write_text(json.dumps(
+                {"summary": result.summary(), "differences": result.differences.to_dicts()},
+                indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        else:
+            result.differences.write_csv(args.report)
+    for row in result.differences.head(20).iter_rows(named=True):
+        print(f"{row['kind']}: {row['path']} (tables: {row['expected']}, disk: {row['found']})",
+              file=sys.stderr)
+    if result.differences.height > 20:
+        print(f"... {result.differences.height - 20} more", file=sys.stderr)
+    print(f"fastindex: {result.summary()}", file=sys.stderr)
+    return 0 if result.ok else 1
 
 
 def _demo_tree(args: argparse.Namespace) -> int:

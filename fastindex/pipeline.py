@@ -116,53 +116,74 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
     started = time.perf_counter()
     root_path, out_path = _check_paths(root, out_dir)
     ns = uuid.UUID(str(namespace)) if namespace else DEFAULT_NAMESPACE
-    try:
-        hashes = hashing.parse(hash)
-    except ValueError as err:
-        raise InputError(str(err)) from None
     options = BuildOptions(hash_ids, str(ns), lab, follow_symlinks, hash or "none")
-    id_ns = ns if hash_ids else None
-    found = discover.Discovery()
-    eids: list[str] = []
+    index = index_tree(root_path, options, executor=executor, workers=workers,
+                       start_method=start_method, progress=progress,
+                       ignore=frozenset(str(out_path / name) for name in TABLE_FILES))
+    from fastindex import tables
 
-    def tasks() -> Iterator[list[SessionTask]]:
-        ignore = frozenset(str(out_path / name) for name in TABLE_FILES)
-        for batch in discover.discover(root_path, found, follow_symlinks, ignore):
-            eids.extend(session_eid(found.sessions[i].parts.string_id, id_ns)
-                        for i in range(len(eids), batch[-1] + 1))
-            yield [SessionTask(i, found.sessions[i].path, found.sessions[i].rel, eids[i])
-                   for i in batch]
-
-    index_options = IndexOptions(id_ns, follow_symlinks, hashes, DEFER_SIZE)
-    with _executor(executor, workers or default_workers(), start_method) as pool:
-        with _progress(progress, hashes) as bar:
-            futures = _submit(pool, tasks(), index_options)
-            if not hashes:
-                bar.total = sum(len(batch) for _, batch in futures)
-            from fastindex import merge, tables  # polars loads while the workers index
-
-            results = _gather(futures, bar, in_bytes=bool(hashes))
-            late, late_problems = _hash_deferred(pool, results, found.sessions, hashes, bar)
-
-    sessions = merge.sessions_frame(found.sessions, eids, lab)
-    datasets = merge.datasets_frame([r.datasets for r in results], eids, hashes, late)
-    skipped = merge.problems_frame(found.problems + late_problems,
-                                   [r.problems for r in results])
     build_id = str(uuid.uuid4())
-    counts = {"sessions": sessions.height, "datasets": datasets.height,
-              "skipped": skipped.height, "warnings": len(found.warnings),
-              "bytes": int(datasets["file_size"].sum() or 0)}
+    counts = {"sessions": index.sessions.height, "datasets": index.datasets.height,
+              "skipped": index.skipped.height, "warnings": len(index.warnings),
+              "bytes": int(index.datasets["file_size"].sum() or 0)}
     metadata = {
         "one_metadata": tables.one_metadata(root_path, datetime.datetime.now()),
         "fastindex": {"version": __version__, "build_id": build_id,
                       "options": asdict(options), "counts": counts},
     }
     ses_path, ds_path = tables.write_tables(
-        out_path, tables.sessions_table(sessions), tables.datasets_table(datasets),
+        out_path, tables.sessions_table(index.sessions), tables.datasets_table(index.datasets),
         metadata, build_id)
     return BuildResult(ses_path, ds_path, counts["sessions"], counts["datasets"],
-                       counts["bytes"], skipped, found.warnings,
+                       counts["bytes"], index.skipped, index.warnings,
                        time.perf_counter() - started, build_id)
+
+
+@dataclass
+class TreeIndex:
+    """The tables of a tree, in memory: what ``build`` writes and ``verify`` compares."""
+
+    sessions: pl.DataFrame
+    datasets: pl.DataFrame
+    skipped: pl.DataFrame
+    warnings: list[Problem]
+
+
+def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None = None,
+               workers: int | None = None, start_method: str | None = None,
+               progress: bool = False, ignore: frozenset[str] = frozenset()) -> TreeIndex:
+    """Stages 1 to 4a on a resolved root: discover, index in workers, merge."""
+    try:
+        hashes = hashing.parse(options.hash)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    id_ns = uuid.UUID(options.namespace) if options.hash_ids else None
+    found = discover.Discovery()
+    eids: list[str] = []
+
+    def tasks() -> Iterator[list[SessionTask]]:
+        for batch in discover.discover(root, found, options.follow_symlinks, ignore):
+            eids.extend(session_eid(found.sessions[i].parts.string_id, id_ns)
+                        for i in range(len(eids), batch[-1] + 1))
+            yield [SessionTask(i, found.sessions[i].path, found.sessions[i].rel, eids[i])
+                   for i in batch]
+
+    index_options = IndexOptions(id_ns, options.follow_symlinks, hashes, DEFER_SIZE)
+    with _executor(executor, workers or default_workers(), start_method) as pool:
+        with _progress(progress, hashes) as bar:
+            futures = _submit(pool, tasks(), index_options)
+            if not hashes:
+                bar.total = sum(len(batch) for _, batch in futures)
+            from fastindex import merge  # polars loads while the workers index
+
+            results = _gather(futures, bar, in_bytes=bool(hashes))
+            late, late_problems = _hash_deferred(pool, results, found.sessions, hashes, bar)
+
+    return TreeIndex(
+        merge.sessions_frame(found.sessions, eids, options.lab),
+        merge.datasets_frame([r.datasets for r in results], eids, hashes, late),
+        merge.problems_frame(found.problems + late_problems, [r.problems for r in results]),
+        found.warnings)
 
 
 def _check_paths(root: str | os.PathLike, out_dir: str | os.PathLike | None

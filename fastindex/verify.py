@@ -1,0 +1,123 @@
+"""``fastindex verify``: does the tree still match its tables?
+
+The tree is indexed again with the same workers (hashing with the algorithms whose
+digests the tables hold, when asked), and compared with the tables row by row on
+(lab, subject, date, number, rel_path).  This is what a user runs after unpacking a
+release.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from fastindex.errors import InputError
+from fastindex.pipeline import BuildOptions, _check_paths, index_tree
+
+KEY = ["lab", "subject", "date", "number", "rel_path"]
+# What can be wrong, in report order.
+MISSING = "missing"  # in the tables, not on disk
+UNINDEXED = "not_indexed"  # an ALF dataset on disk, not in the tables
+SIZE = "size_mismatch"
+CONTENT = "content_mismatch"
+TABLES = "tables_mismatch"  # sessions and datasets come from different builds
+
+
+@dataclass
+class VerifyResult:
+    """Every difference found; empty when the tree matches its tables."""
+
+    differences: pl.DataFrame  # kind, path, expected, found
+    checked: int  # dataset rows compared
+    hashed: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.differences.height == 0
+
+    def summary(self) -> str:
+        counts = self.differences["kind"].value_counts(sort=True).rows()
+        found = ", ".join(f"{n} {kind}" for kind, n in counts) or "no differences"
+        hashed = f", content checked with {'+'.join(self.hashed)}" if self.hashed else ""
+        return f"{self.checked} datasets checked{hashed}: {found}"
+
+
+def _table_meta(path: Path) -> dict:
+    meta = pq.read_schema(path).metadata or {}
+    return json.loads(meta.get(b"fastindex", b"{}"))
+
+
+def _rows(sessions: pl.DataFrame, datasets: pl.DataFrame) -> pl.DataFrame:
+    """Datasets keyed by their session's parts rather than ids (ids depend on options)."""
+    ses = sessions.select(pl.col("id").alias("eid"), "lab", "subject", "date",
+                          pl.col("number").cast(pl.Int64))
+    return datasets.join(ses, on="eid", how="left")
+
+
+def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None, *,
+           hash: bool = False, workers: int | None = None, progress: bool = False
+           ) -> VerifyResult:
+    """Compare the tree under ``root`` with the tables in ``tables_dir`` (default: root)."""
+    root_path, tables_path = _check_paths(root, tables_dir)
+    files = [tables_path / "sessions.pqt", tables_path / "datasets.pqt"]
+    for f in files:
+        if not f.is_file():
+            raise InputError(f"no table at {f}")
+    try:
+        sessions, datasets = (pl.read_parquet(f) for f in files)
+    except Exception as err:  # polars raises several types for a damaged file
+        raise InputError(f"cannot read the tables in {tables_path}: {err}") from None
+    hashed = _digests_held(datasets) if hash else ()
+    meta = [_table_meta(f) for f in files]
+    options = BuildOptions(hash_ids=False, lab=meta[1].get("options", {}).get("lab"),
+                           follow_symlinks=bool(meta[1].get("options", {}).get(
+                               "follow_symlinks")), hash="+".join(hashed) or "none")
+    fresh = index_tree(root_path, options, workers=workers, progress=progress,
+                       ignore=frozenset(str(f) for f in files))
+    ours = _rows(sessions, datasets)
+    disk = _rows(fresh.sessions, fresh.datasets)
+    diffs = [_compare(ours, disk, hashed)]
+    ids = [m.get("build_id") for m in meta]
+    if ids[0] != ids[1]:
+        diffs.append(pl.DataFrame({"kind": [TABLES], "path": [str(tables_path)],
+                                   "expected": [str(ids[1])], "found": [str(ids[0])]}))
+    return VerifyResult(pl.concat(diffs).sort("kind", "path"), datasets.height, hashed)
+
+
+def _digests_held(datasets: pl.DataFrame) -> tuple[str, ...]:
+    held = []
+    if "xxh3" in datasets.columns and datasets["xxh3"].is_not_null().any():
+        held.append("xxh3")
+    if datasets.schema["hash"] != pl.Null and (datasets["hash"].fill_null("") != "").any():
+        held.append("md5")
+    return tuple(held)
+
+
+def _compare(ours: pl.DataFrame, disk: pl.DataFrame, hashed: tuple[str, ...]) -> pl.DataFrame:
+    path = pl.concat_str(pl.col("lab"), pl.lit("/"), pl.col("subject"), pl.lit("/"),
+                         pl.col("date").cast(pl.String), pl.lit("/"),
+                         pl.col("number").cast(pl.String), pl.lit("/"), pl.col("rel_path"))
+    both = ours.join(disk, on=KEY, how="full", coalesce=True, suffix="_disk")
+    checks = [
+        (MISSING, pl.col("file_size_disk").is_null(), pl.col("file_size"), pl.lit(None)),
+        (UNINDEXED, pl.col("file_size").is_null(), pl.lit(None), pl.col("file_size_disk")),
+        (SIZE, pl.col("file_size") != pl.col("file_size_disk"), pl.col("file_size"),
+         pl.col("file_size_disk")),
+    ]
+    for algo in hashed:
+        column = "hash" if algo == "md5" else "xxh3"
+        checks.append((CONTENT, (pl.col("file_size") == pl.col("file_size_disk"))
+                       & (pl.col(column) != pl.col(f"{column}_disk")),
+                       pl.lit(f"{algo}:") + pl.col(column),
+                       pl.lit(f"{algo}:") + pl.col(f"{column}_disk")))
+    return pl.concat([
+        both.filter(mask.fill_null(False)).select(
+            kind=pl.lit(kind), path=path, expected=expected.cast(pl.String),
+            found=found.cast(pl.String))
+        for kind, mask, expected, found in checks
+    ]).unique(maintain_order=True)

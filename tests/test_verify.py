@@ -1,0 +1,65 @@
+"""`fastindex verify`: a tree against its tables, after the tree changed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import BEHAVIOUR, write_tree
+
+import fastindex
+from fastindex.cli import main
+from fastindex.verify import CONTENT, MISSING, SIZE, TABLES, UNINDEXED, verify
+
+SES = "cortexlab/Subjects/KS001/2020-01-01/001"
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = write_tree(tmp_path / "t", BEHAVIOUR)
+    fastindex.build(root, workers=2, hash="xxh3+md5")
+    return root
+
+
+def test_untouched_tree_verifies(tree, capsys) -> None:
+    result = verify(tree, hash=True, workers=2)
+    assert result.ok and result.checked == len(BEHAVIOUR)
+    assert result.hashed == ("xxh3", "md5")
+    assert main(["verify", str(tree), "--hash", "--quiet"]) == 0
+    assert "no differences" in capsys.readouterr().err
+
+
+def test_every_kind_of_difference_is_listed(tree, tmp_path, capsys) -> None:
+    (tree / SES / "alf/_ibl_trials.intervals.npy").unlink()
+    (tree / SES / "alf/_ibl_trials.choice.npy").write_bytes(b"longer than before" * 10)
+    same_size = tree / SES / "alf/probe00/pykilosort/spikes.times.npy"
+    same_size.write_bytes(b"\x01" * same_size.stat().st_size)
+    write_tree(tree, [f"{SES}/alf/new.object.npy"])
+
+    assert verify(tree, workers=2).differences["kind"].to_list() == [MISSING, UNINDEXED, SIZE]
+    result = verify(tree, hash=True, workers=1)
+    kinds = dict(zip(result.differences["path"], result.differences["kind"]))
+    assert kinds == {
+        "cortexlab/KS001/2020-01-01/1/alf/_ibl_trials.intervals.npy": MISSING,
+        "cortexlab/KS001/2020-01-01/1/alf/new.object.npy": UNINDEXED,
+        "cortexlab/KS001/2020-01-01/1/alf/_ibl_trials.choice.npy": SIZE,
+        "cortexlab/KS001/2020-01-01/1/alf/probe00/pykilosort/spikes.times.npy": CONTENT,
+    }
+    report = tmp_path / "diff.json"
+    assert main(["verify", str(tree), "--hash", "--quiet", "--report", str(report)]) == 1
+    found = json.loads(report.read_text())["differences"]
+    assert [d["kind"] for d in found].count(CONTENT) == 2  # one per digest the tables hold
+    assert len(found) == 5
+
+
+def test_tables_from_two_builds_are_detected(tree, tmp_path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    fastindex.build(tree, other, workers=1, hash="xxh3+md5")
+    (other / "sessions.pqt").replace(tree / "sessions.pqt")
+    assert verify(tree).differences["kind"].to_list() == [TABLES]
+
+
+def test_missing_tables_is_bad_input(tmp_path, capsys) -> None:
+    assert main(["verify", str(tmp_path)]) == 2
+    assert "no table at" in capsys.readouterr().err
