@@ -2,15 +2,17 @@
 
 Exit codes: 0 done; 1 done, but problems were found where the command treats them as
 failure (``--strict``, ``check``, ``verify``); 2 bad input (missing root, unwritable
-output, bad option); 3 the build failed (a worker died) and nothing was written;
-130 interrupted.
+output, bad option, another build writing the same tables); 3 the build failed (a
+worker died) and nothing was written; 130 interrupted (Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -40,8 +42,18 @@ def _parser() -> argparse.ArgumentParser:
                    help="walk into linked folders (loops are detected and reported)")
     b.add_argument("--report", type=Path,
                    help="write skipped files and warnings here (.json for JSON, else CSV)")
+    b.add_argument("--strict", action="store_true",
+                   help="exit 1 when any file was skipped or any warning was given")
     b.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     b.set_defaults(func=_build)
+
+    k = sub.add_parser("check", help="list what would not be indexed, write nothing "
+                                     "(exit 1 when anything is reported)")
+    k.add_argument("root", type=Path, help="folder to check")
+    k.add_argument("--workers", type=_positive_int, help="worker processes")
+    k.add_argument("--follow-symlinks", action="store_true")
+    k.add_argument("--json", action="store_true", help="print the report as JSON")
+    k.set_defaults(func=_check)
 
     v = sub.add_parser("verify", help="compare a tree with its tables (exit 1 on differences)")
     v.add_argument("root", type=Path, help="folder that was indexed")
@@ -96,7 +108,30 @@ def _build(args: argparse.Namespace) -> int:
             print(f"warning: no sessions found under {args.root}", file=sys.stderr)
         print(f"fastindex: {result.summary()} -> {result.sessions_path.parent}",
               file=sys.stderr)
+    problems = result.skipped.height + len(result.warnings)
+    if args.strict and problems:
+        print(f"fastindex: --strict: {problems} problems reported", file=sys.stderr)
+        return 1
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from fastindex.pipeline import BuildOptions, _check_paths, index_tree
+    from fastindex.report import problems_frame
+
+    root, _ = _check_paths(args.root, None)
+    index = index_tree(root, BuildOptions(hash_ids=False, follow_symlinks=args.follow_symlinks),
+                       workers=args.workers)
+    frame = problems_frame(index.skipped, index.warnings)
+    if args.json:
+        print(json.dumps(frame.to_dicts(), indent=1, ensure_ascii=False))
+    else:
+        for row in frame.iter_rows(named=True):
+            detail = f" ({row['detail']})" if row["detail"] else ""
+            print(f"{row['kind']}\t{row['reason']}\t{row['path']}{detail}")
+    print(f"fastindex: {index.sessions.height} sessions, {index.datasets.height} datasets, "
+          f"{index.skipped.height} skipped, {len(index.warnings)} warnings", file=sys.stderr)
+    return 1 if frame.height else 0
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -128,9 +163,16 @@ def _demo_tree(args: argparse.Namespace) -> int:
     return 0
 
 
+def _terminate(signum, frame) -> None:
+    """SIGTERM unwinds like Ctrl-C, so temporary tables are removed on the way out."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of raising."""
     args = _parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except FastindexError as err:

@@ -10,6 +10,7 @@ the merge stage's library while they index, not before.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import multiprocessing
 import os
@@ -24,6 +25,11 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+try:
+    import fcntl
+except ImportError:  # Windows: builds are not locked
+    fcntl = None
+
 from fastindex import __version__, discover, hashing
 from fastindex import problems as p
 from fastindex.errors import FastindexError, InputError
@@ -36,6 +42,7 @@ if TYPE_CHECKING:
 #: Ids are uuid3 in this namespace unless another is given, so a tree always gets the same ids.
 DEFAULT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "fastindex:alf")
 TABLE_FILES = ("sessions.pqt", "datasets.pqt")
+LOCK_FILE = ".fastindex.lock"
 #: When hashing, files this large are hashed as tasks of their own (work balance).
 DEFER_SIZE = 64 << 20
 
@@ -117,9 +124,40 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
     root_path, out_path = _check_paths(root, out_dir)
     ns = uuid.UUID(str(namespace)) if namespace else DEFAULT_NAMESPACE
     options = BuildOptions(hash_ids, str(ns), lab, follow_symlinks, hash or "none")
-    index = index_tree(root_path, options, executor=executor, workers=workers,
-                       start_method=start_method, progress=progress,
-                       ignore=frozenset(str(out_path / name) for name in TABLE_FILES))
+    with _build_lock(out_path):
+        return _build_locked(root_path, out_path, options, started, executor=executor,
+                             workers=workers, start_method=start_method, progress=progress)
+
+
+@contextlib.contextmanager
+def _build_lock(out_path: Path) -> Iterator[None]:
+    """One build at a time per output folder; a second one is refused, not queued.
+
+    ``flock`` is released by the kernel when the process dies, so a killed build never
+    leaves a stale lock.  The lock file stays (removing it would race a new build).
+    """
+    if fcntl is None:
+        yield
+        return
+    path = out_path / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise InputError(f"cannot create the lock file {path}: {err}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"another fastindex build is writing tables in {out_path}; "
+                             f"try again when it has finished") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _build_locked(root_path: Path, out_path: Path, options: BuildOptions, started: float,
+                  **run) -> BuildResult:
+    index = index_tree(root_path, options, ignore=own_files(out_path), **run)
     from fastindex import tables
 
     build_id = str(uuid.uuid4())
@@ -139,6 +177,11 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
                        time.perf_counter() - started, build_id)
 
 
+def own_files(folder: Path) -> frozenset[str]:
+    """fastindex's own files in a folder (tables, lock): never reported as skipped."""
+    return frozenset(str(folder / name) for name in (*TABLE_FILES, LOCK_FILE))
+
+
 @dataclass
 class TreeIndex:
     """The tables of a tree, in memory: what ``build`` writes and ``verify`` compares."""
@@ -151,8 +194,12 @@ class TreeIndex:
 
 def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None = None,
                workers: int | None = None, start_method: str | None = None,
-               progress: bool = False, ignore: frozenset[str] = frozenset()) -> TreeIndex:
-    """Stages 1 to 4a on a resolved root: discover, index in workers, merge."""
+               progress: bool = False, ignore: frozenset[str] | None = None) -> TreeIndex:
+    """Stages 1 to 4a on a resolved root: discover, index in workers, merge.
+
+    ``ignore``: absolute paths not to report (default: fastindex's own files in root).
+    """
+    ignore = own_files(root) if ignore is None else ignore
     try:
         hashes = hashing.parse(options.hash)
     except ValueError as err:

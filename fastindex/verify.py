@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from fastindex.errors import InputError
-from fastindex.pipeline import BuildOptions, _check_paths, index_tree
+from fastindex.pipeline import BuildOptions, _check_paths, index_tree, own_files
 
 KEY = ["lab", "subject", "date", "number", "rel_path"]
 # What can be wrong, in report order.
@@ -78,7 +78,7 @@ def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None,
                            follow_symlinks=bool(meta[1].get("options", {}).get(
                                "follow_symlinks")), hash="+".join(hashed) or "none")
     fresh = index_tree(root_path, options, workers=workers, progress=progress,
-                       ignore=frozenset(str(f) for f in files))
+                       ignore=own_files(tables_path))
     ours = _rows(sessions, datasets)
     disk = _rows(fresh.sessions, fresh.datasets)
     diffs = [_compare(ours, disk, hashed)]

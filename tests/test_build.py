@@ -150,7 +150,7 @@ def test_no_temporary_files_left_and_tables_replaced(tmp_path) -> None:
     second = fastindex.build(root, workers=1)
     assert first.build_id != second.build_id
     assert sorted(f.name for f in root.iterdir() if f.is_file()) == [
-        "datasets.pqt", "sessions.pqt"]
+        ".fastindex.lock", "datasets.pqt", "sessions.pqt"]
     assert second.skipped.height == 0  # its own tables are not reported
 
 

@@ -1,0 +1,214 @@
+"""Messy trees and faults: every file indexed or reported, never a crash or a broken index."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+from conftest import BEHAVIOUR, write_tree
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastindex
+from fastindex import problems as p
+from fastindex.cli import main
+
+SES = "lab/Subjects/sub/2021-01-01/001"
+
+
+def _reasons(result) -> dict[str, str]:
+    return dict(zip(result.skipped["path"], result.skipped["reason"]))
+
+
+def test_root_that_is_a_file_is_bad_input(tmp_path, capsys) -> None:
+    (tmp_path / "f").write_text("x")
+    assert main(["build", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err
+    assert "root is not a folder" in err and "Traceback" not in err
+
+
+def test_symlinks_follow_the_documented_policy(tmp_path) -> None:
+    root = write_tree(tmp_path / "t", [f"{SES}/alf/trials.table.npy",
+                                       "elsewhere/probe/spikes.times.npy"])
+    alf = root / SES / "alf"
+    (alf / "linked.file.npy").symlink_to(alf / "trials.table.npy")
+    (alf / "broken.link.npy").symlink_to(alf / "nothing.here.npy")
+    (alf / "probe00").symlink_to(root / "elsewhere/probe")
+    (alf / "loop").symlink_to(root / SES)
+    result = fastindex.build(root, workers=1)
+    reasons = _reasons(result)
+    assert reasons[f"{SES}/alf/broken.link.npy"] == p.BROKEN_SYMLINK
+    assert reasons[f"{SES}/alf/probe00"] == p.SYMLINK_DIR
+    assert reasons[f"{SES}/alf/loop"] == p.SYMLINK_DIR
+    assert result.n_datasets == 2  # the file and the link to it
+
+    followed = fastindex.build(root, workers=1, follow_symlinks=True)
+    assert _reasons(followed)[f"{SES}/alf/loop"] == p.SYMLINK_LOOP
+    ds = pl.read_parquet(followed.datasets_path)
+    assert "alf/probe00/spikes.times.npy" in ds["rel_path"].to_list()
+
+
+def test_odd_names_are_reported_and_the_report_parses(tmp_path) -> None:
+    root = write_tree(tmp_path / "t", [f"{SES}/alf/trials.table.npy"])
+    folder = os.fsencode(root / SES / "alf")
+    for name in (b"bad\xff.name.npy", b"new\nline.x.npy", b"x" * 240 + b".a.npy"):
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(b"1")
+    os.mkdir(os.path.join(folder, b"coll\xfe"))
+    with open(os.path.join(folder, b"coll\xfe", b"spikes.times.npy"), "wb") as f:
+        f.write(b"1")
+    report = tmp_path / "r.json"
+    assert main(["build", str(root), "--quiet", "--report", str(report)]) == 0
+    rows = json.loads(report.read_text())["problems"]
+    reasons = {r["path"].split("/alf/", 1)[1]: r["reason"] for r in rows}
+    assert reasons == {"bad\\xff.name.npy": p.INVALID_ENCODING,
+                       "new\nline.x.npy": p.NOT_ALF_NAME,
+                       "coll\\xfe/spikes.times.npy": p.INVALID_ENCODING}
+    assert len(rows) == 3  # the 246-character name is valid ALF, and indexed
+    csv = tmp_path / "r.csv"
+    assert main(["build", str(root), "--quiet", "--report", str(csv)]) == 0
+    assert pl.read_csv(csv).height == 3
+
+
+@pytest.mark.parametrize("folder", ["2021-02-30/001", "2020-13-01/001", "0000-01-01/001",
+                                    "2021-01-01/0001"])
+def test_impossible_dates_and_long_numbers_are_not_sessions(tmp_path, folder) -> None:
+    root = write_tree(tmp_path / "t", [f"sub/{folder}/alf/trials.table.npy"])
+    result = fastindex.build(root, workers=1)
+    assert result.n_sessions == 0
+    expected = p.OUTSIDE_SESSION if folder.endswith("0001") else p.IMPOSSIBLE_DATE
+    assert list(_reasons(result).values()) == [expected]
+
+
+def test_a_second_build_of_the_same_tables_is_refused(tmp_path, capsys) -> None:
+    root = write_tree(tmp_path / "t", BEHAVIOUR)
+    with open(root / ".fastindex.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert main(["build", str(root), "--quiet"]) == 2
+        assert "another fastindex build" in capsys.readouterr().err
+    assert main(["build", str(root), "--quiet"]) == 0
+
+
+def test_strict_and_check(tmp_path, capsys) -> None:
+    root = write_tree(tmp_path / "t", [*BEHAVIOUR, f"{SES}/notes.txt"])
+    assert main(["build", str(root), "--quiet"]) == 0
+    assert main(["build", str(root), "--quiet", "--strict"]) == 1
+    capsys.readouterr()
+    assert main(["check", str(root), "--json"]) == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert rows == [{"kind": "skipped", "path": f"{SES}/notes.txt",
+                     "reason": p.NOT_ALF_NAME, "detail": ""}]
+    (root / SES / "notes.txt").unlink()
+    assert main(["check", str(root)]) == 0
+
+
+def _die(*args):
+    os._exit(1)
+
+
+def test_a_killed_worker_fails_the_build_and_keeps_the_old_tables(tmp_path, monkeypatch):
+    root = write_tree(tmp_path / "t", BEHAVIOUR)
+    fastindex.build(root, workers=1)
+    before = (root / "datasets.pqt").read_bytes()
+    monkeypatch.setattr("fastindex.pipeline.index_sessions", _die)
+    with pytest.raises(fastindex.FastindexError, match="worker process died"):
+        fastindex.build(root, workers=2, start_method="fork")
+    assert (root / "datasets.pqt").read_bytes() == before
+
+
+def test_sigterm_leaves_the_old_tables_and_no_temporary_files(tmp_path) -> None:
+    from fastindex.treegen import make_tree
+
+    root = tmp_path / "t"
+    make_tree(root, files=20_000, seed=2)
+    fastindex.build(root, workers=2)
+    before = (root / "datasets.pqt").read_bytes()
+    proc = subprocess.Popen([sys.executable, "-m", "fastindex", "build", str(root),
+                             "--quiet", "--hash", "md5"], stderr=subprocess.PIPE)
+    try:
+        proc.wait(timeout=0.5)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=60)
+    assert code in (0, 130)
+    assert not list(root.glob(".*.tmp"))
+    if code == 130:
+        assert (root / "datasets.pqt").read_bytes() == before
+    from one.api import One
+
+    assert len(One(cache_dir=root, mode="local").search()) > 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to drop the power to read everything")
+def test_unreadable_folders_and_unwritable_output(tmp_path) -> None:
+    """As root without CAP_DAC_OVERRIDE, so permissions apply as to any user."""
+    root = write_tree(tmp_path / "t", [f"{SES}/alf/trials.table.npy",
+                                       f"{SES}/secret/spikes.times.npy",
+                                       "lab/Subjects/locked/2021-01-01/001/alf/a.b.npy"])
+    (root / SES / "secret").chmod(0o000)
+    (root / "lab/Subjects/locked").chmod(0o000)
+    out = tmp_path / "out"
+    out.mkdir(mode=0o555)
+    cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--",
+           sys.executable, "-m", "fastindex", "build"]
+    try:
+        denied = subprocess.run([*cmd, str(root), "--out", str(out)], capture_output=True,
+                                text=True)
+        assert denied.returncode == 2 and "not writable" in denied.stderr
+        assert "Traceback" not in denied.stderr and not list(out.iterdir())
+        report = tmp_path / "report.json"
+        ran = subprocess.run([*cmd, str(root), "--quiet", "--report", str(report)],
+                             capture_output=True, text=True)
+        assert ran.returncode == 0, ran.stderr
+    finally:
+        (root / SES / "secret").chmod(0o755)
+        (root / "lab/Subjects/locked").chmod(0o755)
+    reasons = {r["path"]: r["reason"] for r in json.loads(report.read_text())["problems"]}
+    assert reasons == {f"{SES}/secret": p.UNREADABLE, "lab/Subjects/locked": p.UNREADABLE}
+    assert pl.read_parquet(root / "datasets.pqt").height == 1
+
+
+name_bytes = st.binary(min_size=1, max_size=12).filter(
+    lambda b: b"/" not in b and b"\0" not in b and b not in (b".", b".."))
+alf_names = st.sampled_from([b"trials.table.npy", b"_ns_obj.attr_ts.x.npy", b"a.b"])
+folders = st.sampled_from([b"alf", b"#v1#", b"probe00", b"my coll", b"\xff\xfe"])
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from([b"lab/Subjects/s/2020-01-01/001", b"s/2020-01-01/2",
+                                           b"s/2021-02-30/1", b"other"]),
+                          st.lists(st.one_of(folders, name_bytes), max_size=2),
+                          st.one_of(alf_names, name_bytes)), max_size=15))
+def test_every_file_is_indexed_or_reported_never_both(tmp_path_factory, tree) -> None:
+    root = tmp_path_factory.mktemp("fuzz")
+    written = set()
+    for session, parts, name in tree:
+        folder = os.path.join(os.fsencode(root), session, *parts)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            path = os.path.join(folder, name)
+            with open(path, "wb") as f:
+                f.write(b"1")
+        except (IsADirectoryError, NotADirectoryError, FileExistsError):
+            continue
+        written.add(os.path.relpath(path, os.fsencode(root)))
+    written = {w for w in written if os.path.isfile(os.path.join(os.fsencode(root), w))}
+    result = fastindex.build(root, workers=2)
+    ses = pl.read_parquet(result.sessions_path)
+    ds = pl.read_parquet(result.datasets_path).join(
+        ses.select(pl.col("id").alias("eid"), "subject", "date"), on="eid")
+    indexed = len(ds)
+    reported = set(result.skipped["path"])
+    assert indexed + len(reported) == len(written)
+    shown = {os.fsdecode(w).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+             for w in written}
+    assert reported <= shown
