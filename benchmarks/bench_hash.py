@@ -43,7 +43,8 @@ def large_tree(root: Path, count: int, size_mb: int) -> list[Path]:
     block = bytes(range(256)) * 4096  # 1 MiB, not all zeros
     files = []
     for i in range(count):
-        path = root / f"lab/Subjects/S{i}/2020-01-01/001/raw_ephys_data/_spikeglx_ephysData.ap.cbin"
+        session = root / f"lab/Subjects/S{i}/2020-01-01/001"
+        path = session / "raw_ephys_data/_spikeglx_ephysData.ap.cbin"
         path.parent.mkdir(parents=True)
         with open(path, "wb") as f:
             for _ in range(size_mb):
