@@ -14,6 +14,7 @@ import contextlib
 import datetime
 import multiprocessing
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -260,7 +261,10 @@ class _executor:
             self.pool, self.own = InlineExecutor(), False
         else:
             context = multiprocessing.get_context(start_method) if start_method else None
-            self.pool, self.own = ProcessPoolExecutor(workers, mp_context=context), True
+            self.pool = ProcessPoolExecutor(workers, mp_context=context,
+                                            initializer=_exit_with_parent,
+                                            initargs=(os.getpid(),))
+            self.own = True
 
     def __enter__(self) -> Executor:
         return self.pool
@@ -308,6 +312,20 @@ def _hash_deferred(pool: Executor, results: list[BatchResult], sessions: list,
 
 class _Changed(Exception):
     """A file's size changed between listing and hashing."""
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In each worker: exit when the parent is gone (killed with SIGKILL, say).
+
+    A killed parent cannot shut its pool down, and its workers would otherwise wait for
+    work forever.
+    """
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="fastindex-parent-watch").start()
 
 
 def _submit(pool: Executor, batches: Iterable[list[SessionTask]], options: IndexOptions

@@ -9,6 +9,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -17,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastindex
+import fastindex.hashing
 from fastindex import problems as p
 from fastindex.cli import main
 
@@ -109,6 +112,59 @@ def test_strict_and_check(tmp_path, capsys) -> None:
     assert main(["check", str(root)]) == 0
 
 
+def _processes_on(path: Path) -> list[int]:
+    """Running processes whose command line names ``path`` (a build and its workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.fsencode(path) in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+class _StaleScandir:
+    """os.scandir whose listing goes stale: ``victim`` is deleted right after listing."""
+
+    def __init__(self, real, victim: Path):
+        self.real, self.victim = real, victim
+
+    def __call__(self, path):
+        with self.real(path) as it:
+            entries = list(it)
+        if any(e.path == str(self.victim) for e in entries):
+            self.victim.unlink()
+        return _Listing(entries)
+
+
+class _Listing(list):
+    def __enter__(self):
+        return iter(self)
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_files_that_vanish_or_change_while_read_are_reported(tmp_path, monkeypatch) -> None:
+    root = write_tree(tmp_path / "t", [f"{SES}/alf/trials.table.npy", f"{SES}/alf/a.b.npy",
+                                       f"{SES}/alf/c.d.npy"])
+    monkeypatch.setattr(os, "scandir", _StaleScandir(os.scandir, root / SES / "alf/a.b.npy"))
+    real_digest = fastindex.hashing.digest_file
+
+    def grow_then_read(path, *args):
+        if path.endswith("c.d.npy"):
+            with open(path, "ab") as f:
+                f.write(b"more")
+        return real_digest(path, *args)
+
+    monkeypatch.setattr(fastindex.hashing, "digest_file", grow_then_read)
+    result = fastindex.build(root, workers=1, hash="md5")
+    assert _reasons(result) == {f"{SES}/alf/a.b.npy": p.VANISHED,
+                                f"{SES}/alf/c.d.npy": p.CHANGED}
+    assert result.n_datasets == 1
+
+
 def _die(*args):
     os._exit(1)
 
@@ -123,7 +179,8 @@ def test_a_killed_worker_fails_the_build_and_keeps_the_old_tables(tmp_path, monk
     assert (root / "datasets.pqt").read_bytes() == before
 
 
-def test_sigterm_leaves_the_old_tables_and_no_temporary_files(tmp_path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_a_signal_leaves_the_old_tables(tmp_path, sig) -> None:
     from fastindex.treegen import make_tree
 
     root = tmp_path / "t"
@@ -131,16 +188,19 @@ def test_sigterm_leaves_the_old_tables_and_no_temporary_files(tmp_path) -> None:
     fastindex.build(root, workers=2)
     before = (root / "datasets.pqt").read_bytes()
     proc = subprocess.Popen([sys.executable, "-m", "fastindex", "build", str(root),
-                             "--quiet", "--hash", "md5"], stderr=subprocess.PIPE)
+                             "--quiet", "--hash", "md5"], stderr=subprocess.DEVNULL)
     try:
-        proc.wait(timeout=0.5)
+        proc.wait(timeout=0.6)
     except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
     code = proc.wait(timeout=60)
-    assert code in (0, 130)
-    assert not list(root.glob(".*.tmp"))
-    if code == 130:
+    assert code in (0, 130, -signal.SIGKILL)
+    if sig != signal.SIGKILL:  # after SIGKILL nothing can clean up; the renames still hold
+        assert not list(root.glob(".*.tmp"))
+    if code != 0:
         assert (root / "datasets.pqt").read_bytes() == before
+    time.sleep(1.5)  # workers of a killed build notice and exit
+    assert _processes_on(root) == []
     from one.api import One
 
     assert len(One(cache_dir=root, mode="local").search()) > 0
