@@ -42,6 +42,7 @@ def compile_spec(spec: str) -> re.Pattern[str]:
 
 
 SESSION_RE = compile_spec(SESSION_SPEC + "$")
+DATE_RE = compile_spec("{date}")
 COLLECTION_RE = compile_spec(COLLECTION_SPEC)
 FILE_RE = compile_spec(FILE_SPEC)
 REVISION_FOLDER_RE = re.compile(r"#.*#/")

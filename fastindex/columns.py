@@ -13,7 +13,8 @@ from itertools import accumulate
 import pyarrow as pa
 
 DATASET_FIELDS = pa.schema([
-    ("session", pa.uint32()),  # position of the session in the build's session list
+    ("session", pa.uint32()),  # position of the session in the batch's session list
+    ("eid", pa.string()),  # the session's id
     ("rel_path", pa.string()),
     ("file_size", pa.uint64()),
     ("id_md5", pa.binary(16)),  # md5 of the uuid3 name; null with string ids
@@ -25,15 +26,17 @@ PROBLEM_FIELDS = pa.schema([
 ])
 
 
-def dataset_batch(session: list[int], rel_path: list[bytes], file_size: list[int],
-                  id_md5: list[bytes] | None, digests: dict[str, list[str]]) -> pa.RecordBatch:
-    """A worker's datasets; ``rel_path`` UTF-8 encoded, ``id_md5`` None with string ids."""
+def dataset_batch(session: list[int], eids: list[bytes], rel_path: list[bytes],
+                  file_size: list[int], id_md5: list[bytes] | None,
+                  digests: dict[str, list[str]]) -> pa.RecordBatch:
+    """A worker's datasets; ``session`` indexes ``eids``; ``rel_path`` UTF-8 encoded;
+    ``id_md5`` None with string ids."""
     n = len(rel_path)
     ids = fixed_binary(id_md5, 16) if id_md5 is not None else pa.nulls(n, pa.binary(16))
     hashes = [strings([d.encode() for d in digests[a]]) if a in digests
               else pa.nulls(n, pa.string()) for a in ("md5", "xxh3")]
     return pa.RecordBatch.from_arrays([
-        integers(session, pa.uint32()), strings(rel_path),
+        integers(session, pa.uint32()), strings([eids[s] for s in session]), strings(rel_path),
         integers(file_size, pa.uint64()), ids, *hashes], schema=DATASET_FIELDS)
 
 

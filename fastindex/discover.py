@@ -27,13 +27,20 @@ class Session:
     parts: alf.SessionParts
 
 
+@dataclass(frozen=True)
+class Folder:
+    """A unit of work for a worker: a session, or a date folder to find sessions in."""
+
+    path: str
+    rel: str
+    parts: alf.SessionParts | None  # None for a date folder
+
+
 @dataclass
 class Discovery:
-    """What the walk above the sessions found: sessions, and every problem beside them."""
+    """The problems a walk found beside its sessions."""
 
-    sessions: list[Session] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-    warnings: list[Problem] = field(default_factory=list)
 
 
 def _join(rel: str, name: str) -> str:
@@ -68,33 +75,39 @@ def iter_files(path: str, rel: str) -> Iterator[tuple[str, OSError | None]]:
 
 
 def discover(root: Path, found: Discovery, follow_symlinks: bool = False,
-             ignore: frozenset[str] = frozenset(), max_batch: int = 64) -> Iterator[list[int]]:
+             ignore: frozenset[str] = frozenset(), max_batch: int = 64,
+             hand_off_dates: bool = True, rel: str = "") -> Iterator[list[Folder]]:
     """Walk down from ``root`` to the session folders, in sorted order.
 
-    Sessions and problems are appended to ``found``; batches of session positions (one
-    subject's sessions, at most ``max_batch``) are yielded as soon as each is complete,
-    so workers start while the walk goes on.  A batch is one task for a worker: per
-    subject keeps a worker's reads in one part of the tree, and the split keeps one large
-    subject from holding up the others.  ``ignore`` holds absolute paths of files to
-    pass over silently (the tables themselves).
+    Sessions are yielded as ``Folder`` units; problems are appended to ``found``.  With
+    ``hand_off_dates`` the walk stops at folders named like dates: listing them is most
+    of the walk's work, so they are yielded, unlisted, for the workers to finish.  Units
+    are yielded in batches, one subject's at most ``max_batch`` at a time, as soon as each
+    batch is complete, so workers start while the walk goes on.  Per subject keeps a
+    worker's reads in one part of the tree; the split keeps one large subject from
+    holding up the others.  ``ignore`` holds absolute paths of files to pass over
+    silently (the tables themselves); ``rel`` is ``root`` relative to the indexed root.
     """
-    seen_ids: dict[str, str] = {}
     visited = {_dir_key(str(root))} if follow_symlinks else set()
-    batch: list[int] = []
+    batch: list[Folder] = []
     subject = None
-    stack = [(str(root), "")]
+
+    def add(unit: Folder, key: str) -> Iterator[list[Folder]]:
+        nonlocal batch, subject
+        if batch and (key != subject or len(batch) == max_batch):
+            yield batch
+            batch = []
+        subject = key
+        batch.append(unit)
+
+    stack = [(str(root), rel)]
     while stack:
         folder, rel = stack.pop()
         parts = alf.session_parts(folder if os.sep == "/" else Path(folder).as_posix())
         if parts is not None:
-            if not _add_session(found, seen_ids, Session(folder, rel, parts)):
-                continue
-            here = os.path.dirname(os.path.dirname(folder))
-            if batch and (here != subject or len(batch) == max_batch):
-                yield batch
-                batch = []
-            subject = here
-            batch.append(len(found.sessions) - 1)
+            if _is_possible(found, Session(folder, rel, parts)):
+                subject = os.path.dirname(os.path.dirname(folder))
+                yield from add(Folder(folder, rel, parts), subject)
             continue
         try:
             with os.scandir(folder) as it:
@@ -105,7 +118,10 @@ def discover(root: Path, found: Discovery, follow_symlinks: bool = False,
         for entry in entries:
             entry_rel = _join(rel, entry.name)
             if entry.is_dir(follow_symlinks=False):
-                stack.append((entry.path, entry_rel))
+                if hand_off_dates and alf.DATE_RE.fullmatch(entry.name):
+                    yield from add(Folder(entry.path, entry_rel, None), folder)
+                else:
+                    stack.append((entry.path, entry_rel))
             elif entry.is_dir():  # a link to a folder
                 problem = _follow(entry, follow_symlinks, visited)
                 if problem:
@@ -116,7 +132,6 @@ def discover(root: Path, found: Discovery, follow_symlinks: bool = False,
                 found.problems.append(Problem(p.display_path(entry_rel), p.OUTSIDE_SESSION))
     if batch:
         yield batch
-    _warn_same_number(found)
 
 
 def _follow(entry: os.DirEntry, follow_symlinks: bool, visited: set) -> str | None:
@@ -130,36 +145,53 @@ def _follow(entry: os.DirEntry, follow_symlinks: bool, visited: set) -> str | No
     return None
 
 
-def _add_session(found: Discovery, seen_ids: dict[str, str], session: Session) -> bool:
-    """Keep a session unless its date is impossible or its id is already taken."""
-    reason, detail = None, ""
-    if alf.parse_date(session.parts.date) is None:
-        reason, detail = p.IMPOSSIBLE_DATE, f"{session.parts.date} is not a calendar date"
-    elif session.parts.string_id in seen_ids:
-        reason = p.DUPLICATE_SESSION
-        detail = f"same session id as {seen_ids[session.parts.string_id] or '.'}"
-    if reason is None:
-        seen_ids[session.parts.string_id] = session.rel
-        found.sessions.append(session)
+def _is_possible(found: Discovery, session: Session) -> bool:
+    """True unless the session's date does not exist; then its files are reported."""
+    if alf.parse_date(session.parts.date) is not None:
         return True
+    reject(found, session, p.IMPOSSIBLE_DATE, f"{session.parts.date} is not a calendar date")
+    return False
+
+
+def reject(found: Discovery, session: Session, reason: str, detail: str) -> None:
+    """Report every file of a session folder that is not indexed, with ``reason``."""
     for file_rel, err in iter_files(session.path, session.rel):
         if err is not None:
             found.problems.append(Problem(p.display_path(file_rel), p.UNREADABLE, str(err)))
         else:
             found.problems.append(Problem(p.display_path(file_rel), reason, detail))
-    return False
 
 
-def _warn_same_number(found: Discovery) -> None:
+def same_number_warnings(sessions: list[Session]) -> list[Problem]:
     """Warn about folders like ``2`` and ``002`` that are the same session to a person."""
+    warnings = []
     by_number: dict[tuple, list[Session]] = {}
-    for s in found.sessions:
+    for s in sorted(sessions, key=lambda s: s.rel):
         key = (s.parts.lab, s.parts.subject, s.parts.date, int(s.parts.number))
         by_number.setdefault(key, []).append(s)
     for group in by_number.values():
         if len(group) > 1:
             names = ", ".join(s.rel or "." for s in group)
             for s in group:
-                found.warnings.append(Problem(
+                warnings.append(Problem(
                     p.display_path(s.rel or "."), p.SAME_SESSION_NUMBER,
                     f"folders {names} are the same session number"))
+    return warnings
+
+
+def duplicate_ids(sessions: list[Session]) -> dict[int, str]:
+    """Sessions whose ONE id another folder already has: position -> the folder kept.
+
+    ``lab/subject/date/number`` is ONE's key; two folders that give the same one (a
+    subject folder under two parents, without labs) cannot both be indexed.  The first
+    in path order is kept.
+    """
+    first: dict[str, str] = {}
+    dropped = {}
+    for i in sorted(range(len(sessions)), key=lambda i: sessions[i].rel):
+        string_id = sessions[i].parts.string_id
+        if string_id in first:
+            dropped[i] = first[string_id]
+        else:
+            first[string_id] = sessions[i].rel
+    return dropped

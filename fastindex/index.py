@@ -1,9 +1,11 @@
 """Stage 3: index a batch of sessions inside a worker process.
 
-A worker walks each of its sessions with ``os.scandir`` (any collection depth,
-``#revision#`` folders), keeps the files whose session-relative path is ALF, records
-their size and id, and returns two Arrow record batches: the datasets, and the problems.
-Nothing per-row crosses the process boundary but Arrow columns.
+A worker first finds the sessions in the date folders it was handed (the discover
+stage's walk, finished here, in parallel), then walks each session with ``os.scandir``
+(any collection depth, ``#revision#`` folders), keeps the files whose session-relative
+path is ALF, records their size, id and digests, and returns two Arrow record batches:
+the datasets, and the problems.  Nothing per-file crosses the process boundary but
+Arrow columns.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import hashlib
 import os
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 
 from fastindex import alf, columns, hashing
 from fastindex import problems as p
+from fastindex.discover import Discovery, Folder, Session, discover
 
 
 @dataclass(frozen=True)
@@ -34,10 +38,15 @@ class IndexOptions:
 class SessionTask:
     """One session for a worker: where it is and the id its datasets hang from."""
 
-    position: int
+    position: int  # in the batch's session list
     path: str
     rel: str  # root-relative posix path, for problem reports
     eid: str
+
+
+def session_eid(string_id: str, namespace: uuid.UUID | None) -> str:
+    """A session's id: uuid3 of its ONE string id, or the string id itself."""
+    return str(uuid.uuid3(namespace, string_id)) if namespace else string_id
 
 
 @dataclass
@@ -58,26 +67,37 @@ class _Columns:
 class BatchResult:
     """What a worker returns for one batch: Arrow columns, and the few large files left."""
 
-    datasets: pa.RecordBatch
+    datasets: pa.RecordBatch  # its session column indexes ``sessions``
     problems: pa.RecordBatch
-    deferred: list[tuple[int, str, str]]
+    sessions: list[Session]
+    eids: list[str]
+    deferred: list[tuple[int, str, str]]  # (session, rel_path, absolute path)
     nbytes: int  # bytes indexed, for a progress bar in bytes
 
 
-def index_sessions(tasks: list[SessionTask], options: IndexOptions) -> BatchResult:
-    """Index a batch of sessions: datasets and problems as Arrow record batches.
+def index_sessions(units: list[Folder], options: IndexOptions) -> BatchResult:
+    """Index a batch of sessions and date folders: datasets and problems in Arrow.
 
     With hashing, files of ``defer_size`` bytes or more are not hashed here but listed
     in ``deferred``, so that one huge file becomes a task of its own.
     """
-    cols = _Columns([], [], [], [], [], {a: [] for a in options.hashes}, [])
+    found = Discovery()
+    sessions = []
+    for unit in units:
+        found_here = [[unit]] if unit.parts is not None else discover(
+            Path(unit.path), found, options.follow_symlinks, hand_off_dates=False, rel=unit.rel)
+        sessions.extend(Session(s.path, s.rel, s.parts) for batch in found_here for s in batch)
+    eids = [session_eid(s.parts.string_id, options.namespace) for s in sessions]
+    cols = _Columns([], [], [], [], list(found.problems), {a: [] for a in options.hashes}, [])
     buffer = bytearray(hashing.CHUNK) if options.hashes else None
-    for task in tasks:
-        _index_session(task, options, cols, buffer)
-    datasets = columns.dataset_batch(cols.session, cols.rel_path, cols.file_size,
+    for i, session in enumerate(sessions):
+        _index_session(SessionTask(i, session.path, session.rel, eids[i]), options, cols,
+                       buffer)
+    datasets = columns.dataset_batch(cols.session, [e.encode() for e in eids], cols.rel_path,
+                                     cols.file_size,
                                      cols.id_md5 if options.namespace else None, cols.digests)
-    return BatchResult(datasets, columns.problem_batch(cols.problems), cols.deferred,
-                       cols.nbytes)
+    return BatchResult(datasets, columns.problem_batch(cols.problems), sessions, eids,
+                       cols.deferred, cols.nbytes)
 
 
 def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns,

@@ -51,24 +51,30 @@ def sessions_frame(sessions: list[Session], eids: list[str], lab: str | None) ->
     }, schema_overrides={"date": pl.Date, "number": pl.UInt16}).sort("id")
 
 
-def datasets_frame(batches: list[pa.RecordBatch], eids: list[str],
+def datasets_frame(batches: list[tuple[pa.RecordBatch, int]],
                    hashes: tuple[str, ...] = (),
-                   late: list[tuple[int, str, dict | None]] = ()) -> pl.DataFrame:
+                   late: list[tuple[str, str, dict | None]] = (),
+                   dropped: set[int] = frozenset()) -> pl.DataFrame:
     """All datasets, with their session's id, ``default_revision``, sorted by (eid, id).
 
     ``hashes`` names the digests computed: md5 becomes ONE's ``hash`` column, xxh3 an
-    ``xxh3`` column.  ``late`` holds the digests of files hashed as tasks of their own
-    (None: the file could not be read, and its row is dropped).
+    ``xxh3`` column.  ``late`` holds (eid, rel_path, digests) of files hashed as tasks of their own
+    (None: the file could not be read, and its row is dropped).  Each batch comes with
+    the build-wide position of its first session; rows of ``dropped`` sessions go.
 
     ``default_revision`` is True on the lexicographically last revision of each dataset,
     grouping by rel_path without its ``#revision#/`` folder, as ONE groups them; no
     revision sorts before any revision.
     """
-    table = pa.Table.from_batches(batches, schema=DATASET_FIELDS)
-    frame = pl.from_arrow(table)
-    frame = frame.with_columns(
-        eid=pl.Series("eid", eids, pl.String).gather(frame["session"]),
-        id=pl.coalesce(uuid3_from_md5(pl.col("id_md5")), "rel_path"))
+    if dropped:  # rare: number the rows' sessions across batches to drop some
+        frame = pl.concat([
+            pl.from_arrow(pa.Table.from_batches([b], schema=DATASET_FIELDS))
+            .with_columns(pl.col("session") + offset) for b, offset in batches])
+        frame = frame.filter(~pl.col("session").is_in(list(dropped)))
+    else:
+        frame = pl.from_arrow(pa.Table.from_batches([b for b, _ in batches],
+                                                    schema=DATASET_FIELDS))
+    frame = frame.with_columns(id=pl.coalesce(uuid3_from_md5(pl.col("id_md5")), "rel_path"))
     if late:
         frame = _apply_late(frame, late)
     digests = [pl.col("md5").alias("hash")] if "md5" in hashes else []
@@ -78,16 +84,16 @@ def datasets_frame(batches: list[pa.RecordBatch], eids: list[str],
             .sort("eid", "id"))
 
 
-def _apply_late(frame: pl.DataFrame, late: list[tuple[int, str, dict | None]]
+def _apply_late(frame: pl.DataFrame, late: list[tuple[str, str, dict | None]]
                 ) -> pl.DataFrame:
     """Fill in the digests of separately hashed files; drop the ones that failed."""
     rows = pl.DataFrame({
-        "session": [s for s, _, _ in late], "rel_path": [r for _, r, _ in late],
+        "eid": [s for s, _, _ in late], "rel_path": [r for _, r, _ in late],
         "ok": [d is not None for _, _, d in late],
         "md5_late": [(d or {}).get("md5") for _, _, d in late],
         "xxh3_late": [(d or {}).get("xxh3") for _, _, d in late],
-    }, schema_overrides={"session": pl.UInt32, "md5_late": pl.String, "xxh3_late": pl.String})
-    return (frame.join(rows, on=["session", "rel_path"], how="left")
+    }, schema_overrides={"eid": pl.String, "md5_late": pl.String, "xxh3_late": pl.String})
+    return (frame.join(rows, on=["eid", "rel_path"], how="left")
             .filter(pl.col("ok").fill_null(True))
             .with_columns(md5=pl.coalesce("md5_late", "md5"),
                           xxh3=pl.coalesce("xxh3_late", "xxh3"))
@@ -103,8 +109,15 @@ def _is_default_revision(frame: pl.DataFrame) -> pl.Expr:
     return revision == revision.max().over(group)
 
 
-def problems_frame(found: list[Problem], batches: list[pa.RecordBatch]) -> pl.DataFrame:
-    """Every skipped file, from the parent's walk and the workers', sorted by path."""
+def problems_frame(found: list[Problem], batches: list[pa.RecordBatch],
+                   superseded: list[str] = ()) -> pl.DataFrame:
+    """Every skipped file, from the parent and the workers, sorted by path.
+
+    Workers' problems under a ``superseded`` folder prefix are left out: those folders'
+    files are all in ``found`` already, with the reason that wins.
+    """
     own = pl.DataFrame(found, schema=PROBLEM_FIELDS.names, orient="row").cast(pl.String)
     workers = pl.from_arrow(pa.Table.from_batches(batches, schema=PROBLEM_FIELDS))
+    for prefix in superseded:
+        workers = workers.filter(~pl.col("path").str.starts_with(prefix))
     return pl.concat([own, workers]).sort("path", "reason")

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,8 +34,9 @@ except ImportError:  # Windows: builds are not locked
 
 from fastindex import __version__, discover, hashing
 from fastindex import problems as p
+from fastindex.discover import Folder
 from fastindex.errors import FastindexError, InputError
-from fastindex.index import BatchResult, IndexOptions, SessionTask, hash_deferred, index_sessions
+from fastindex.index import BatchResult, IndexOptions, hash_deferred, index_sessions
 from fastindex.problems import Problem
 
 if TYPE_CHECKING:
@@ -99,11 +101,6 @@ def default_workers() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
-
-
-def session_eid(string_id: str, namespace: uuid.UUID | None) -> str:
-    """A session's id: uuid3 of its ONE string id, or the string id itself."""
-    return str(uuid.uuid3(namespace, string_id)) if namespace else string_id
 
 
 def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
@@ -207,31 +204,34 @@ def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None =
         raise InputError(str(err)) from None
     id_ns = uuid.UUID(options.namespace) if options.hash_ids else None
     found = discover.Discovery()
-    eids: list[str] = []
-
-    def tasks() -> Iterator[list[SessionTask]]:
-        for batch in discover.discover(root, found, options.follow_symlinks, ignore):
-            eids.extend(session_eid(found.sessions[i].parts.string_id, id_ns)
-                        for i in range(len(eids), batch[-1] + 1))
-            yield [SessionTask(i, found.sessions[i].path, found.sessions[i].rel, eids[i])
-                   for i in batch]
-
     index_options = IndexOptions(id_ns, options.follow_symlinks, hashes, DEFER_SIZE)
     with _executor(executor, workers or default_workers(), start_method) as pool:
         with _progress(progress, hashes) as bar:
-            futures = _submit(pool, tasks(), index_options)
-            if not hashes:
-                bar.total = sum(len(batch) for _, batch in futures)
+            units = discover.discover(root, found, options.follow_symlinks, ignore)
+            futures = _submit(pool, units, index_options)
             from fastindex import merge  # polars loads while the workers index
 
             results = _gather(futures, bar, in_bytes=bool(hashes))
-            late, late_problems = _hash_deferred(pool, results, found.sessions, hashes, bar)
+            offsets = list(accumulate((len(r.sessions) for r in results), initial=0))
+            sessions = [s for r in results for s in r.sessions]
+            eids = [e for r in results for e in r.eids]
+            late, late_problems = _hash_deferred(pool, results, offsets, sessions, hashes, bar)
 
+    batches = [(r.datasets, offset) for r, offset in zip(results, offsets)]
+    dropped = discover.duplicate_ids(sessions)
+    rejected = discover.Discovery()
+    for i, kept in dropped.items():
+        discover.reject(rejected, sessions[i], p.DUPLICATE_SESSION,
+                        f"same session id as {kept or '.'}")
+    kept = [i for i in range(len(sessions)) if i not in dropped]
+    late = [(eids[pos], rel, digests) for pos, rel, digests in late if pos not in dropped]
     return TreeIndex(
-        merge.sessions_frame(found.sessions, eids, options.lab),
-        merge.datasets_frame([r.datasets for r in results], eids, hashes, late),
-        merge.problems_frame(found.problems + late_problems, [r.problems for r in results]),
-        found.warnings)
+        merge.sessions_frame([sessions[i] for i in kept], [eids[i] for i in kept], options.lab),
+        merge.datasets_frame(batches, hashes, late, set(dropped)),
+        merge.problems_frame(found.problems + late_problems + rejected.problems,
+                             [r.problems for r in results],
+                             [sessions[i].rel + "/" for i in dropped]),
+        discover.same_number_warnings([sessions[i] for i in kept]))
 
 
 def _check_paths(root: str | os.PathLike, out_dir: str | os.PathLike | None
@@ -281,15 +281,16 @@ def _progress(progress: bool, hashes: tuple[str, ...]) -> tqdm:
     return tqdm(unit="session", disable=not progress, desc="indexing")
 
 
-def _hash_deferred(pool: Executor, results: list[BatchResult], sessions: list,
-                   hashes: tuple[str, ...], bar: tqdm
+def _hash_deferred(pool: Executor, results: list[BatchResult], offsets: list[int],
+                   sessions: list, hashes: tuple[str, ...], bar: tqdm
                    ) -> tuple[list[tuple[int, str, dict | None]], list[Problem]]:
     """Hash the large files the workers left, one task each, so no worker idles long.
 
     Returns (session position, rel_path, digests or None when unreadable) per file, and
     the problems of the files that could not be hashed.
     """
-    deferred = [d for r in results for d in r.deferred]
+    deferred = [(offset + pos, rel, path) for r, offset in zip(results, offsets)
+                for pos, rel, path in r.deferred]
     futures = [(pool.submit(hash_deferred, path, hashes), (pos, rel, path))
                for pos, rel, path in deferred]
     late, problems = [], []
@@ -328,13 +329,13 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="fastindex-parent-watch").start()
 
 
-def _submit(pool: Executor, batches: Iterable[list[SessionTask]], options: IndexOptions
-            ) -> list[tuple[Future, list[SessionTask]]]:
+def _submit(pool: Executor, batches: Iterable[list[Folder]], options: IndexOptions
+            ) -> list[tuple[Future, list[Folder]]]:
     """Submit each batch as discovery yields it, so the walk and the indexing overlap."""
     return [(pool.submit(index_sessions, batch, options), batch) for batch in batches]
 
 
-def _gather(futures: list[tuple[Future, list[SessionTask]]], bar: tqdm, in_bytes: bool
+def _gather(futures: list[tuple[Future, list[Folder]]], bar: tqdm, in_bytes: bool
             ) -> list[BatchResult]:
     """The batches' results, in submission order; the first failure stops the build."""
     batches = {future: batch for future, batch in futures}
@@ -349,7 +350,7 @@ def _gather(futures: list[tuple[Future, list[SessionTask]]], bar: tqdm, in_bytes
             raise FastindexError(f"indexing failed in the batch starting at {where}: "
                                  f"{type(err).__name__}: {err}; nothing was written") from err
         result = future.result()
-        bar.update(result.nbytes if in_bytes else len(batches[future]))
+        bar.update(result.nbytes if in_bytes else len(result.sessions))
     return [future.result() for future, _ in futures]
 
 

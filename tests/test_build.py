@@ -203,3 +203,16 @@ def test_worker_failure_is_a_clear_error_and_keeps_old_tables(tmp_path, monkeypa
         fastindex.build(root, executor=ThreadPoolExecutor(2))
     assert (root / "datasets.pqt").read_bytes() == before
     shutil.rmtree(root / "cortexlab")
+
+
+def test_two_folders_with_one_session_id_keep_the_first(tmp_path) -> None:
+    root = write_tree(tmp_path / "t", ["a/sub/2020-01-01/001/alf/x.y.npy",
+                                       "b/sub/2020-01-01/001/alf/x.y.npy",
+                                       "b/sub/2020-01-01/001/notes.txt"])
+    result = fastindex.build(root, workers=2, hash_ids=False)
+    assert result.n_sessions == 1 and result.n_datasets == 1
+    assert result.skipped.rows() == [
+        ("b/sub/2020-01-01/001/alf/x.y.npy", p.DUPLICATE_SESSION,
+         "same session id as a/sub/2020-01-01/001"),
+        ("b/sub/2020-01-01/001/notes.txt", p.DUPLICATE_SESSION,
+         "same session id as a/sub/2020-01-01/001")]
