@@ -106,8 +106,8 @@ def discover(root: Path, found: Discovery, follow_symlinks: bool = False,
         parts = alf.session_parts(folder if os.sep == "/" else Path(folder).as_posix())
         if parts is not None:
             if _is_possible(found, Session(folder, rel, parts)):
-                subject = os.path.dirname(os.path.dirname(folder))
-                yield from add(Folder(folder, rel, parts), subject)
+                subject_folder = os.path.dirname(os.path.dirname(folder))
+                yield from add(Folder(folder, rel, parts), subject_folder)
             continue
         try:
             with os.scandir(folder) as it:

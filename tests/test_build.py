@@ -216,3 +216,18 @@ def test_two_folders_with_one_session_id_keep_the_first(tmp_path) -> None:
          "same session id as a/sub/2020-01-01/001"),
         ("b/sub/2020-01-01/001/notes.txt", p.DUPLICATE_SESSION,
          "same session id as a/sub/2020-01-01/001")]
+
+
+def test_batches_are_per_subject_and_bounded(tmp_path) -> None:
+    from fastindex.discover import Discovery, discover
+
+    files = [f"lab/Subjects/s{s}/2020-01-{d:02d}/001/alf/x.y.npy"
+             for s in range(3) for d in range(1, 6)]
+    root = write_tree(tmp_path / "t", [*files, "s9/2020-01-01/001/alf/x.y.npy"])
+    batches = list(discover(root, Discovery(), max_batch=3))
+    subjects = [{Path(u.path).parent.name for u in b} for b in batches]
+    assert subjects == [{"s0"}, {"s0"}, {"s1"}, {"s1"}, {"s2"}, {"s2"}, {"s9"}]
+    assert [len(b) for b in batches] == [3, 2, 3, 2, 3, 2, 1]
+    assert all(u.parts is None for b in batches for u in b)  # date folders, for workers
+    session_root = list(discover(root / "s9/2020-01-01/001", Discovery()))
+    assert [u.parts.subject for b in session_root for u in b] == ["s9"]
