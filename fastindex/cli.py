@@ -69,8 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("dest", type=Path, help="folder to create the tree in")
     d.add_argument("--files", type=_positive_int, default=10_000,
                    help="about how many files (default 10000)")
-    d.add_argument("--shape", default="behaviour", help="behaviour, ephys, wide or deep")
+    d.add_argument("--shape", default="behaviour", choices=["behaviour", "ephys", "wide", "deep"])
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--sparse-size", type=int, metavar="BYTES",
+                   help="make every file sparse, of this size (no disk space needed)")
     d.set_defaults(func=_demo_tree)
     return parser
 
@@ -158,7 +160,8 @@ def _verify(args: argparse.Namespace) -> int:
 def _demo_tree(args: argparse.Namespace) -> int:
     from fastindex.treegen import make_tree
 
-    n = make_tree(args.dest, files=args.files, shape=args.shape, seed=args.seed)
+    n = make_tree(args.dest, files=args.files, shape=args.shape, seed=args.seed,
+                  sparse_size=args.sparse_size)
     print(f"fastindex: wrote {n} files under {args.dest}", file=sys.stderr)
     return 0
 

@@ -86,11 +86,13 @@ def _layout(shape: str, sessions: int, rng: random.Random) -> Iterator[str]:
 
 
 def make_tree(dest: str | os.PathLike, files: int = 10_000, shape: str = "behaviour",
-              seed: int = 0, sparse: bool = True) -> int:
+              seed: int = 0, sparse: bool = True, sparse_size: int | None = None) -> int:
     """Write an ALF tree of about ``files`` files under ``dest``; returns the file count.
 
     ``sparse`` makes the large raw files sparse (no disk blocks); otherwise they are
-    written in full with zeros.
+    written in full with zeros.  ``sparse_size`` makes every file a sparse file of that
+    many bytes instead of a real array: large trees then need no disk space and are
+    quick to write (the layout and names are the same).
     """
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; one of {', '.join(SHAPES)}")
@@ -103,7 +105,7 @@ def make_tree(dest: str | os.PathLike, files: int = 10_000, shape: str = "behavi
         for rel, content in _session_files(shape, rng, revision):
             path = dest / folder / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write(path, content, sparse)
+            _write(path, content if sparse_size is None else sparse_size, sparse)
             written += 1
     return written
 

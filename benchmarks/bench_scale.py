@@ -1,0 +1,149 @@
+"""How fastindex scales with the size of the tree, beside one-api, find and a bare walk.
+
+    python benchmarks/bench_scale.py [--sizes 10000 74000 300000 1000000] [--repeat 3]
+                                     [--one-max 74000] [--workdir DIR] [--out DIR]
+
+For each size, an IBL-behaviour-shaped tree of sparse files is generated (deterministic,
+seed 0), then, side by side on the same warm tree, as whole processes:
+`find -printf '%s %P\\n'`, a bare Python os.scandir walk (benchmarks/scandir_walk.py),
+`fastindex build` with 1 and N workers, and one-api's make_parquet_db up to --one-max
+files; above that one-api's time and memory are extrapolated linearly from the largest
+size it ran, and marked so.  Wall and CPU time are medians of --repeat runs; peak memory
+is the PSS of the whole process tree (workers included) in one separately sampled run.
+Writes scale.csv, scale.json and scale.png (log-log time and memory against files) to
+--out (default benchmarks/results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from measure import machine, median, run
+
+from fastindex.pipeline import default_workers
+from fastindex.treegen import make_tree
+
+HERE = Path(__file__).resolve().parent
+ONE_API = ("import sys, warnings; warnings.simplefilter('ignore');"
+           "from one.alf.cache import make_parquet_db; make_parquet_db(sys.argv[1], sys.argv[2])")
+
+
+def commands(tree: Path, out: Path, workers: int) -> dict[str, list[str]]:
+    fastindex = [sys.executable, "-m", "fastindex", "build", str(tree), "--out", str(out),
+                 "--quiet", "--workers"]
+    return {
+        "find -printf": ["find", str(tree), "-type", "f", "-printf", "%s %P\n"],
+        "python scandir walk": [sys.executable, str(HERE / "scandir_walk.py"), str(tree)],
+        "fastindex 1 worker": [*fastindex, "1"],
+        f"fastindex {workers} workers": [*fastindex, str(workers)],
+        "one-api make_parquet_db": [sys.executable, "-c", ONE_API, str(tree), str(out)],
+    }
+
+
+def measure_size(size: int, args, workdir: Path, workers: int) -> list[dict]:
+    tree, out = workdir / f"tree-{size}", workdir / f"out-{size}"
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"generating {size} files ...", file=sys.stderr)
+    files = make_tree(tree, files=size, shape="behaviour", seed=0, sparse_size=4096)
+    rows = []
+    for name, cmd in commands(tree, out, workers).items():
+        if name.startswith("one-api") and files > args.one_max:
+            continue
+        run(cmd)  # warm-up: page cache, imports
+        peak = run(cmd, memory=True).peak_mb
+        timing = median([run(cmd) for _ in range(args.repeat if "one-api" not in name else 1)])
+        rows.append({"files": files, "command": name, "wall_s": timing.wall_s,
+                     "cpu_s": timing.cpu_s, "peak_mb": peak, "extrapolated": False})
+        print(f"  {files} {name}: {timing.wall_s:.2f} s, {peak:.0f} MB", file=sys.stderr)
+    shutil.rmtree(tree)
+    shutil.rmtree(out)
+    return rows
+
+
+def extrapolate_one_api(rows: list[dict]) -> list[dict]:
+    """one-api is linear in files (measured: 14 s at 74k, 66 s at 300k); scale its largest run."""
+    measured = [r for r in rows if r["command"].startswith("one-api")]
+    if not measured:
+        return []
+    base = max(measured, key=lambda r: r["files"])
+    sizes = sorted({r["files"] for r in rows if r["files"] > base["files"]})
+    return [{**base, "files": n, "wall_s": base["wall_s"] * n / base["files"],
+             "cpu_s": base["cpu_s"] * n / base["files"],
+             "peak_mb": base["peak_mb"] * n / base["files"], "extrapolated": True}
+            for n in sizes]
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for name in dict.fromkeys(r["command"] for r in rows):
+        for extrapolated, style in ((False, "-o"), (True, ":x")):
+            pts = sorted((r["files"], r["wall_s"], r["peak_mb"]) for r in rows
+                         if r["command"] == name and r["extrapolated"] == extrapolated)
+            if not pts:
+                continue
+            label = name + (" (extrapolated)" if extrapolated else "")
+            ax_t.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
+            ax_m.plot([p[0] for p in pts], [p[2] for p in pts], style, label=label)
+    for ax, ylabel in ((ax_t, "wall time (s)"), (ax_m, "peak memory, whole process tree (MB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("files in the tree")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_t.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 74_000, 300_000,
+                                                                   1_000_000])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--one-max", type=int, default=74_000)
+    parser.add_argument("--workdir", type=Path, help="where to generate trees (default: tmp)")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+    workers = default_workers()
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        rows = [r for size in args.sizes for r in measure_size(size, args, Path(tmp), workers)]
+    rows += extrapolate_one_api(rows)
+    rows.sort(key=lambda r: (r["files"], r["command"]))
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    title = f"{machine()}; medians of {args.repeat}"
+    with open(args.out / "scale.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (args.out / "scale.json").write_text(json.dumps({"machine": machine(), "rows": rows},
+                                                    indent=1) + "\n")
+    plot(rows, args.out / "scale.png", title)
+
+    fast = f"fastindex {workers} workers"
+    print(f"\n{title}")
+    print(f"{'files':>9} {'command':28} {'wall s':>8} {'cpu s':>8} {'peak MB':>8} "
+          f"{'/ fastindex':>11}")
+    for r in rows:
+        best = next(x for x in rows if x["files"] == r["files"] and x["command"] == fast)
+        mark = " (extrapolated)" if r["extrapolated"] else ""
+        print(f"{r['files']:9d} {r['command']:28} {r['wall_s']:8.2f} {r['cpu_s']:8.2f} "
+              f"{r['peak_mb']:8.0f} {r['wall_s'] / best['wall_s']:11.2f}{mark}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Smoke test of the scaling benchmark: it runs end to end and writes its table and plot.
+
+Timings are not asserted: they belong to the benchmark's own runs, not to the tests.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def test_scale_benchmark_writes_its_table_and_plot(tmp_path) -> None:
+    done = subprocess.run([sys.executable, str(BENCH / "bench_scale.py"), "--sizes", "300",
+                           "600", "--repeat", "1", "--one-max", "300", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "scale.csv") as f:
+        rows = list(csv.DictReader(f))
+    commands = {r["command"] for r in rows}
+    assert {"find -printf", "python scandir walk", "fastindex 1 worker",
+            "one-api make_parquet_db"} <= commands
+    one_api = {int(r["files"]): r["extrapolated"] for r in rows
+               if r["command"] == "one-api make_parquet_db"}
+    assert list(one_api.values()) == ["False", "True"]  # measured, then extrapolated
+    assert (tmp_path / "scale.png").stat().st_size > 10_000
+    assert "fastindex" in done.stdout
