@@ -1,5 +1,8 @@
 """fastindex build against one-api's make_parquet_db and `find`, side by side, one run.
 
+The Dask row starts a LocalCluster inside the process, so it shows the whole overhead of
+the distributed path (cluster start included) on this machine.
+
     python benchmarks/bench_build.py [--files 74000] [--repeat 5] [--tree DIR]
 
 Every command runs as a whole process (interpreter start and imports included), on the
@@ -50,6 +53,9 @@ def main() -> int:
                                    "--out", str(out), "--quiet", "--workers", "1"],
             f"fastindex {n} workers": [sys.executable, "-m", "fastindex", "build", str(tree),
                                        "--out", str(out), "--quiet", "--workers", str(n)],
+            f"fastindex on Dask local:{n}": [sys.executable, "-m", "fastindex", "build",
+                                              str(tree), "--out", str(out), "--quiet",
+                                              "--scheduler", f"local:{n}"],
             "one-api make_parquet_db": [sys.executable, "-c", ONE_API, str(tree), str(out)],
         }
         run(commands["find -printf"])  # warm the page cache

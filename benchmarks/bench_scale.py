@@ -67,16 +67,25 @@ def measure_size(size: int, args, workdir: Path, workers: int) -> list[dict]:
 
 
 def extrapolate_one_api(rows: list[dict]) -> list[dict]:
-    """one-api is linear in files (measured: 14 s at 74k, 66 s at 300k); scale its largest run."""
-    measured = [r for r in rows if r["command"].startswith("one-api")]
+    """one-api's larger sizes, on the line through its two largest runs.
+
+    one-api is linear in files (measured: 14 s at 74k, 66 s at 300k) with a fixed start;
+    with a single run, its time and memory are scaled in proportion.
+    """
+    measured = sorted((r for r in rows if r["command"].startswith("one-api")),
+                      key=lambda r: r["files"])
     if not measured:
         return []
-    base = max(measured, key=lambda r: r["files"])
+    base = measured[-1]
+    low = measured[-2] if len(measured) > 1 else {k: 0 for k in base}
+
+    def line(key: str, n: int) -> float:
+        slope = (base[key] - low[key]) / (base["files"] - low["files"])
+        return base[key] + slope * (n - base["files"])
+
     sizes = sorted({r["files"] for r in rows if r["files"] > base["files"]})
-    return [{**base, "files": n, "wall_s": base["wall_s"] * n / base["files"],
-             "cpu_s": base["cpu_s"] * n / base["files"],
-             "peak_mb": base["peak_mb"] * n / base["files"], "extrapolated": True}
-            for n in sizes]
+    return [{**base, "files": n, "wall_s": line("wall_s", n), "cpu_s": line("cpu_s", n),
+             "peak_mb": line("peak_mb", n), "extrapolated": True} for n in sizes]
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
@@ -116,22 +125,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one-max", type=int, default=74_000)
     parser.add_argument("--workdir", type=Path, help="where to generate trees (default: tmp)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--replot", type=Path, metavar="JSON",
+                        help="redo the table and plot from an earlier scale.json")
     args = parser.parse_args(argv)
+    if args.replot:
+        saved = json.loads(args.replot.read_text())
+        report(saved["rows"], args.out, saved["title"], default_workers())
+        return 0
     workers = default_workers()
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         rows = [r for size in args.sizes for r in measure_size(size, args, Path(tmp), workers)]
+    report(rows, args.out, f"{machine()}; medians of {args.repeat}", workers)
+    return 0
+
+
+def report(rows: list[dict], out: Path, title: str, workers: int) -> None:
+    """Extrapolate one-api, then write the CSV, JSON and plot, and print the table."""
+    rows = [r for r in rows if not r["extrapolated"]]
     rows += extrapolate_one_api(rows)
     rows.sort(key=lambda r: (r["files"], r["command"]))
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    title = f"{machine()}; medians of {args.repeat}"
-    with open(args.out / "scale.csv", "w", newline="") as f:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "scale.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (args.out / "scale.json").write_text(json.dumps({"machine": machine(), "rows": rows},
+    (out / "scale.json").write_text(json.dumps({"title": title, "rows": rows},
                                                     indent=1) + "\n")
-    plot(rows, args.out / "scale.png", title)
+    plot(rows, out / "scale.png", title)
 
     fast = f"fastindex {workers} workers"
     print(f"\n{title}")
@@ -142,7 +162,6 @@ def main(argv: list[str] | None = None) -> int:
         mark = " (extrapolated)" if r["extrapolated"] else ""
         print(f"{r['files']:9d} {r['command']:28} {r['wall_s']:8.2f} {r['cpu_s']:8.2f} "
               f"{r['peak_mb']:8.0f} {r['wall_s'] / best['wall_s']:11.2f}{mark}")
-    return 0
 
 
 if __name__ == "__main__":

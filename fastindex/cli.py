@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                         "extra xxh3 column (default: none)")
     b.add_argument("--follow-symlinks", action="store_true",
                    help="walk into linked folders (loops are detected and reported)")
+    b.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on a Dask cluster: tcp://host:8786, or local:N for N local "
+                        "worker processes (needs fastindex[dask])")
     b.add_argument("--report", type=Path,
                    help="write skipped files and warnings here (.json for JSON, else CSV)")
     b.add_argument("--strict", action="store_true",
@@ -98,7 +101,7 @@ def _build(args: argparse.Namespace) -> int:
     result = build(args.root, args.out, workers=args.workers, hash_ids=not args.string_ids,
                    namespace=args.namespace, lab=args.lab,
                    follow_symlinks=args.follow_symlinks, hash=args.hash,
-                   progress=not args.quiet)
+                   scheduler=args.scheduler, progress=not args.quiet)
     if args.report:
         write_report(args.report, result.skipped, result.warnings,
                      {"sessions": result.n_sessions, "datasets": result.n_datasets,

@@ -107,22 +107,28 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
           workers: int | None = None, hash_ids: bool = True,
           namespace: str | uuid.UUID | None = None, lab: str | None = None,
           follow_symlinks: bool = False, hash: str | None = None,
-          executor: Executor | None = None, start_method: str | None = None,
-          progress: bool = False) -> BuildResult:
+          executor: Executor | None = None, client=None, scheduler: str | None = None,
+          start_method: str | None = None, progress: bool = False) -> BuildResult:
     """Index the ALF tree under ``root`` and write ``sessions.pqt`` and ``datasets.pqt``.
 
     The tables go to ``out_dir`` (default: the root).  ``workers`` defaults to the CPUs
     this process may use; ``workers=1`` runs in this process.  ``hash`` is one of
     ``none``, ``xxh3``, ``md5``, ``xxh3+md5``: md5 goes in ONE's ``hash`` column, xxh3 in
-    an extra ``xxh3`` column.  ``executor`` replaces the
-    process pool (any ``concurrent.futures.Executor``); ``start_method`` picks the
-    multiprocessing start method of the default pool (default: the platform's).
+    an extra ``xxh3`` column.  ``executor`` replaces the process pool (any
+    ``concurrent.futures.Executor``); ``client`` (a Dask client) or ``scheduler`` (a Dask
+    scheduler address, or ``local:N``) run the batches on a Dask cluster instead;
+    ``start_method`` picks the multiprocessing start method of the default pool.
     """
     started = time.perf_counter()
     root_path, out_path = _check_paths(root, out_dir)
     ns = uuid.UUID(str(namespace)) if namespace else DEFAULT_NAMESPACE
     options = BuildOptions(hash_ids, str(ns), lab, follow_symlinks, hash or "none")
-    with _build_lock(out_path):
+    with contextlib.ExitStack() as stack:
+        if client is not None or scheduler is not None:
+            from fastindex.dask_backend import dask_executor
+
+            executor = stack.enter_context(dask_executor(scheduler, client, root_path))
+        stack.enter_context(_build_lock(out_path))
         return _build_locked(root_path, out_path, options, started, executor=executor,
                              workers=workers, start_method=start_method, progress=progress)
 

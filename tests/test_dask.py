@@ -1,0 +1,88 @@
+"""The same build on a Dask cluster (LocalCluster: 2 worker processes, loopback only)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from conftest import table_bytes
+
+import fastindex
+from fastindex.cli import main
+from fastindex.treegen import make_tree
+
+distributed = pytest.importorskip("distributed")
+from fastindex.dask_backend import local_cluster  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    with local_cluster(2) as cluster, distributed.Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dask")
+    make_tree(root, files=3000, shape="ephys", seed=5)
+    return root
+
+
+def _both(out) -> tuple:
+    return table_bytes(out / "sessions.pqt"), table_bytes(out / "datasets.pqt")
+
+
+@pytest.mark.parametrize("hash", [None, "xxh3+md5"])
+def test_dask_build_equals_the_process_pool_build(client, tree, tmp_path, hash) -> None:
+    local, remote = tmp_path / "local", tmp_path / "dask"
+    local.mkdir()
+    remote.mkdir()
+    fastindex.build(tree, local, workers=2, hash=hash)
+    result = fastindex.build(tree, remote, client=client, hash=hash)
+    assert result.n_datasets > 2000
+    assert _both(remote) == _both(local)
+
+
+def test_cli_local_scheduler(tree, tmp_path) -> None:
+    assert main(["build", str(tree), "--out", str(tmp_path), "--quiet",
+                 "--scheduler", "local:2"]) == 0
+    reference = tmp_path / "ref"
+    reference.mkdir()
+    fastindex.build(tree, reference, workers=1)
+    assert _both(tmp_path) == _both(reference)
+
+
+def test_workers_that_cannot_see_the_root_fail_clearly(client, tmp_path) -> None:
+    from fastindex.dask_backend import dask_executor
+
+    # a folder only this process would see, as on a machine without the shared filesystem
+    with pytest.raises(fastindex.FastindexError, match="cannot see"):
+        with dask_executor(client=client, root=tmp_path / "only-here"):
+            pass
+    with dask_executor(client=client, root=tmp_path) as executor:
+        assert executor.submit(sum, [1, 2]).result() == 3
+
+
+def test_a_killed_dask_worker_is_replaced_and_the_build_completes(tmp_path) -> None:
+    make_tree(tmp_path / "t", files=30_000, seed=6)
+    reference = tmp_path / "ref"
+    reference.mkdir()
+    fastindex.build(tmp_path / "t", reference, workers=2)
+    before = (tmp_path / "t" / "datasets.pqt").exists()
+    with local_cluster(2) as cluster, distributed.Client(cluster) as c:
+        pids = list(c.run(os.getpid).values())
+
+        def kill_one() -> None:
+            time.sleep(0.3)
+            os.kill(pids[0], signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_one)
+        killer.start()
+        fastindex.build(tmp_path / "t", client=c)
+        killer.join()
+        assert pids[0] not in c.run(os.getpid).values()  # it was killed, and replaced
+    assert not before
+    assert _both(tmp_path / "t") == _both(reference)
