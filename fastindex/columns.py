@@ -17,6 +17,7 @@ DATASET_FIELDS = pa.schema([
     ("eid", pa.string()),  # the session's id
     ("rel_path", pa.string()),
     ("file_size", pa.uint64()),
+    ("mtime_ns", pa.int64()),
     ("id_md5", pa.binary(16)),  # md5 of the uuid3 name; null with string ids
     ("md5", pa.string()),  # hex digests of the file, null when not hashed
     ("xxh3", pa.string()),
@@ -27,7 +28,7 @@ PROBLEM_FIELDS = pa.schema([
 
 
 def dataset_batch(session: list[int], eids: list[bytes], rel_path: list[bytes],
-                  file_size: list[int], id_md5: list[bytes] | None,
+                  file_size: list[int], mtime_ns: list[int], id_md5: list[bytes] | None,
                   digests: dict[str, list[str]]) -> pa.RecordBatch:
     """A worker's datasets; ``session`` indexes ``eids``; ``rel_path`` UTF-8 encoded;
     ``id_md5`` None with string ids."""
@@ -37,7 +38,8 @@ def dataset_batch(session: list[int], eids: list[bytes], rel_path: list[bytes],
               else pa.nulls(n, pa.string()) for a in ("md5", "xxh3")]
     return pa.RecordBatch.from_arrays([
         integers(session, pa.uint32()), strings([eids[s] for s in session]), strings(rel_path),
-        integers(file_size, pa.uint64()), ids, *hashes], schema=DATASET_FIELDS)
+        integers(file_size, pa.uint64()), integers(mtime_ns, pa.int64()), ids, *hashes],
+        schema=DATASET_FIELDS)
 
 
 def problem_batch(problems: list[tuple[str, str, str]]) -> pa.RecordBatch:
@@ -58,8 +60,8 @@ def strings(encoded: list[bytes]) -> pa.Array:
 
 
 def integers(values: list[int], kind: pa.DataType) -> pa.Array:
-    """An unsigned integer column (``pa.uint32()`` or ``pa.uint64()``)."""
-    code = {pa.uint32(): "I", pa.uint64(): "Q"}[kind]
+    """An integer column (``pa.uint32()``, ``pa.uint64()`` or ``pa.int64()``)."""
+    code = {pa.uint32(): "I", pa.uint64(): "Q", pa.int64(): "q"}[kind]
     return pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(array(code, values))])
 
 

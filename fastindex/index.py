@@ -56,10 +56,11 @@ class _Columns:
     session: list
     rel_path: list  # UTF-8 bytes
     file_size: list
+    mtime_ns: list
     id_md5: list
     problems: list
     digests: dict  # algorithm -> list of hex digests ('' where deferred)
-    deferred: list  # (session position, rel_path, absolute path) of large files
+    deferred: list  # (session position, rel_path, absolute path, size) of large files
     nbytes: int = 0
 
 
@@ -71,7 +72,7 @@ class BatchResult:
     problems: pa.RecordBatch
     sessions: list[Session]
     eids: list[str]
-    deferred: list[tuple[int, str, str]]  # (session, rel_path, absolute path)
+    deferred: list[tuple[int, str, str, int]]  # (session, rel_path, absolute path, size)
     nbytes: int  # bytes indexed, for a progress bar in bytes
 
 
@@ -88,13 +89,14 @@ def index_sessions(units: list[Folder], options: IndexOptions) -> BatchResult:
             Path(unit.path), found, options.follow_symlinks, hand_off_dates=False, rel=unit.rel)
         sessions.extend(Session(s.path, s.rel, s.parts) for batch in found_here for s in batch)
     eids = [session_eid(s.parts.string_id, options.namespace) for s in sessions]
-    cols = _Columns([], [], [], [], list(found.problems), {a: [] for a in options.hashes}, [])
+    cols = _Columns([], [], [], [], [], list(found.problems), {a: [] for a in options.hashes},
+                    [])
     buffer = bytearray(hashing.CHUNK) if options.hashes else None
     for i, session in enumerate(sessions):
         _index_session(SessionTask(i, session.path, session.rel, eids[i]), options, cols,
                        buffer)
     datasets = columns.dataset_batch(cols.session, [e.encode() for e in eids], cols.rel_path,
-                                     cols.file_size,
+                                     cols.file_size, cols.mtime_ns,
                                      cols.id_md5 if options.namespace else None, cols.digests)
     return BatchResult(datasets, columns.problem_batch(cols.problems), sessions, eids,
                        cols.deferred, cols.nbytes)
@@ -141,7 +143,8 @@ def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns,
                                          f"'{p.display_path(prefix[:-1])}' is not a collection"))
                 continue
             try:
-                size = entry.stat().st_size
+                st = entry.stat()
+                size = st.st_size
             except FileNotFoundError as err:
                 problems.append(_problem(task, rel_path, p.VANISHED, str(err)))
                 continue
@@ -156,20 +159,32 @@ def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns,
             cols.session.append(task.position)
             cols.rel_path.append(encoded)
             cols.file_size.append(size)
+            cols.mtime_ns.append(st.st_mtime_ns)
             if id_prefix:
                 cols.id_md5.append(hashlib.md5(id_prefix + encoded).digest())
 
 
-def hash_deferred(path: str, algorithms: tuple[str, ...]) -> tuple[int, dict[str, str]]:
-    """Hash one large file as a task of its own: (bytes read, digests)."""
-    return hashing.digest_file(path, algorithms)
+def hash_files(paths: list[str], algorithms: tuple[str, ...]
+               ) -> list[tuple[int, dict[str, str]] | OSError]:
+    """Hash files as a task of their own: (bytes read, digests), or the error, for each.
+
+    Used for the large files a batch left, and for the files ``update`` found changed.
+    """
+    buffer = bytearray(hashing.CHUNK)
+    results: list = []
+    for path in paths:
+        try:
+            results.append(hashing.digest_file(path, algorithms, buffer))
+        except OSError as err:
+            results.append(err)
+    return results
 
 
 def _add_digests(path: str, size: int, rel_path: str, task: SessionTask,
                  options: IndexOptions, cols: _Columns, buffer: bytearray | None) -> bool:
     """Hash one file into ``cols``, or defer it when large; False if it could not be read."""
     if size >= options.defer_size:
-        cols.deferred.append((task.position, rel_path, path))
+        cols.deferred.append((task.position, rel_path, path, size))
         digests = dict.fromkeys(options.hashes, "")
     else:
         problem = None

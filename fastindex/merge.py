@@ -80,7 +80,8 @@ def datasets_frame(batches: list[tuple[pa.RecordBatch, int]],
     digests = [pl.col("md5").alias("hash")] if "md5" in hashes else []
     digests += [pl.col("xxh3")] if "xxh3" in hashes else []
     return (frame.with_columns(default_revision=_is_default_revision(frame))
-            .select("eid", "id", "rel_path", "file_size", *digests, "default_revision")
+            .select("eid", "id", "rel_path", "file_size", *digests, "default_revision",
+                    "mtime_ns")
             .sort("eid", "id"))
 
 

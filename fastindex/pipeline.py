@@ -34,9 +34,9 @@ except ImportError:  # Windows: builds are not locked
 
 from fastindex import __version__, discover, hashing
 from fastindex import problems as p
-from fastindex.discover import Folder
+from fastindex.discover import Folder, Session
 from fastindex.errors import FastindexError, InputError
-from fastindex.index import BatchResult, IndexOptions, hash_deferred, index_sessions
+from fastindex.index import BatchResult, IndexOptions, hash_files, index_sessions
 from fastindex.problems import Problem
 
 if TYPE_CHECKING:
@@ -174,7 +174,8 @@ def _build_locked(root_path: Path, out_path: Path, options: BuildOptions, starte
                       "options": asdict(options), "counts": counts},
     }
     ses_path, ds_path = tables.write_tables(
-        out_path, tables.sessions_table(index.sessions), tables.datasets_table(index.datasets),
+        out_path, tables.sessions_table(index.sessions),
+        tables.datasets_table(index.datasets, record_mtime=options.hash != "none"),
         metadata, build_id)
     return BuildResult(ses_path, ds_path, counts["sessions"], counts["datasets"],
                        counts["bytes"], index.skipped, index.warnings,
@@ -194,6 +195,7 @@ class TreeIndex:
     datasets: pl.DataFrame
     skipped: pl.DataFrame
     warnings: list[Problem]
+    folders: dict[str, Session]  # session id -> its folder (the first, for duplicates)
 
 
 def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None = None,
@@ -237,7 +239,8 @@ def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None =
         merge.problems_frame(found.problems + late_problems + rejected.problems,
                              [r.problems for r in results],
                              [sessions[i].rel + "/" for i in dropped]),
-        discover.same_number_warnings([sessions[i] for i in kept]))
+        discover.same_number_warnings([sessions[i] for i in kept]),
+        {eids[i]: sessions[i] for i in kept})
 
 
 def _check_paths(root: str | os.PathLike, out_dir: str | os.PathLike | None
@@ -287,6 +290,43 @@ def _progress(progress: bool, hashes: tuple[str, ...]) -> tqdm:
     return tqdm(unit="session", disable=not progress, desc="indexing")
 
 
+@dataclass(frozen=True)
+class HashJob:
+    """A file to hash as a task of its own, with what the listing said of it."""
+
+    key: tuple  # whatever the caller needs to place the result
+    path: str  # absolute
+    shown: str  # root-relative, for reports
+    size: int  # bytes when listed
+
+
+def hash_jobs(pool: Executor, jobs: list[HashJob], hashes: tuple[str, ...], bar: tqdm,
+              per_task: int = 1) -> tuple[list[dict | None], list[Problem]]:
+    """Hash files in tasks of ``per_task`` files: digests per job (None: not readable).
+
+    A file whose byte count differs from its listed size changed while it was read; it
+    is reported, like one that vanished or cannot be read.
+    """
+    chunks = [jobs[i:i + per_task] for i in range(0, len(jobs), per_task)]
+    futures = [pool.submit(hash_files, [j.path for j in chunk], hashes) for chunk in chunks]
+    digests: list[dict | None] = []
+    problems = []
+    for chunk, future in zip(chunks, futures):
+        for job, outcome in zip(chunk, future.result()):
+            if isinstance(outcome, OSError):
+                reason = p.VANISHED if isinstance(outcome, FileNotFoundError) else p.UNREADABLE
+                problems.append(Problem(p.display_path(job.shown), reason, str(outcome)))
+                digests.append(None)
+            elif outcome[0] != job.size:
+                problems.append(Problem(p.display_path(job.shown), p.CHANGED,
+                                        f"{job.size} bytes when listed, {outcome[0]} when read"))
+                digests.append(None)
+            else:
+                digests.append(outcome[1])
+                bar.update(outcome[0])
+    return digests, problems
+
+
 def _hash_deferred(pool: Executor, results: list[BatchResult], offsets: list[int],
                    sessions: list, hashes: tuple[str, ...], bar: tqdm
                    ) -> tuple[list[tuple[int, str, dict | None]], list[Problem]]:
@@ -295,30 +335,14 @@ def _hash_deferred(pool: Executor, results: list[BatchResult], offsets: list[int
     Returns (session position, rel_path, digests or None when unreadable) per file, and
     the problems of the files that could not be hashed.
     """
-    deferred = [(offset + pos, rel, path) for r, offset in zip(results, offsets)
-                for pos, rel, path in r.deferred]
-    futures = [(pool.submit(hash_deferred, path, hashes), (pos, rel, path))
-               for pos, rel, path in deferred]
-    late, problems = [], []
-    for future, (pos, rel, path) in futures:
-        where = f"{sessions[pos].rel}/{rel}" if sessions[pos].rel else rel
-        try:
-            nbytes, digests = future.result()
-            size = os.stat(path).st_size
-            if nbytes != size:
-                raise _Changed(f"{size} bytes when listed, {nbytes} when read")
-            late.append((pos, rel, digests))
-            bar.update(nbytes)
-        except (OSError, _Changed) as err:
-            reason = (p.VANISHED if isinstance(err, FileNotFoundError)
-                      else p.CHANGED if isinstance(err, _Changed) else p.UNREADABLE)
-            problems.append(Problem(p.display_path(where), reason, str(err)))
-            late.append((pos, rel, None))
-    return late, problems
+    jobs = [HashJob((offset + pos, rel), path, _shown(sessions[offset + pos].rel, rel), size)
+            for r, offset in zip(results, offsets) for pos, rel, path, size in r.deferred]
+    digests, problems = hash_jobs(pool, jobs, hashes, bar)
+    return [(*job.key, d) for job, d in zip(jobs, digests)], problems
 
 
-class _Changed(Exception):
-    """A file's size changed between listing and hashing."""
+def _shown(session_rel: str, rel_path: str) -> str:
+    return f"{session_rel}/{rel_path}" if session_rel else rel_path
 
 
 def _exit_with_parent(parent: int) -> None:

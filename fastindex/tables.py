@@ -48,8 +48,12 @@ def sessions_table(frame: pl.DataFrame) -> pa.Table:
     return frame.to_arrow().select(SESSIONS_SCHEMA.names).cast(SESSIONS_SCHEMA)
 
 
-def datasets_table(frame: pl.DataFrame) -> pa.Table:
+def datasets_table(frame: pl.DataFrame, record_mtime: bool = False) -> pa.Table:
     """The datasets frame in ONE's exact column types; qc NOT_SET, exists True.
+
+    ``exists`` comes from the frame when it has one (``update --keep-missing``).  With
+    ``record_mtime`` an extra ``mtime_ns`` column keeps each file's modification time
+    when its digests were computed, for ``update``.
 
     Without md5s the ``hash`` column has Arrow type null, not a null string: ONE skips
     its md5 check only when ``hash is None``, and pandas 3 reads null strings as NaN,
@@ -60,8 +64,11 @@ def datasets_table(frame: pl.DataFrame) -> pa.Table:
         DATASETS_SCHEMA.get_field_index("hash"), pa.field("hash", pa.null()))
     if "xxh3" in frame.columns:  # an extra column: ONE carries it along and ignores it
         schema = schema.append(pa.field("xxh3", pa.string()))
+    if record_mtime:
+        schema = schema.append(pa.field("mtime_ns", pa.int64()))
     frame = frame.with_columns(
-        exists=pl.lit(True), qc=pl.lit(QC_VALUES[0]).cast(pl.Enum(QC_VALUES)),
+        qc=pl.lit(QC_VALUES[0]).cast(pl.Enum(QC_VALUES)),
+        **({} if "exists" in frame.columns else {"exists": pl.lit(True)}),
         **({} if hashed else {"hash": pl.lit(None, pl.Null)}))
     return frame.to_arrow().select(schema.names).cast(schema)
 
@@ -71,6 +78,7 @@ _PANDAS_TYPES = {
     pa.large_string(): ("unicode", "object"), pa.string(): ("unicode", "object"),
     pa.date32(): ("date", "object"), pa.uint16(): ("uint16", "uint16"),
     pa.uint64(): ("uint64", "UInt64"), pa.bool_(): ("bool", "bool"),
+    pa.int64(): ("int64", "int64"),
     pa.null(): ("empty", "object"),
     QC_TYPE: ("categorical", "int8"),
 }
