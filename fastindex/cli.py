@@ -58,6 +58,21 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--json", action="store_true", help="print the report as JSON")
     k.set_defaults(func=_check)
 
+    u = sub.add_parser("update", help="bring the tables up to date, re-hashing only what "
+                                      "changed")
+    u.add_argument("root", type=Path, help="folder that was indexed")
+    u.add_argument("--out", type=Path, help="folder of the tables (default: ROOT)")
+    u.add_argument("--workers", type=_positive_int, help="worker processes")
+    u.add_argument("--hash", choices=["none", "xxh3", "md5", "xxh3+md5"],
+                   help="other digests than the tables have (a full build)")
+    u.add_argument("--namespace", type=_uuid, help="another id namespace (needs --force)")
+    u.add_argument("--keep-missing", action="store_true",
+                   help="keep datasets whose files are gone, with exists=False")
+    u.add_argument("--force", action="store_true",
+                   help="rebuild tables whose ids would change (another tool or namespace)")
+    u.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    u.set_defaults(func=_update)
+
     v = sub.add_parser("verify", help="compare a tree with its tables (exit 1 on differences)")
     v.add_argument("root", type=Path, help="folder that was indexed")
     v.add_argument("--tables", type=Path, help="folder of the tables (default: ROOT)")
@@ -98,6 +113,7 @@ def _build(args: argparse.Namespace) -> int:
     from fastindex.pipeline import build
     from fastindex.report import write_report
 
+    had_tables = ((args.out or args.root) / "datasets.pqt").exists()
     result = build(args.root, args.out, workers=args.workers, hash_ids=not args.string_ids,
                    namespace=args.namespace, lab=args.lab,
                    follow_symlinks=args.follow_symlinks, hash=args.hash,
@@ -113,6 +129,9 @@ def _build(args: argparse.Namespace) -> int:
             print(f"warning: no sessions found under {args.root}", file=sys.stderr)
         print(f"fastindex: {result.summary()} -> {result.sessions_path.parent}",
               file=sys.stderr)
+        if had_tables and args.hash != "none":
+            print("tip: fastindex update re-hashes only the files that changed",
+                  file=sys.stderr)
     problems = result.skipped.height + len(result.warnings)
     if args.strict and problems:
         print(f"fastindex: --strict: {problems} problems reported", file=sys.stderr)
@@ -120,11 +139,22 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _update(args: argparse.Namespace) -> int:
+    from fastindex.update import update
+
+    result = update(args.root, args.out, hash=args.hash, namespace=args.namespace,
+                    keep_missing=args.keep_missing, force=args.force, workers=args.workers,
+                    progress=not args.quiet)
+    if not args.quiet:
+        print(f"fastindex: {result.summary()}", file=sys.stderr)
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
-    from fastindex.pipeline import BuildOptions, _check_paths, index_tree
+    from fastindex.pipeline import BuildOptions, check_paths, index_tree
     from fastindex.report import problems_frame
 
-    root, _ = _check_paths(args.root, None)
+    root, _ = check_paths(args.root, None)
     index = index_tree(root, BuildOptions(hash_ids=False, follow_symlinks=args.follow_symlinks),
                        workers=args.workers)
     frame = problems_frame(index.skipped, index.warnings)

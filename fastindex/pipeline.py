@@ -120,7 +120,7 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
     ``start_method`` picks the multiprocessing start method of the default pool.
     """
     started = time.perf_counter()
-    root_path, out_path = _check_paths(root, out_dir)
+    root_path, out_path = check_paths(root, out_dir)
     ns = uuid.UUID(str(namespace)) if namespace else DEFAULT_NAMESPACE
     options = BuildOptions(hash_ids, str(ns), lab, follow_symlinks, hash or "none")
     with contextlib.ExitStack() as stack:
@@ -128,13 +128,13 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
             from fastindex.dask_backend import dask_executor
 
             executor = stack.enter_context(dask_executor(scheduler, client, root_path))
-        stack.enter_context(_build_lock(out_path))
+        stack.enter_context(build_lock(out_path))
         return _build_locked(root_path, out_path, options, started, executor=executor,
                              workers=workers, start_method=start_method, progress=progress)
 
 
 @contextlib.contextmanager
-def _build_lock(out_path: Path) -> Iterator[None]:
+def build_lock(out_path: Path) -> Iterator[None]:
     """One build at a time per output folder; a second one is refused, not queued.
 
     ``flock`` is released by the kernel when the process dies, so a killed build never
@@ -162,6 +162,12 @@ def _build_lock(out_path: Path) -> Iterator[None]:
 def _build_locked(root_path: Path, out_path: Path, options: BuildOptions, started: float,
                   **run) -> BuildResult:
     index = index_tree(root_path, options, ignore=own_files(out_path), **run)
+    return write_index(index, root_path, out_path, options, started)
+
+
+def write_index(index: TreeIndex, root_path: Path, out_path: Path, options: BuildOptions,
+                started: float) -> BuildResult:
+    """Stage 4b: write an index's two tables, with fastindex's provenance."""
     from fastindex import tables
 
     build_id = str(uuid.uuid4())
@@ -203,9 +209,9 @@ def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None =
                progress: bool = False, ignore: frozenset[str] | None = None) -> TreeIndex:
     """Stages 1 to 4a on a resolved root: discover, index in workers, merge.
 
-    ``ignore``: absolute paths not to report (default: fastindex's own files in root).
+    ``ignore``: absolute paths not to report, besides fastindex's own files in root.
     """
-    ignore = own_files(root) if ignore is None else ignore
+    ignore = own_files(root) | (ignore or frozenset())
     try:
         hashes = hashing.parse(options.hash)
     except ValueError as err:
@@ -213,8 +219,8 @@ def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None =
     id_ns = uuid.UUID(options.namespace) if options.hash_ids else None
     found = discover.Discovery()
     index_options = IndexOptions(id_ns, options.follow_symlinks, hashes, DEFER_SIZE)
-    with _executor(executor, workers or default_workers(), start_method) as pool:
-        with _progress(progress, hashes) as bar:
+    with executor_for(executor, workers or default_workers(), start_method) as pool:
+        with progress_bar(progress, hashes) as bar:
             units = discover.discover(root, found, options.follow_symlinks, ignore)
             futures = _submit(pool, units, index_options)
             from fastindex import merge  # polars loads while the workers index
@@ -243,7 +249,7 @@ def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None =
         {eids[i]: sessions[i] for i in kept})
 
 
-def _check_paths(root: str | os.PathLike, out_dir: str | os.PathLike | None
+def check_paths(root: str | os.PathLike, out_dir: str | os.PathLike | None
                  ) -> tuple[Path, Path]:
     """Resolve root and output folder, refusing what cannot work before any work is done."""
     root_path = Path(root).expanduser()
@@ -260,7 +266,7 @@ def _check_paths(root: str | os.PathLike, out_dir: str | os.PathLike | None
     return root_path, out_path
 
 
-class _executor:
+class executor_for:
     """The executor to run batches on; a pool made here is shut down here, even on error."""
 
     def __init__(self, given: Executor | None, workers: int, start_method: str | None):
@@ -283,7 +289,7 @@ class _executor:
             self.pool.shutdown(wait=err is None, cancel_futures=True)
 
 
-def _progress(progress: bool, hashes: tuple[str, ...]) -> tqdm:
+def progress_bar(progress: bool, hashes: tuple[str, ...]) -> tqdm:
     """Sessions indexed, or bytes indexed when hashing (a session can be 1 kB or 1 TB)."""
     if hashes:
         return tqdm(unit="B", unit_scale=True, disable=not progress, desc="hashing")

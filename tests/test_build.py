@@ -231,3 +231,11 @@ def test_batches_are_per_subject_and_bounded(tmp_path) -> None:
     assert all(u.parts is None for b in batches for u in b)  # date folders, for workers
     session_root = list(discover(root / "s9/2020-01-01/001", Discovery()))
     assert [u.parts.subject for b in session_root for u in b] == ["s9"]
+
+
+def test_tables_in_the_root_are_not_reported_when_writing_elsewhere(tmp_path) -> None:
+    root = write_tree(tmp_path / "t", BEHAVIOUR)
+    fastindex.build(root, workers=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert fastindex.build(root, out, workers=1).skipped.height == 0

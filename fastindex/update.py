@@ -1,0 +1,185 @@
+"""``fastindex update``: rebuild the tables, re-hashing only the files that changed.
+
+Listing a tree is cheap and ids are derived from paths, so an update walks the whole
+tree again (the same ``index_tree`` as a build, without hashing) and takes each file's
+digests from the old table when its size and modification time (``mtime_ns``, recorded
+by hashed builds) are unchanged.  New and changed files are hashed in tasks on the same
+executor.  The result is the table a fresh build would write.  Without digests to keep,
+an update is a build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from fastindex import hashing
+from fastindex.errors import InputError
+from fastindex.pipeline import (
+    DEFAULT_NAMESPACE,
+    BuildOptions,
+    BuildResult,
+    HashJob,
+    TreeIndex,
+    build_lock,
+    check_paths,
+    default_workers,
+    executor_for,
+    hash_jobs,
+    index_tree,
+    own_files,
+    progress_bar,
+    write_index,
+)
+
+DIGEST_COLUMNS = {"md5": "hash", "xxh3": "xxh3"}
+HASH_TASK_FILES = 32  # changed files per hashing task
+
+
+@dataclass
+class UpdateResult:
+    """What an update wrote, and how: incrementally, or as a full build (and why)."""
+
+    build: BuildResult
+    incremental: bool
+    reason: str  # why a full build, or what was reused
+    rehashed: int = 0
+    reused: int = 0
+
+    def summary(self) -> str:
+        how = (f"{self.reused} digests kept, {self.rehashed} files hashed"
+               if self.incremental else f"full build: {self.reason}")
+        return f"{self.build.summary()}; {how}"
+
+
+def _old_tables(out_path: Path) -> tuple[pl.DataFrame, pl.DataFrame, dict | None]:
+    files = [out_path / "sessions.pqt", out_path / "datasets.pqt"]
+    if not all(f.is_file() for f in files):
+        raise InputError(f"no tables to update in {out_path}; run fastindex build first")
+    try:
+        sessions, datasets = (pl.read_parquet(f) for f in files)
+        meta = pq.read_schema(files[1]).metadata or {}
+    except Exception as err:  # polars raises several types for a damaged file
+        raise InputError(f"cannot read the tables in {out_path}: {err}") from None
+    provenance = json.loads(meta[b"fastindex"]) if b"fastindex" in meta else None
+    return sessions, datasets, provenance
+
+
+def update(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
+           hash: str | None = None, namespace: str | None = None,
+           keep_missing: bool = False, force: bool = False, workers: int | None = None,
+           progress: bool = False) -> UpdateResult:
+    """Bring the tables in ``out_dir`` (default: root) up to date with the tree.
+
+    The old tables' options are kept; ``hash`` asks for other digests (a full build).
+    Tables not made by fastindex, or a different ``namespace``, would change published
+    ids: refused unless ``force``.  ``keep_missing`` keeps datasets whose files are gone,
+    with ``exists`` False, instead of removing them.
+    """
+    started = time.perf_counter()
+    root_path, out_path = check_paths(root, out_dir)
+    with build_lock(out_path):
+        old_sessions, old, provenance = _old_tables(out_path)
+        options, why_full = _plan(provenance, old, hash, namespace, force)
+        run = {"workers": workers or default_workers(), "progress": progress}
+        index = index_tree(root_path, replace(options, hash="none") if not why_full
+                           else options, ignore=own_files(out_path), **run)
+        reused = rehashed = 0
+        if not why_full:
+            index, reused, rehashed = _refresh_digests(index, old, options, run)
+        if keep_missing:
+            index = _keep_missing(index, old_sessions, old)
+        result = write_index(index, root_path, out_path, options, started)
+    reason = why_full or "digests kept where size and mtime are unchanged"
+    return UpdateResult(result, not why_full, reason, rehashed, reused)
+
+
+def _plan(provenance: dict | None, old: pl.DataFrame, hash: str | None,
+          namespace: str | None, force: bool) -> tuple[BuildOptions, str]:
+    """The options to build with, and why a full build is needed ('' when it is not)."""
+    if provenance is None:
+        if not force:
+            raise InputError("these tables were not made by fastindex: a full build would "
+                             "change their published ids; use fastindex build, or update "
+                             "--force")
+        return BuildOptions(namespace=str(namespace or DEFAULT_NAMESPACE),
+                            hash=hash or "none"), "tables made by another tool"
+    options = BuildOptions(**provenance["options"])
+    if namespace and str(namespace) != options.namespace:
+        if not force:
+            raise InputError(f"these tables use the namespace {options.namespace}: another "
+                             f"namespace changes every id; use update --force to go ahead")
+        options = replace(options, namespace=str(namespace))
+        return replace(options, hash=hash or options.hash), "another namespace"
+    if hash and hashing.parse(hash) != hashing.parse(options.hash):
+        return replace(options, hash=hash), f"tables hashed with {options.hash}, asked for {hash}"
+    if options.hash == "none":
+        return options, "no digests to keep: a build lists the tree as fast as an update"
+    if "mtime_ns" not in old.columns:
+        return options, "tables without modification times (an older fastindex)"
+    return options, ""
+
+
+def _refresh_digests(index: TreeIndex, old: pl.DataFrame, options: BuildOptions,
+                     run: dict) -> tuple[TreeIndex, int, int]:
+    """Take digests from ``old`` where size and mtime match; hash the rest."""
+    algorithms = hashing.parse(options.hash)
+    columns = [DIGEST_COLUMNS[a] for a in algorithms]
+    before = old.select("eid", "id", pl.col("file_size").alias("old_size"),
+                        pl.col("mtime_ns").alias("old_mtime"), *columns)
+    frame = index.datasets.join(before, on=["eid", "id"], how="left")
+    same = ((pl.col("old_size") == pl.col("file_size"))
+            & (pl.col("old_mtime") == pl.col("mtime_ns"))
+            & pl.all_horizontal(pl.col(c).is_not_null() for c in columns))
+    frame = frame.with_columns(keep=same.fill_null(False))
+    reused = int(frame["keep"].sum())
+    stale = frame.filter(~pl.col("keep")).select("eid", "rel_path", "file_size")
+    jobs = [HashJob((eid, rel), os.path.join(index.folders[eid].path, rel),
+                    f"{index.folders[eid].rel}/{rel}".lstrip("/"), size)
+            for eid, rel, size in stale.iter_rows()]
+    with executor_for(None, run["workers"], None) as pool, \
+            progress_bar(run["progress"], algorithms) as bar:
+        digests, problems = hash_jobs(pool, jobs, algorithms, bar, HASH_TASK_FILES)
+    fresh = pl.DataFrame({
+        "eid": [j.key[0] for j in jobs], "rel_path": [j.key[1] for j in jobs],
+        "ok": [d is not None for d in digests],
+        **{f"{c}_new": [(d or {}).get(a) for d in digests]
+           for a, c in zip(algorithms, columns)},
+    }, schema_overrides={"eid": pl.String, "rel_path": pl.String,
+                         **{f"{c}_new": pl.String for c in columns}})
+    frame = (frame.join(fresh, on=["eid", "rel_path"], how="left")
+             .filter(pl.col("keep") | pl.col("ok").fill_null(False))
+             .with_columns(pl.when(pl.col("keep")).then(pl.col(c)).otherwise(pl.col(f"{c}_new"))
+                           .alias(c) for c in columns)
+             .select(index.datasets.columns + columns)
+             .sort("eid", "id"))
+    skipped = index.skipped
+    if problems:
+        found = pl.DataFrame(problems, schema=skipped.columns, orient="row")
+        skipped = pl.concat([skipped, found]).sort("path", "reason")
+    return replace(index, datasets=frame, skipped=skipped), reused, len(jobs)
+
+
+def _keep_missing(index: TreeIndex, old_sessions: pl.DataFrame, old: pl.DataFrame
+                  ) -> TreeIndex:
+    """Keep the old rows whose files are gone, marked ``exists`` False, and their sessions."""
+    frame = index.datasets.with_columns(exists=pl.lit(True))
+    gone = old.join(frame, on=["eid", "id"], how="anti").with_columns(exists=pl.lit(False))
+    gone = gone.select(_conform(gone, frame.schema))
+    sessions = index.sessions
+    lost = old_sessions.join(sessions, on="id", how="anti")
+    return replace(index, datasets=pl.concat([frame, gone]).sort("eid", "id"),
+                   sessions=pl.concat([sessions, lost.select(_conform(lost, sessions.schema))])
+                   .sort("id"))
+
+
+def _conform(frame: pl.DataFrame, schema: pl.Schema) -> list[pl.Expr]:
+    """Columns of ``frame`` in ``schema``'s order and types (nulls where it has none)."""
+    return [pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c)
+            for c, t in schema.items()]
