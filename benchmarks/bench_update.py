@@ -1,0 +1,81 @@
+"""`fastindex update` after small changes, against a fresh `fastindex build`, one run.
+
+    python benchmarks/bench_update.py [--files 74000] [--repeat 3] [--hash xxh3]
+
+A behaviour-shaped tree with real arrays is built with --hash; then, each round, 1% of
+its files are rewritten (new content, same size, later mtime) and 1% are added, and both
+`fastindex update` (on the tables of the previous round) and a fresh `fastindex build
+--hash` of the same tree are timed as whole processes. Medians over the rounds, written
+to benchmarks/results/update.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+from measure import machine, median, run
+
+from fastindex.treegen import make_tree
+
+HERE = Path(__file__).resolve().parent
+
+
+def edit(tree: Path, files: list[Path], fraction: float, rng: random.Random, round_: int
+         ) -> None:
+    """Rewrite ``fraction`` of the files in place, and add as many new ones."""
+    count = max(1, int(len(files) * fraction))
+    for path in rng.sample(files, count):
+        data = path.read_bytes()
+        stat = path.stat()
+        path.write_bytes(bytes(reversed(data)))
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    for i, path in enumerate(rng.sample(files, count)):
+        new = path.with_name(f"_new_r{round_}x{i}.extra.npy")
+        new.write_bytes(path.read_bytes())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=74_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--hash", default="xxh3")
+    args = parser.parse_args()
+    fastindex = [sys.executable, "-m", "fastindex"]
+    rng = random.Random(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        tree, fresh = Path(tmp) / "tree", Path(tmp) / "fresh"
+        fresh.mkdir()
+        make_tree(tree, files=args.files, seed=0)
+        files = sorted(p for p in tree.rglob("*.npy"))
+        run(["find", str(tree), "-type", "f"])
+        run([*fastindex, "build", str(tree), "--quiet", "--hash", args.hash])
+        updates, builds = [], []
+        for r in range(args.repeat):
+            edit(tree, files, 0.01, rng, r)
+            updates.append(run([*fastindex, "update", str(tree), "--quiet"]))
+            builds.append(run([*fastindex, "build", str(tree), "--out", str(fresh), "--quiet",
+                               "--hash", args.hash]))
+            print(f"  round {r}: update {updates[-1].wall_s:.2f} s, "
+                  f"build {builds[-1].wall_s:.2f} s", file=sys.stderr)
+    up, full = median(updates), median(builds)
+    ratio = up.wall_s / full.wall_s
+    print(f"\n{args.files} files, 1% changed + 1% added per round, --hash {args.hash}; "
+          f"{machine()}; medians of {args.repeat}")
+    print(f"fastindex update        {up.wall_s:6.2f} s  (cpu {up.cpu_s:.2f} s)")
+    print(f"fastindex build (fresh) {full.wall_s:6.2f} s  (cpu {full.cpu_s:.2f} s)")
+    print(f"update / build          {ratio:6.2f}")
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "update.json").write_text(json.dumps(
+        {"machine": machine(), "files": args.files, "hash": args.hash,
+         "update": vars(up), "build": vars(full), "ratio": ratio}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
