@@ -1,11 +1,12 @@
 """The pipeline, end to end: discover, partition, index in workers, merge, write.
 
-``build`` is the one place that knows every stage; each stage's module knows only its
-own inputs.  The index stage runs behind ``concurrent.futures.Executor``: a process pool
-by default, the calling process itself for ``workers=1``, or any executor passed in.
+``index_tree`` (stages 1 to 4a) and ``write_index`` (4b) are the one place that knows
+every stage; each stage's module knows only its own inputs.  The index stage runs behind
+``concurrent.futures.Executor``: a process pool by default, the calling process itself
+for ``workers=1``, or any executor passed in (a Dask cluster's, say).
 
-polars is imported only once the workers are running (see ``build``): the parent loads
-the merge stage's library while they index, not before.
+polars is imported only once the workers are running (see ``index_tree``): the parent
+loads the merge stage's library while they index, not before.
 """
 
 from __future__ import annotations
@@ -250,7 +251,7 @@ def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None =
 
 
 def check_paths(root: str | os.PathLike, out_dir: str | os.PathLike | None
-                 ) -> tuple[Path, Path]:
+                ) -> tuple[Path, Path]:
     """Resolve root and output folder, refusing what cannot work before any work is done."""
     root_path = Path(root).expanduser()
     if not root_path.exists():
@@ -266,27 +267,25 @@ def check_paths(root: str | os.PathLike, out_dir: str | os.PathLike | None
     return root_path, out_path
 
 
-class executor_for:
+@contextlib.contextmanager
+def executor_for(given: Executor | None, workers: int, start_method: str | None
+                 ) -> Iterator[Executor]:
     """The executor to run batches on; a pool made here is shut down here, even on error."""
-
-    def __init__(self, given: Executor | None, workers: int, start_method: str | None):
-        if given is not None:
-            self.pool, self.own = given, False
-        elif workers == 1:
-            self.pool, self.own = InlineExecutor(), False
-        else:
-            context = multiprocessing.get_context(start_method) if start_method else None
-            self.pool = ProcessPoolExecutor(workers, mp_context=context,
-                                            initializer=_exit_with_parent,
-                                            initargs=(os.getpid(),))
-            self.own = True
-
-    def __enter__(self) -> Executor:
-        return self.pool
-
-    def __exit__(self, kind, err, tb) -> None:
-        if self.own:  # on error, do not wait for batches nobody will read
-            self.pool.shutdown(wait=err is None, cancel_futures=True)
+    if given is not None:
+        yield given
+        return
+    if workers == 1:
+        yield InlineExecutor()
+        return
+    context = multiprocessing.get_context(start_method) if start_method else None
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_exit_with_parent,
+                               initargs=(os.getpid(),))
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)  # nobody will read the other batches
+        raise
+    pool.shutdown(wait=True)
 
 
 def progress_bar(progress: bool, hashes: tuple[str, ...]) -> tqdm:
@@ -318,7 +317,7 @@ def hash_jobs(pool: Executor, jobs: list[HashJob], hashes: tuple[str, ...], bar:
     digests: list[dict | None] = []
     problems = []
     for chunk, future in zip(chunks, futures):
-        for job, outcome in zip(chunk, future.result()):
+        for job, outcome in zip(chunk, _result(future, chunk[0].shown)):
             if isinstance(outcome, OSError):
                 reason = p.VANISHED if isinstance(outcome, FileNotFoundError) else p.UNREADABLE
                 problems.append(Problem(p.display_path(job.shown), reason, str(outcome)))
@@ -376,18 +375,21 @@ def _gather(futures: list[tuple[Future, list[Folder]]], bar: tqdm, in_bytes: boo
     """The batches' results, in submission order; the first failure stops the build."""
     batches = {future: batch for future, batch in futures}
     for future in as_completed(batches):
-        try:
-            future.result()
-        except BrokenProcessPool as err:
-            raise FastindexError(f"a worker process died while indexing; nothing was "
-                                 f"written ({err})") from err
-        except Exception as err:
-            where = batches[future][0].rel or "."
-            raise FastindexError(f"indexing failed in the batch starting at {where}: "
-                                 f"{type(err).__name__}: {err}; nothing was written") from err
-        result = future.result()
+        result = _result(future, batches[future][0].rel or ".")
         bar.update(result.nbytes if in_bytes else len(result.sessions))
     return [future.result() for future, _ in futures]
+
+
+def _result(future: Future, where: str):
+    """A task's result; a failed or lost worker stops the build with a clear error."""
+    try:
+        return future.result()
+    except BrokenProcessPool as err:
+        raise FastindexError(f"a worker process died while indexing; nothing was "
+                             f"written ({err})") from err
+    except Exception as err:
+        raise FastindexError(f"indexing failed in the task starting at {where}: "
+                             f"{type(err).__name__}: {err}; nothing was written") from err
 
 
 def _human_bytes(n: float) -> str:
