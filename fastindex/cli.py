@@ -151,10 +151,10 @@ def _update(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from fastindex.pipeline import BuildOptions, check_paths, index_tree
+    from fastindex.pipeline import BuildOptions, check_root, index_tree
     from fastindex.report import problems_frame
 
-    root, _ = check_paths(args.root, None)
+    root = check_root(args.root)
     index = index_tree(root, BuildOptions(hash_ids=False, follow_symlinks=args.follow_symlinks),
                        workers=args.workers)
     frame = problems_frame(index.skipped, index.warnings)

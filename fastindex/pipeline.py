@@ -250,15 +250,20 @@ def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None =
         {eids[i]: sessions[i] for i in kept})
 
 
-def check_paths(root: str | os.PathLike, out_dir: str | os.PathLike | None
-                ) -> tuple[Path, Path]:
-    """Resolve root and output folder, refusing what cannot work before any work is done."""
+def check_root(root: str | os.PathLike) -> Path:
+    """The resolved root, or a clear refusal before any work is done."""
     root_path = Path(root).expanduser()
     if not root_path.exists():
         raise InputError(f"root does not exist: {root_path}")
     if not root_path.is_dir():
         raise InputError(f"root is not a folder: {root_path}")
-    root_path = root_path.resolve()
+    return root_path.resolve()
+
+
+def check_paths(root: str | os.PathLike, out_dir: str | os.PathLike | None
+                ) -> tuple[Path, Path]:
+    """Resolve root and a writable output folder (default: the root)."""
+    root_path = check_root(root)
     out_path = Path(out_dir).expanduser().resolve() if out_dir else root_path
     if not out_path.is_dir():
         raise InputError(f"output folder does not exist: {out_path}")

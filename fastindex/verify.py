@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from fastindex.errors import InputError
-from fastindex.pipeline import BuildOptions, check_paths, index_tree, own_files
+from fastindex.pipeline import BuildOptions, check_root, index_tree, own_files
 
 KEY = ["lab", "subject", "date", "number", "rel_path"]
 # What can be wrong, in report order.
@@ -63,7 +63,8 @@ def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None,
            hash: bool = False, workers: int | None = None, progress: bool = False
            ) -> VerifyResult:
     """Compare the tree under ``root`` with the tables in ``tables_dir`` (default: root)."""
-    root_path, tables_path = check_paths(root, tables_dir)
+    root_path = check_root(root)  # read-only trees (a mounted release) are fine
+    tables_path = Path(tables_dir).expanduser().resolve() if tables_dir else root_path
     files = [tables_path / "sessions.pqt", tables_path / "datasets.pqt"]
     for f in files:
         if not f.is_file():

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 from conftest import BEHAVIOUR, write_tree
@@ -63,3 +67,23 @@ def test_tables_from_two_builds_are_detected(tree, tmp_path) -> None:
 def test_missing_tables_is_bad_input(tmp_path, capsys) -> None:
     assert main(["verify", str(tmp_path)]) == 2
     assert "no table at" in capsys.readouterr().err
+
+
+def test_verify_and_check_work_on_a_read_only_tree(tree) -> None:
+    # as root, drop the capability that writes anywhere, so permissions apply
+    drop = (["setpriv", "--bounding-set=-dac_override", "--"]
+            if os.geteuid() == 0 and shutil.which("setpriv") else [])
+    folders = [tree, *[p for p in tree.rglob("*") if p.is_dir()]]
+    try:
+        for folder in folders:
+            folder.chmod(0o555)
+        for command in (["verify", "--quiet"], ["check"]):
+            done = subprocess.run([*drop, sys.executable, "-m", "fastindex", command[0],
+                                   str(tree), *command[1:]], capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+        denied = subprocess.run([*drop, sys.executable, "-m", "fastindex", "build", str(tree)],
+                                capture_output=True, text=True)
+        assert denied.returncode == 2 and "not writable" in denied.stderr
+    finally:
+        for folder in folders:
+            folder.chmod(0o755)
