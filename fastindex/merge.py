@@ -48,7 +48,9 @@ def sessions_frame(sessions: list[Session], eids: list[str], lab: str | None) ->
         "number": [int(s.parts.number) for s in sessions],
         "task_protocol": [""] * len(sessions),
         "projects": [""] * len(sessions),
-    }, schema_overrides={"date": pl.Date, "number": pl.UInt16}).sort("id")
+    }, schema={"id": pl.String, "lab": pl.String, "subject": pl.String, "date": pl.Date,
+               "number": pl.UInt16, "task_protocol": pl.String, "projects": pl.String}
+    ).sort("id")
 
 
 def datasets_frame(batches: list[tuple[pa.RecordBatch, int]],

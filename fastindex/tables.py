@@ -13,11 +13,14 @@ from __future__ import annotations
 import datetime
 import json
 import os
+from array import array
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from fastindex.columns import strings
 
 QC_VALUES = ["NOT_SET", "PASS", "WARNING", "FAIL", "CRITICAL"]
 QC_TYPE = pa.dictionary(pa.int8(), pa.string(), ordered=True)
@@ -45,7 +48,7 @@ DATASETS_SCHEMA = pa.schema([
 
 def sessions_table(frame: pl.DataFrame) -> pa.Table:
     """The sessions frame in ONE's exact column types."""
-    return frame.to_arrow().select(SESSIONS_SCHEMA.names).cast(SESSIONS_SCHEMA)
+    return _conform(_to_arrow(frame), SESSIONS_SCHEMA)
 
 
 def datasets_table(frame: pl.DataFrame, record_mtime: bool = False) -> pa.Table:
@@ -59,6 +62,7 @@ def datasets_table(frame: pl.DataFrame, record_mtime: bool = False) -> pa.Table:
     its md5 check only when ``hash is None``, and pandas 3 reads null strings as NaN,
     but a null-typed column as None.
     """
+    n = frame.height
     hashed = "hash" in frame.columns
     schema = DATASETS_SCHEMA if hashed else DATASETS_SCHEMA.set(
         DATASETS_SCHEMA.get_field_index("hash"), pa.field("hash", pa.null()))
@@ -66,11 +70,55 @@ def datasets_table(frame: pl.DataFrame, record_mtime: bool = False) -> pa.Table:
         schema = schema.append(pa.field("xxh3", pa.string()))
     if record_mtime:
         schema = schema.append(pa.field("mtime_ns", pa.int64()))
-    frame = frame.with_columns(
-        qc=pl.lit(QC_VALUES[0]).cast(pl.Enum(QC_VALUES)),
-        **({} if "exists" in frame.columns else {"exists": pl.lit(True)}),
-        **({} if hashed else {"hash": pl.lit(None, pl.Null)}))
-    return frame.to_arrow().select(schema.names).cast(schema)
+    table = _to_arrow(frame)
+    made = {"qc": _qc_not_set(n), "hash": pa.nulls(n),
+            "exists": pa.Array.from_buffers(pa.bool_(), n, [None, pa.py_buffer(
+                b"\xff" * ((n + 7) // 8))])}
+    for name, column in made.items():
+        if name not in table.column_names:
+            table = table.append_column(name, pa.chunked_array([column], column.type))
+    return _conform(table, schema)
+
+
+def _to_arrow(frame: pl.DataFrame) -> pa.Table:
+    """polars' Arrow export, with strings as ``large_string`` whatever its default."""
+    return frame.to_arrow(compat_level=pl.CompatLevel.oldest())
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table``'s columns in ``schema``'s order and types, without ``pyarrow.compute``.
+
+    ``Table.cast`` would do this, but its first use imports ``pyarrow.compute``, about
+    0.2 s of CPU: more than writing both tables.  The one retyping the tables need is
+    polars' ``large_string`` to ``string``, done here on the offsets buffer.
+    """
+    columns = []
+    for field in schema:
+        column = table[field.name]
+        if column.type != field.type:
+            if (column.type, field.type) != (pa.large_string(), pa.string()):
+                raise TypeError(f"{field.name}: {column.type} is not {field.type}")
+            column = pa.chunked_array([_narrow(c) for c in column.chunks], pa.string())
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _narrow(chunk: pa.Array) -> pa.Array:
+    """A ``large_string`` array as ``string``: the same bytes, 32-bit offsets."""
+    validity, offsets, data = chunk.buffers()
+    wide = memoryview(offsets).cast("q")[: chunk.offset + len(chunk) + 1]
+    if wide[-1] >= 2**31:  # over 2 GiB of text in one chunk: let Arrow say so
+        return chunk.cast(pa.string())
+    return pa.Array.from_buffers(pa.string(), len(chunk),
+                                 [validity, pa.py_buffer(array("i", wide)), data],
+                                 chunk.null_count, chunk.offset)
+
+
+def _qc_not_set(n: int) -> pa.Array:
+    """ONE's ordered qc dictionary, every row NOT_SET."""
+    values = strings([v.encode() for v in QC_VALUES])
+    indices = pa.Array.from_buffers(pa.int8(), n, [None, pa.py_buffer(bytes(n))])
+    return pa.DictionaryArray.from_arrays(indices, values, ordered=True)
 
 
 # How each Arrow type of the tables reads back in pandas (the pandas metadata format).
