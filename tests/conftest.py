@@ -45,7 +45,9 @@ def strict_warnings():
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        warnings.filterwarnings("ignore", category=pandas.errors.Pandas4Warning)
+        pandas_deprecation = getattr(pandas.errors, "Pandas4Warning", None)  # pandas >= 3
+        if pandas_deprecation is not None:
+            warnings.filterwarnings("ignore", category=pandas_deprecation)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="one")
         yield
 
