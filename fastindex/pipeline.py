@@ -221,9 +221,9 @@ def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None =
     found = discover.Discovery()
     index_options = IndexOptions(id_ns, options.follow_symlinks, hashes, DEFER_SIZE)
     with executor_for(executor, workers or default_workers(), start_method) as pool:
+        units = discover.discover(root, found, options.follow_symlinks, ignore)
+        futures = _submit(pool, units, index_options)  # before tqdm starts its thread
         with progress_bar(progress, hashes) as bar:
-            units = discover.discover(root, found, options.follow_symlinks, ignore)
-            futures = _submit(pool, units, index_options)
             from fastindex import merge  # polars loads while the workers index
 
             results = _gather(futures, bar, in_bytes=bool(hashes))
@@ -282,9 +282,11 @@ def executor_for(given: Executor | None, workers: int, start_method: str | None
     if workers == 1:
         yield InlineExecutor()
         return
+    # The platform's start method by default: fork on Linux up to Python 3.13, after
+    # Arrow is loaded (its allocator and numpy's BLAS register fork handlers), which is
+    # what makes a small build fast; forkserver from 3.14; spawn on macOS and Windows.
     context = multiprocessing.get_context(start_method) if start_method else None
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_exit_with_parent,
-                               initargs=(os.getpid(),))
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_exit_with_parent)
     try:
         yield pool
     except BaseException:
@@ -355,12 +357,15 @@ def _shown(session_rel: str, rel_path: str) -> str:
     return f"{session_rel}/{rel_path}" if session_rel else rel_path
 
 
-def _exit_with_parent(parent: int) -> None:
+def _exit_with_parent() -> None:
     """In each worker: exit when the parent is gone (killed with SIGKILL, say).
 
     A killed parent cannot shut its pool down, and its workers would otherwise wait for
-    work forever.
+    work forever.  (Under ``forkserver`` the parent is the fork server, which exits with
+    the build's process.)
     """
+    parent = os.getppid()
+
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.5)

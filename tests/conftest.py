@@ -48,7 +48,10 @@ def strict_warnings():
         pandas_deprecation = getattr(pandas.errors, "Pandas4Warning", None)  # pandas >= 3
         if pandas_deprecation is not None:
             warnings.filterwarnings("ignore", category=pandas_deprecation)
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module="one")
+        # their own deprecated calls, not our tables; and Python 3.12+'s generic warning
+        # on forking a process that runs threads (see pipeline.executor_for)
+        for library in ("one", "iblutil", "multiprocessing"):
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=library)
         yield
 
 
