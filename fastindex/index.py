@@ -3,9 +3,9 @@
 A worker first finds the sessions in the date folders it was handed (the discover
 stage's walk, finished here, in parallel), then walks each session with ``os.scandir``
 (any collection depth, ``#revision#`` folders), keeps the files whose session-relative
-path is ALF, records their size, id and digests, and returns two Arrow record batches:
-the datasets, and the problems.  Nothing per-file crosses the process boundary but
-Arrow columns.
+path is ALF, records their size, id and digests, and returns two record batches, the
+datasets and the problems, as Arrow buffers (``buffers.py``).  Nothing per-file crosses
+the process boundary but Arrow columns.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-
-from fastindex import alf, columns, hashing
+from fastindex import alf, buffers, hashing
 from fastindex import problems as p
+from fastindex.buffers import RawBatch
 from fastindex.discover import Discovery, Folder, Session, discover
 
 
@@ -68,8 +67,8 @@ class _Columns:
 class BatchResult:
     """What a worker returns for one batch: Arrow columns, and the few large files left."""
 
-    datasets: pa.RecordBatch  # its session column indexes ``sessions``
-    problems: pa.RecordBatch
+    datasets: RawBatch  # its session column indexes ``sessions``
+    problems: RawBatch
     sessions: list[Session]
     eids: list[str]
     deferred: list[tuple[int, str, str, int]]  # (session, rel_path, absolute path, size)
@@ -95,10 +94,10 @@ def index_sessions(units: list[Folder], options: IndexOptions) -> BatchResult:
     for i, session in enumerate(sessions):
         _index_session(SessionTask(i, session.path, session.rel, eids[i]), options, cols,
                        buffer)
-    datasets = columns.dataset_batch(cols.session, [e.encode() for e in eids], cols.rel_path,
+    datasets = buffers.dataset_batch(cols.session, [e.encode() for e in eids], cols.rel_path,
                                      cols.file_size, cols.mtime_ns,
                                      cols.id_md5 if options.namespace else None, cols.digests)
-    return BatchResult(datasets, columns.problem_batch(cols.problems), sessions, eids,
+    return BatchResult(datasets, buffers.problem_batch(cols.problems), sessions, eids,
                        cols.deferred, cols.nbytes)
 
 

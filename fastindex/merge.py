@@ -11,7 +11,8 @@ import polars as pl
 import pyarrow as pa
 
 from fastindex import alf
-from fastindex.columns import DATASET_FIELDS, PROBLEM_FIELDS
+from fastindex.buffers import RawBatch
+from fastindex.columns import DATASET_FIELDS, PROBLEM_FIELDS, record_batch
 from fastindex.discover import Session
 from fastindex.errors import InputError
 from fastindex.problems import Problem
@@ -53,7 +54,7 @@ def sessions_frame(sessions: list[Session], eids: list[str], lab: str | None) ->
     ).sort("id")
 
 
-def datasets_frame(batches: list[tuple[pa.RecordBatch, int]],
+def datasets_frame(batches: list[tuple[RawBatch, int]],
                    hashes: tuple[str, ...] = (),
                    late: list[tuple[str, str, dict | None]] = (),
                    dropped: set[int] = frozenset()) -> pl.DataFrame:
@@ -68,14 +69,15 @@ def datasets_frame(batches: list[tuple[pa.RecordBatch, int]],
     grouping by rel_path without its ``#revision#/`` folder, as ONE groups them; no
     revision sorts before any revision.
     """
+    arrow = [record_batch(b, DATASET_FIELDS) for b, _ in batches]
     if dropped:  # rare: number the rows' sessions across batches to drop some
         frame = pl.concat([
             pl.from_arrow(pa.Table.from_batches([b], schema=DATASET_FIELDS))
-            .with_columns(pl.col("session") + offset) for b, offset in batches])
+            .with_columns(pl.col("session") + offset)
+            for b, (_, offset) in zip(arrow, batches)])
         frame = frame.filter(~pl.col("session").is_in(list(dropped)))
     else:
-        frame = pl.from_arrow(pa.Table.from_batches([b for b, _ in batches],
-                                                    schema=DATASET_FIELDS))
+        frame = pl.from_arrow(pa.Table.from_batches(arrow, schema=DATASET_FIELDS))
     frame = frame.with_columns(id=pl.coalesce(uuid3_from_md5(pl.col("id_md5")), "rel_path"))
     if late:
         frame = _apply_late(frame, late)
@@ -112,7 +114,7 @@ def _is_default_revision(frame: pl.DataFrame) -> pl.Expr:
     return revision == revision.max().over(group)
 
 
-def problems_frame(found: list[Problem], batches: list[pa.RecordBatch],
+def problems_frame(found: list[Problem], batches: list[RawBatch],
                    superseded: list[str] = ()) -> pl.DataFrame:
     """Every skipped file, from the parent and the workers, sorted by path.
 
@@ -120,7 +122,8 @@ def problems_frame(found: list[Problem], batches: list[pa.RecordBatch],
     files are all in ``found`` already, with the reason that wins.
     """
     own = pl.DataFrame(found, schema=PROBLEM_FIELDS.names, orient="row").cast(pl.String)
-    workers = pl.from_arrow(pa.Table.from_batches(batches, schema=PROBLEM_FIELDS))
+    workers = pl.from_arrow(pa.Table.from_batches(
+        [record_batch(b, PROBLEM_FIELDS) for b in batches], schema=PROBLEM_FIELDS))
     for prefix in superseded:
         workers = workers.filter(~pl.col("path").str.starts_with(prefix))
     return pl.concat([own, workers]).sort("path", "reason")
