@@ -5,8 +5,9 @@ every stage; each stage's module knows only its own inputs.  The index stage run
 ``concurrent.futures.Executor``: a process pool by default, the calling process itself
 for ``workers=1``, or any executor passed in (a Dask cluster's, say).
 
-polars is imported only once the workers are running (see ``index_tree``): the parent
-loads the merge stage's library while they index, not before.
+Arrow and polars are imported only once the workers are running (see ``index_tree``):
+the parent forks them as a small single-threaded process, then loads the merge stage's
+libraries while they index.
 """
 
 from __future__ import annotations
@@ -224,7 +225,7 @@ def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None =
         units = discover.discover(root, found, options.follow_symlinks, ignore)
         futures = _submit(pool, units, index_options)  # before tqdm starts its thread
         with progress_bar(progress, hashes) as bar:
-            from fastindex import merge  # polars loads while the workers index
+            from fastindex import merge  # Arrow and polars load while the workers index
 
             results = _gather(futures, bar, in_bytes=bool(hashes))
             offsets = list(accumulate((len(r.sessions) for r in results), initial=0))
@@ -282,9 +283,9 @@ def executor_for(given: Executor | None, workers: int, start_method: str | None
     if workers == 1:
         yield InlineExecutor()
         return
-    # The platform's start method by default: fork on Linux up to Python 3.13, after
-    # Arrow is loaded (its allocator and numpy's BLAS register fork handlers), which is
-    # what makes a small build fast; forkserver from 3.14; spawn on macOS and Windows.
+    # The platform's start method by default: fork on Linux up to Python 3.13 (from the
+    # CLI, before Arrow and polars are loaded: a single-threaded fork), forkserver from
+    # 3.14, spawn on macOS and Windows.
     context = multiprocessing.get_context(start_method) if start_method else None
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_exit_with_parent)
     try:
