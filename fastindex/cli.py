@@ -16,7 +16,7 @@ import threading
 import uuid
 from pathlib import Path
 
-from fastindex import __version__
+from fastindex import __version__, hashing
 from fastindex.errors import FastindexError
 
 
@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--string-ids", action="store_true",
                    help="ONE's string ids (lab/subject/date/number, rel_path), not uuid3")
     b.add_argument("--namespace", type=_uuid, help="uuid namespace for the uuid3 ids")
-    b.add_argument("--hash", choices=["none", "xxh3", "md5", "xxh3+md5"], default="none",
+    b.add_argument("--hash", choices=hashing.CHOICES, default="none",
                    help="digest every file: md5 goes in ONE's hash column, xxh3 in an "
                         "extra xxh3 column (default: none)")
     b.add_argument("--follow-symlinks", action="store_true",
@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("root", type=Path, help="folder that was indexed")
     u.add_argument("--out", type=Path, help="folder of the tables (default: ROOT)")
     u.add_argument("--workers", type=_positive_int, help="worker processes")
-    u.add_argument("--hash", choices=["none", "xxh3", "md5", "xxh3+md5"],
+    u.add_argument("--hash", choices=hashing.CHOICES,
                    help="other digests than the tables have (a full build)")
     u.add_argument("--namespace", type=_uuid, help="another id namespace (needs --force)")
     u.add_argument("--keep-missing", action="store_true",
