@@ -225,13 +225,16 @@ def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None =
         units = discover.discover(root, found, options.follow_symlinks, ignore)
         futures = _submit(pool, units, index_options)  # before tqdm starts its thread
         with progress_bar(progress, hashes) as bar:
-            from fastindex import merge  # Arrow and polars load while the workers index
-
-            results = _gather(futures, bar, in_bytes=bool(hashes))
+            if not hashes:  # Arrow and polars load while the workers index
+                _merge_stage()
+            results, deferred = _gather(futures, bar, pool, hashes)
+            merge = _merge_stage()  # or, when hashing, while the large files are hashed
+            hashed, late_problems = collect_hash_jobs(deferred, bar)
             offsets = list(accumulate((len(r.sessions) for r in results), initial=0))
             sessions = [s for r in results for s in r.sessions]
             eids = [e for r in results for e in r.eids]
-            late, late_problems = _hash_deferred(pool, results, offsets, sessions, hashes, bar)
+            late = [(offsets[job.key[0]] + job.key[1], job.key[2], digests)
+                    for job, digests in hashed]
 
     batches = [(r.datasets, offset) for r, offset in zip(results, offsets)]
     dropped = discover.duplicate_ids(sessions)
@@ -315,43 +318,48 @@ class HashJob:
 
 def hash_jobs(pool: Executor, jobs: list[HashJob], hashes: tuple[str, ...], bar: tqdm,
               per_task: int = 1) -> tuple[list[dict | None], list[Problem]]:
-    """Hash files in tasks of ``per_task`` files: digests per job (None: not readable).
+    """Hash files in tasks of ``per_task`` files: digests per job (None: not readable)."""
+    done, problems = collect_hash_jobs(submit_hash_jobs(pool, jobs, hashes, per_task), bar)
+    return [digests for _, digests in done], problems
+
+
+def submit_hash_jobs(pool: Executor, jobs: list[HashJob], hashes: tuple[str, ...],
+                     per_task: int = 1) -> list[tuple[list[HashJob], Future]]:
+    """Start hashing ``jobs`` in tasks of ``per_task`` files."""
+    chunks = [jobs[i:i + per_task] for i in range(0, len(jobs), per_task)]
+    return [(chunk, pool.submit(hash_files, [j.path for j in chunk], hashes))
+            for chunk in chunks]
+
+
+def collect_hash_jobs(submitted: list[tuple[list[HashJob], Future]], bar: tqdm
+                      ) -> tuple[list[tuple[HashJob, dict | None]], list[Problem]]:
+    """Each job with its digests (None: not readable), and the problems.
 
     A file whose byte count differs from its listed size changed while it was read; it
     is reported, like one that vanished or cannot be read.
     """
-    chunks = [jobs[i:i + per_task] for i in range(0, len(jobs), per_task)]
-    futures = [pool.submit(hash_files, [j.path for j in chunk], hashes) for chunk in chunks]
-    digests: list[dict | None] = []
+    done: list[tuple[HashJob, dict | None]] = []
     problems = []
-    for chunk, future in zip(chunks, futures):
+    for chunk, future in submitted:
         for job, outcome in zip(chunk, _result(future, chunk[0].shown)):
+            digests = None
             if isinstance(outcome, OSError):
                 reason = p.VANISHED if isinstance(outcome, FileNotFoundError) else p.UNREADABLE
                 problems.append(Problem(p.display_path(job.shown), reason, str(outcome)))
-                digests.append(None)
             elif outcome[0] != job.size:
                 problems.append(Problem(p.display_path(job.shown), p.CHANGED,
                                         f"{job.size} bytes when listed, {outcome[0]} when read"))
-                digests.append(None)
             else:
-                digests.append(outcome[1])
+                digests = outcome[1]
                 bar.update(outcome[0])
-    return digests, problems
+            done.append((job, digests))
+    return done, problems
 
 
-def _hash_deferred(pool: Executor, results: list[BatchResult], offsets: list[int],
-                   sessions: list, hashes: tuple[str, ...], bar: tqdm
-                   ) -> tuple[list[tuple[int, str, dict | None]], list[Problem]]:
-    """Hash the large files the workers left, one task each, so no worker idles long.
-
-    Returns (session position, rel_path, digests or None when unreadable) per file, and
-    the problems of the files that could not be hashed.
-    """
-    jobs = [HashJob((offset + pos, rel), path, _shown(sessions[offset + pos].rel, rel), size)
-            for r, offset in zip(results, offsets) for pos, rel, path, size in r.deferred]
-    digests, problems = hash_jobs(pool, jobs, hashes, bar)
-    return [(*job.key, d) for job, d in zip(jobs, digests)], problems
+def _deferred_jobs(result: BatchResult, batch: int) -> list[HashJob]:
+    """The large files a batch left to hash, keyed by (batch, session in batch, rel_path)."""
+    return [HashJob((batch, pos, rel), path, _shown(result.sessions[pos].rel, rel), size)
+            for pos, rel, path, size in result.deferred]
 
 
 def _shown(session_rel: str, rel_path: str) -> str:
@@ -381,14 +389,28 @@ def _submit(pool: Executor, batches: Iterable[list[Folder]], options: IndexOptio
     return [(pool.submit(index_sessions, batch, options), batch) for batch in batches]
 
 
-def _gather(futures: list[tuple[Future, list[Folder]]], bar: tqdm, in_bytes: bool
-            ) -> list[BatchResult]:
-    """The batches' results, in submission order; the first failure stops the build."""
-    batches = {future: batch for future, batch in futures}
-    for future in as_completed(batches):
-        result = _result(future, batches[future][0].rel or ".")
-        bar.update(result.nbytes if in_bytes else len(result.sessions))
-    return [future.result() for future, _ in futures]
+def _gather(futures: list[tuple[Future, list[Folder]]], bar: tqdm, pool: Executor,
+            hashes: tuple[str, ...]
+            ) -> tuple[list[BatchResult], list[tuple[list[HashJob], Future]]]:
+    """The batches' results, in submission order; the first failure stops the build.
+
+    The large files a batch left are submitted for hashing as soon as it returns, so
+    they are hashed while other batches are still being indexed.
+    """
+    order = {future: i for i, (future, _) in enumerate(futures)}
+    deferred = []
+    for future in as_completed(order):
+        result = _result(future, futures[order[future]][1][0].rel or ".")
+        bar.update(result.nbytes if hashes else len(result.sessions))
+        deferred += submit_hash_jobs(pool, _deferred_jobs(result, order[future]), hashes)
+    return [future.result() for future, _ in futures], deferred
+
+
+def _merge_stage():
+    """The merge stage's module: importing it loads Arrow and polars (0.3 s of CPU)."""
+    from fastindex import merge
+
+    return merge
 
 
 def _result(future: Future, where: str):
