@@ -27,8 +27,6 @@ from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tqdm import tqdm
-
 try:
     import fcntl
 except ImportError:  # Windows: builds are not locked
@@ -43,6 +41,7 @@ from fastindex.problems import Problem
 
 if TYPE_CHECKING:
     import polars as pl
+    from tqdm import tqdm
 
 #: Ids are uuid3 in this namespace unless another is given, so a tree always gets the same ids.
 DEFAULT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "fastindex:alf")
@@ -300,7 +299,12 @@ def executor_for(given: Executor | None, workers: int, start_method: str | None
 
 
 def progress_bar(progress: bool, hashes: tuple[str, ...]) -> tqdm:
-    """Sessions indexed, or bytes indexed when hashing (a session can be 1 kB or 1 TB)."""
+    """Sessions indexed, or bytes indexed when hashing (a session can be 1 kB or 1 TB).
+
+    tqdm is imported here, once the workers are started, not before.
+    """
+    from tqdm import tqdm
+
     if hashes:
         return tqdm(unit="B", unit_scale=True, disable=not progress, desc="hashing")
     return tqdm(unit="session", disable=not progress, desc="indexing")
