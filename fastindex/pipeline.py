@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import multiprocessing
 import os
+import sys
 import threading
 import time
 import uuid
@@ -285,10 +286,7 @@ def executor_for(given: Executor | None, workers: int, start_method: str | None
     if workers == 1:
         yield InlineExecutor()
         return
-    # The platform's start method by default: fork on Linux up to Python 3.13 (from the
-    # CLI, before Arrow and polars are loaded: a single-threaded fork), forkserver from
-    # 3.14, spawn on macOS and Windows.
-    context = multiprocessing.get_context(start_method) if start_method else None
+    context = multiprocessing.get_context(start_method or _start_method())
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_exit_with_parent)
     try:
         yield pool
@@ -368,6 +366,25 @@ def _deferred_jobs(result: BatchResult, batch: int) -> list[HashJob]:
 
 def _shown(session_rel: str, rel_path: str) -> str:
     return f"{session_rel}/{rel_path}" if session_rel else rel_path
+
+
+def _start_method() -> str | None:
+    """``fork`` while this process runs a single thread, else ``forkserver`` (on Linux).
+
+    Forking a process whose other threads may hold locks (polars' or Arrow's pools, once
+    loaded) can deadlock the child, and Python 3.12+ warns about it.  The command line
+    starts its workers before it loads either library, so it gets the cheaper ``fork``;
+    a build from a long-lived process (a notebook that used polars) gets ``forkserver``,
+    whose workers import only fastindex's light worker modules.  Elsewhere, the
+    platform's default (``spawn`` on macOS and Windows).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        threads = len(os.listdir("/proc/self/task"))
+    except OSError:
+        threads = threading.active_count()
+    return "fork" if threads == 1 else "forkserver"
 
 
 def _exit_with_parent() -> None:
