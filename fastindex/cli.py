@@ -111,7 +111,6 @@ def _uuid(text: str) -> uuid.UUID:
 
 def _build(args: argparse.Namespace) -> int:
     from fastindex.pipeline import build
-    from fastindex.report import write_report
 
     had_tables = ((args.out or args.root) / "datasets.pqt").exists()
     result = build(args.root, args.out, workers=args.workers, hash_ids=not args.string_ids,
@@ -119,6 +118,8 @@ def _build(args: argparse.Namespace) -> int:
                    follow_symlinks=args.follow_symlinks, hash=args.hash,
                    scheduler=args.scheduler, progress=not args.quiet)
     if args.report:
+        from fastindex.report import write_report  # polars: only after the workers ran
+
         write_report(args.report, result.skipped, result.warnings,
                      {"sessions": result.n_sessions, "datasets": result.n_datasets,
                       "bytes": result.total_bytes, "build_id": result.build_id})
