@@ -153,11 +153,11 @@ def _update(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from fastindex.pipeline import BuildOptions, check_root, index_tree
-    from fastindex.report import problems_frame
 
     root = check_root(args.root)
     index = index_tree(root, BuildOptions(hash_ids=False, follow_symlinks=args.follow_symlinks),
                        workers=args.workers)
+    from fastindex.report import problems_frame  # polars: after the workers ran
     frame = problems_frame(index.skipped, index.warnings)
     if args.json:
         print(json.dumps(frame.to_dicts(), indent=1, ensure_ascii=False))
