@@ -189,9 +189,13 @@ def test_a_signal_leaves_the_old_tables(tmp_path, sig) -> None:
     before = (root / "datasets.pqt").read_bytes()
     proc = subprocess.Popen([sys.executable, "-m", "fastindex", "build", str(root),
                              "--quiet", "--hash", "md5"], stderr=subprocess.DEVNULL)
-    try:
-        proc.wait(timeout=0.6)
-    except subprocess.TimeoutExpired:
+    # Signal once the workers run: earlier, Python is still importing, and an interrupt
+    # there ends it the standard way (killed by SIGINT) before fastindex can answer.
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and len(_processes_on(root)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    if proc.poll() is None:
         proc.send_signal(sig)
     code = proc.wait(timeout=60)
     assert code in (0, 130, -signal.SIGKILL)
