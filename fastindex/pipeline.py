@@ -296,6 +296,17 @@ def executor_for(given: Executor | None, workers: int, start_method: str | None
     pool.shutdown(wait=True)
 
 
+def start_workers(pool: Executor) -> None:
+    """Start a process pool's workers now (a no-op elsewhere).
+
+    A caller that must load Arrow or polars before its first real task (``update`` and
+    ``verify`` read the old tables) calls this first: a fork pool then forks while
+    this process still runs a single thread, which is safe (see ``_start_method``).
+    """
+    if isinstance(pool, ProcessPoolExecutor):
+        pool.submit(int).result()  # fork pools start every worker on the first task
+
+
 def progress_bar(progress: bool, hashes: tuple[str, ...]) -> tqdm:
     """Sessions indexed, or bytes indexed when hashing (a session can be 1 kB or 1 TB).
 

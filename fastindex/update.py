@@ -15,9 +15,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-import polars as pl
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from fastindex import hashing
 from fastindex.errors import InputError
@@ -35,8 +33,14 @@ from fastindex.pipeline import (
     index_tree,
     own_files,
     progress_bar,
+    start_workers,
     write_index,
 )
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    import polars as pl
 
 DIGEST_COLUMNS = {"md5": "hash", "xxh3": "xxh3"}
 HASH_TASK_FILES = 32  # changed files per hashing task
@@ -58,17 +62,33 @@ class UpdateResult:
         return f"{self.build.summary()}; {how}"
 
 
-def _old_tables(out_path: Path) -> tuple[pl.DataFrame, pl.DataFrame, dict | None]:
+def _table_files(out_path: Path) -> list[Path]:
     files = [out_path / "sessions.pqt", out_path / "datasets.pqt"]
     if not all(f.is_file() for f in files):
         raise InputError(f"no tables to update in {out_path}; run fastindex build first")
+    return files
+
+
+def _provenance(datasets_file: Path) -> tuple[dict | None, list[str]]:
+    """fastindex's provenance (None: another tool's table) and the column names."""
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(datasets_file)
+    except Exception as err:  # Arrow raises several types for a damaged file
+        raise InputError(f"cannot read {datasets_file}: {err}") from None
+    meta = schema.metadata or {}
+    return (json.loads(meta[b"fastindex"]) if b"fastindex" in meta else None), schema.names
+
+
+def _old_tables(files: list[Path]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    import polars as pl
+
     try:
         sessions, datasets = (pl.read_parquet(f) for f in files)
-        meta = pq.read_schema(files[1]).metadata or {}
     except Exception as err:  # polars raises several types for a damaged file
-        raise InputError(f"cannot read the tables in {out_path}: {err}") from None
-    provenance = json.loads(meta[b"fastindex"]) if b"fastindex" in meta else None
-    return sessions, datasets, provenance
+        raise InputError(f"cannot read the tables in {files[0].parent}: {err}") from None
+    return sessions, datasets
 
 
 def update(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
@@ -81,18 +101,27 @@ def update(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
     Tables not made by fastindex, or a different ``namespace``, would change published
     ids: refused unless ``force``.  ``keep_missing`` keeps datasets whose files are gone,
     with ``exists`` False, instead of removing them.
+
+    One pool walks the tree and hashes what changed.  Its workers start before the old
+    tables are read: reading them loads Arrow and polars, whose threads make a later
+    fork unsafe.
     """
     started = time.perf_counter()
     root_path, out_path = check_paths(root, out_dir)
     with build_lock(out_path):
-        old_sessions, old, provenance = _old_tables(out_path)
-        options, why_full = _plan(provenance, old, hash, namespace, force)
-        run = {"workers": workers or default_workers(), "progress": progress}
-        index = index_tree(root_path, replace(options, hash="none") if not why_full
-                           else options, ignore=own_files(out_path), **run)
-        reused = rehashed = 0
-        if not why_full:
-            index, reused, rehashed = _refresh_digests(index, old, options, run)
+        files = _table_files(out_path)
+        with executor_for(None, workers or default_workers(), None) as pool:
+            start_workers(pool)
+            provenance, columns = _provenance(files[1])
+            options, why_full = _plan(provenance, columns, hash, namespace, force)
+            index = index_tree(root_path, replace(options, hash="none") if not why_full
+                               else options, executor=pool, progress=progress,
+                               ignore=own_files(out_path))
+            old_sessions, old = _old_tables(files)
+            reused = rehashed = 0
+            if not why_full:
+                index, reused, rehashed = _refresh_digests(index, old, options, pool,
+                                                           progress)
         if keep_missing:
             index = _keep_missing(index, old_sessions, old)
         result = write_index(index, root_path, out_path, options, started)
@@ -100,7 +129,7 @@ def update(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
     return UpdateResult(result, not why_full, reason, rehashed, reused)
 
 
-def _plan(provenance: dict | None, old: pl.DataFrame, hash: str | None,
+def _plan(provenance: dict | None, columns: list[str], hash: str | None,
           namespace: str | None, force: bool) -> tuple[BuildOptions, str]:
     """The options to build with, and why a full build is needed ('' when it is not)."""
     if provenance is None:
@@ -121,14 +150,16 @@ def _plan(provenance: dict | None, old: pl.DataFrame, hash: str | None,
         return replace(options, hash=hash), f"tables hashed with {options.hash}, asked for {hash}"
     if options.hash == "none":
         return options, "no digests to keep: a build lists the tree as fast as an update"
-    if "mtime_ns" not in old.columns:
+    if "mtime_ns" not in columns:
         return options, "tables without modification times (an older fastindex)"
     return options, ""
 
 
 def _refresh_digests(index: TreeIndex, old: pl.DataFrame, options: BuildOptions,
-                     run: dict) -> tuple[TreeIndex, int, int]:
-    """Take digests from ``old`` where size and mtime match; hash the rest."""
+                     pool: Executor, progress: bool) -> tuple[TreeIndex, int, int]:
+    """Take digests from ``old`` where size and mtime match; hash the rest on ``pool``."""
+    import polars as pl
+
     algorithms = hashing.parse(options.hash)
     columns = [DIGEST_COLUMNS[a] for a in algorithms]
     before = old.select("eid", "id", pl.col("file_size").alias("old_size"),
@@ -143,8 +174,7 @@ def _refresh_digests(index: TreeIndex, old: pl.DataFrame, options: BuildOptions,
     jobs = [HashJob((eid, rel), os.path.join(index.folders[eid].path, rel),
                     f"{index.folders[eid].rel}/{rel}".lstrip("/"), size)
             for eid, rel, size in stale.iter_rows()]
-    with executor_for(None, run["workers"], None) as pool, \
-            progress_bar(run["progress"], algorithms) as bar:
+    with progress_bar(progress, algorithms) as bar:
         digests, problems = hash_jobs(pool, jobs, algorithms, bar, HASH_TASK_FILES)
     fresh = pl.DataFrame({
         "eid": [j.key[0] for j in jobs], "rel_path": [j.key[1] for j in jobs],
@@ -169,6 +199,8 @@ def _refresh_digests(index: TreeIndex, old: pl.DataFrame, options: BuildOptions,
 def _keep_missing(index: TreeIndex, old_sessions: pl.DataFrame, old: pl.DataFrame
                   ) -> TreeIndex:
     """Keep the old rows whose files are gone, marked ``exists`` False, and their sessions."""
+    import polars as pl
+
     frame = index.datasets.with_columns(exists=pl.lit(True))
     gone = old.join(frame, on=["eid", "id"], how="anti").with_columns(exists=pl.lit(False))
     gone = gone.select(_conform(gone, frame.schema))
@@ -181,5 +213,7 @@ def _keep_missing(index: TreeIndex, old_sessions: pl.DataFrame, old: pl.DataFram
 
 def _conform(frame: pl.DataFrame, schema: pl.Schema) -> list[pl.Expr]:
     """Columns of ``frame`` in ``schema``'s order and types (nulls where it has none)."""
+    import polars as pl
+
     return [pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c)
             for c, t in schema.items()]

@@ -12,12 +12,21 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import polars as pl
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from fastindex.errors import InputError
-from fastindex.pipeline import BuildOptions, check_root, index_tree, own_files
+from fastindex.pipeline import (
+    BuildOptions,
+    check_root,
+    default_workers,
+    executor_for,
+    index_tree,
+    own_files,
+    start_workers,
+)
+
+if TYPE_CHECKING:
+    import polars as pl
 
 KEY = ["lab", "subject", "date", "number", "rel_path"]
 # What can be wrong, in report order.
@@ -48,12 +57,16 @@ class VerifyResult:
 
 
 def _table_meta(path: Path) -> dict:
+    import pyarrow.parquet as pq
+
     meta = pq.read_schema(path).metadata or {}
     return json.loads(meta.get(b"fastindex", b"{}"))
 
 
 def _rows(sessions: pl.DataFrame, datasets: pl.DataFrame) -> pl.DataFrame:
     """Datasets keyed by their session's parts rather than ids (ids depend on options)."""
+    import polars as pl
+
     ses = sessions.select(pl.col("id").alias("eid"), "lab", "subject", "date",
                           pl.col("number").cast(pl.Int64))
     return datasets.join(ses, on="eid", how="left")
@@ -62,24 +75,32 @@ def _rows(sessions: pl.DataFrame, datasets: pl.DataFrame) -> pl.DataFrame:
 def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None, *,
            hash: bool = False, workers: int | None = None, progress: bool = False
            ) -> VerifyResult:
-    """Compare the tree under ``root`` with the tables in ``tables_dir`` (default: root)."""
+    """Compare the tree under ``root`` with the tables in ``tables_dir`` (default: root).
+
+    The workers start before the tables are read: reading them loads Arrow and polars,
+    whose threads make a later fork unsafe (see ``pipeline.start_workers``).
+    """
     root_path = check_root(root)  # read-only trees (a mounted release) are fine
     tables_path = Path(tables_dir).expanduser().resolve() if tables_dir else root_path
     files = [tables_path / "sessions.pqt", tables_path / "datasets.pqt"]
     for f in files:
         if not f.is_file():
             raise InputError(f"no table at {f}")
-    try:
-        sessions, datasets = (pl.read_parquet(f) for f in files)
-    except Exception as err:  # polars raises several types for a damaged file
-        raise InputError(f"cannot read the tables in {tables_path}: {err}") from None
-    hashed = _digests_held(datasets) if hash else ()
-    meta = [_table_meta(f) for f in files]
-    options = BuildOptions(hash_ids=False, lab=meta[1].get("options", {}).get("lab"),
-                           follow_symlinks=bool(meta[1].get("options", {}).get(
-                               "follow_symlinks")), hash="+".join(hashed) or "none")
-    fresh = index_tree(root_path, options, workers=workers, progress=progress,
-                       ignore=own_files(tables_path))
+    with executor_for(None, workers or default_workers(), None) as pool:
+        start_workers(pool)
+        import polars as pl
+
+        try:
+            sessions, datasets = (pl.read_parquet(f) for f in files)
+        except Exception as err:  # polars raises several types for a damaged file
+            raise InputError(f"cannot read the tables in {tables_path}: {err}") from None
+        hashed = _digests_held(datasets) if hash else ()
+        meta = [_table_meta(f) for f in files]
+        options = BuildOptions(hash_ids=False, lab=meta[1].get("options", {}).get("lab"),
+                               follow_symlinks=bool(meta[1].get("options", {}).get(
+                                   "follow_symlinks")), hash="+".join(hashed) or "none")
+        fresh = index_tree(root_path, options, executor=pool, progress=progress,
+                           ignore=own_files(tables_path))
     ours = _rows(sessions, datasets)
     disk = _rows(fresh.sessions, fresh.datasets)
     diffs = [_compare(ours, disk, hashed)]
@@ -91,6 +112,8 @@ def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None,
 
 
 def _digests_held(datasets: pl.DataFrame) -> tuple[str, ...]:
+    import polars as pl
+
     held = []
     if "xxh3" in datasets.columns and datasets["xxh3"].is_not_null().any():
         held.append("xxh3")
@@ -100,6 +123,8 @@ def _digests_held(datasets: pl.DataFrame) -> tuple[str, ...]:
 
 
 def _compare(ours: pl.DataFrame, disk: pl.DataFrame, hashed: tuple[str, ...]) -> pl.DataFrame:
+    import polars as pl
+
     path = pl.concat_str(pl.col("lab"), pl.lit("/"), pl.col("subject"), pl.lit("/"),
                          pl.col("date").cast(pl.String), pl.lit("/"),
                          pl.col("number").cast(pl.String), pl.lit("/"), pl.col("rel_path"))

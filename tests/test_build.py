@@ -241,19 +241,26 @@ def test_tables_in_the_root_are_not_reported_when_writing_elsewhere(tmp_path) ->
     assert fastindex.build(root, out, workers=1).skipped.height == 0
 
 
-def test_the_cli_forks_before_loading_polars_or_arrow(tmp_path) -> None:
+@pytest.mark.parametrize("command", [
+    ["build", "--report", "{tmp}/r.csv"],
+    ["update"],  # these two read the old tables (Arrow, polars) once their workers started
+    ["verify", "--hash"],
+], ids=["build", "update", "verify"])
+def test_the_cli_forks_before_loading_polars_or_arrow(tmp_path, command) -> None:
     """A fork of a process running polars' or Arrow's threads could deadlock."""
     import subprocess
     import sys
 
     root = write_tree(tmp_path / "t", BEHAVIOUR)
+    fastindex.build(root, workers=1, hash="xxh3")
+    args = [command[0], str(root), "--quiet", "--workers", "2",
+            *(a.format(tmp=tmp_path) for a in command[1:])]
     probe = ("import sys, fastindex.pipeline as P\n"
              "orig = P._start_method\n"
              "P._start_method = lambda: print('method', orig(), 'heavy',"
              " sorted(m for m in ('polars', 'pyarrow') if m in sys.modules)) or orig()\n"
              "from fastindex.cli import main\n"
-             f"main(['build', {str(root)!r}, '--quiet', '--workers', '2',"
-             f" '--report', {str(tmp_path / 'r.csv')!r}])\n")
+             f"sys.exit(main({args!r}))\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     expected = "fork" if sys.platform.startswith("linux") else "None"
