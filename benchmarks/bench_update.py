@@ -5,8 +5,12 @@
 A behaviour-shaped tree with real arrays is built with --hash; then, each round, 1% of
 its files are rewritten (new content, same size, later mtime) and 1% are added, and both
 `fastindex update` (on the tables of the previous round) and a fresh `fastindex build
---hash` of the same tree are timed as whole processes. Medians over the rounds, written
-to benchmarks/results/update.json.
+--hash` of the same tree are timed as whole processes.  Two sets of rounds:
+- warm: every file's contents in the page cache (a tree that fits in memory and was
+  just read); the walk, which both must do, dominates;
+- cold: the files' contents evicted from the page cache before each timed run
+  (``posix_fadvise``), as for a tree larger than memory; folders stay cached.
+Medians over the rounds, written to benchmarks/results/update.json.
 """
 
 from __future__ import annotations
@@ -19,14 +23,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from measure import machine, median, run
+from measure import evict_contents, machine, median, run
 
 from fastindex.treegen import make_tree
 
 HERE = Path(__file__).resolve().parent
 
 
-def edit(tree: Path, files: list[Path], fraction: float, rng: random.Random, round_: int
+def edit(tree: Path, files: list[Path], fraction: float, rng: random.Random, round_: str
          ) -> None:
     """Rewrite ``fraction`` of the files in place, and add as many new ones."""
     count = max(1, int(len(files) * fraction))
@@ -55,25 +59,32 @@ def main() -> int:
         files = sorted(p for p in tree.rglob("*.npy"))
         run(["find", str(tree), "-type", "f"])
         run([*fastindex, "build", str(tree), "--quiet", "--hash", args.hash])
-        updates, builds = [], []
-        for r in range(args.repeat):
-            edit(tree, files, 0.01, rng, r)
-            updates.append(run([*fastindex, "update", str(tree), "--quiet"]))
-            builds.append(run([*fastindex, "build", str(tree), "--out", str(fresh), "--quiet",
-                               "--hash", args.hash]))
-            print(f"  round {r}: update {updates[-1].wall_s:.2f} s, "
-                  f"build {builds[-1].wall_s:.2f} s", file=sys.stderr)
-    up, full = median(updates), median(builds)
-    ratio = up.wall_s / full.wall_s
+        rows = {}
+        for mode in ("warm", "cold"):
+            updates, builds = [], []
+            for r in range(args.repeat):
+                edit(tree, files, 0.01, rng, f"{mode}{r}")
+                for cmd, samples in (
+                        ([*fastindex, "update", str(tree), "--quiet"], updates),
+                        ([*fastindex, "build", str(tree), "--out", str(fresh), "--quiet",
+                          "--hash", args.hash], builds)):
+                    if mode == "cold":
+                        evict_contents(tree)
+                    samples.append(run(cmd))
+                print(f"  {mode} round {r}: update {updates[-1].wall_s:.2f} s, "
+                      f"build {builds[-1].wall_s:.2f} s", file=sys.stderr)
+            up, full = median(updates), median(builds)
+            rows[mode] = {"update": vars(up), "build": vars(full),
+                          "ratio": up.wall_s / full.wall_s}
     print(f"\n{args.files} files, 1% changed + 1% added per round, --hash {args.hash}; "
           f"{machine()}; medians of {args.repeat}")
-    print(f"fastindex update        {up.wall_s:6.2f} s  (cpu {up.cpu_s:.2f} s)")
-    print(f"fastindex build (fresh) {full.wall_s:6.2f} s  (cpu {full.cpu_s:.2f} s)")
-    print(f"update / build          {ratio:6.2f}")
+    for mode, row in rows.items():
+        print(f"{mode}: update {row['update']['wall_s']:6.2f} s, fresh build "
+              f"{row['build']['wall_s']:6.2f} s, update / build {row['ratio']:5.2f}")
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "update.json").write_text(json.dumps(
-        {"machine": machine(), "files": args.files, "hash": args.hash,
-         "update": vars(up), "build": vars(full), "ratio": ratio}, indent=1) + "\n")
+        {"machine": machine(), "files": args.files, "hash": args.hash, **rows},
+        indent=1) + "\n")
     return 0
 
 
