@@ -1,5 +1,4 @@
-import sys
+from fastindex.cli import run
 
-from fastindex.cli import main
-
-sys.exit(main())
+if __name__ == "__main__":
+    run()

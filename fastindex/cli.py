@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -218,3 +219,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fastindex: interrupted; the previous tables are unchanged", file=sys.stderr)
         return 130
+
+
+def run() -> None:
+    """The console script and ``python -m fastindex``: ``main``, then a fast exit.
+
+    The interpreter's teardown of Arrow, polars and numpy takes 0.05 to 0.1 s, a tenth
+    of a 74k-file build, and does nothing that matters here: every table, report and
+    lock is closed and every pool shut down before ``main`` returns.  So the output
+    streams are flushed and the process leaves with ``os._exit``.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # a closed pipe (``fastindex check | head``): nothing more to say
+        code = code or 1
+    os._exit(code)

@@ -112,6 +112,18 @@ def test_strict_and_check(tmp_path, capsys) -> None:
     assert main(["check", str(root)]) == 0
 
 
+def test_the_command_flushes_its_output_before_its_fast_exit(tmp_path) -> None:
+    """``python -m fastindex`` leaves with ``os._exit``: piped output must still be whole."""
+    names = [f"{SES}/alf/trials.table.npy"] + [f"{SES}/raw/note {i}.txt" for i in range(2000)]
+    root = write_tree(tmp_path / "t", names)
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    done = subprocess.run([sys.executable, "-m", "fastindex", "check", str(root)],
+                          capture_output=True, text=True, env=buffered)
+    assert done.returncode == 1
+    assert len(done.stdout.splitlines()) == 2000  # one print each: the last ones buffered
+    assert "1 datasets, 2000 skipped" in done.stderr
+
+
 def _processes_on(path: Path) -> list[int]:
     """Running processes whose command line names ``path`` (a build and its workers)."""
     found = []
