@@ -51,20 +51,26 @@ def _apply(root, edit) -> None:
         target.rename(path)
 
 
-@settings(max_examples=15, deadline=None,
+# Build options besides the defaults: update walks with the defaults before it has read
+# the old options, and must walk again with these.
+OPTIONS = st.sampled_from([{}, {"hash_ids": False}, {"follow_symlinks": True},
+                           {"namespace": "00000000-0000-0000-0000-000000000001"}])
+
+
+@settings(max_examples=20, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(edits, st.sampled_from(["xxh3", "md5", "xxh3+md5"]))
-def test_update_equals_a_fresh_build(tmp_path_factory, sequence, algorithms) -> None:
+@given(edits, st.sampled_from(["xxh3", "md5", "xxh3+md5"]), OPTIONS)
+def test_update_equals_a_fresh_build(tmp_path_factory, sequence, algorithms, options) -> None:
     tmp = tmp_path_factory.mktemp("update")
     root = write_tree(tmp / "t", {f"{s}/{n}": f"{s}{n}".encode() for s in SES for n in NAMES[:3]})
-    fastindex.build(root, workers=1, hash=algorithms)
+    fastindex.build(root, workers=1, hash=algorithms, **options)
     for edit in sequence:
         _apply(root, edit)
     result = update(root, workers=1)
     assert result.incremental
     fresh = tmp / "fresh"
     fresh.mkdir()
-    fastindex.build(root, fresh, workers=1, hash=algorithms)
+    fastindex.build(root, fresh, workers=1, hash=algorithms, **options)
     assert _tables(root) == _tables(fresh)
 
 
