@@ -74,7 +74,7 @@ def iter_files(path: str, rel: str) -> Iterator[tuple[str, OSError | None]]:
                 yield entry_rel, None
 
 
-def discover(root: Path, found: Discovery, follow_symlinks: bool = False,
+def discover(root: str | Path, found: Discovery, follow_symlinks: bool = False,
              ignore: frozenset[str] = frozenset(), max_batch: int = 64,
              hand_off_dates: bool = True, rel: str = "") -> Iterator[list[Folder]]:
     """Walk down from ``root`` to the session folders, in sorted order.
@@ -88,7 +88,8 @@ def discover(root: Path, found: Discovery, follow_symlinks: bool = False,
     holding up the others.  ``ignore`` holds absolute paths of files to pass over
     silently (the tables themselves); ``rel`` is ``root`` relative to the indexed root.
     """
-    visited = {_dir_key(str(root))} if follow_symlinks else set()
+    root = os.fspath(root)  # a str: Path objects cost more than the listing, per session
+    visited = {_dir_key(root)} if follow_symlinks else set()
     batch: list[Folder] = []
     subject = None
 
@@ -100,7 +101,7 @@ def discover(root: Path, found: Discovery, follow_symlinks: bool = False,
         subject = key
         batch.append(unit)
 
-    stack = [(str(root), rel)]
+    stack = [(root, rel)]
     while stack:
         folder, rel = stack.pop()
         parts = alf.session_parts(folder if os.sep == "/" else Path(folder).as_posix())

@@ -15,7 +15,6 @@ import hashlib
 import os
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 from fastindex import alf, buffers, hashing
 from fastindex import problems as p
@@ -85,7 +84,7 @@ def index_sessions(units: list[Folder], options: IndexOptions) -> BatchResult:
     sessions = []
     for unit in units:
         found_here = [[unit]] if unit.parts is not None else discover(
-            Path(unit.path), found, options.follow_symlinks, hand_off_dates=False, rel=unit.rel)
+            unit.path, found, options.follow_symlinks, hand_off_dates=False, rel=unit.rel)
         sessions.extend(Session(s.path, s.rel, s.parts) for batch in found_here for s in batch)
     eids = [session_eid(s.parts.string_id, options.namespace) for s in sessions]
     cols = _Columns([], [], [], [], [], list(found.problems), {a: [] for a in options.hashes},
