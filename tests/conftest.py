@@ -10,6 +10,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import settings
+
+# Property tests check results, never speed: no per-example deadline (the first example
+# also pays for loading polars, which on a busy machine can take a second).
+settings.register_profile("fastindex", deadline=None)
+settings.load_profile("fastindex")
 
 
 def npy(rows: int) -> bytes:
