@@ -277,9 +277,15 @@ def check_paths(root: str | os.PathLike, out_dir: str | os.PathLike | None
 
 
 @contextlib.contextmanager
-def executor_for(given: Executor | None, workers: int, start_method: str | None
-                 ) -> Iterator[Executor]:
-    """The executor to run batches on; a pool made here is shut down here, even on error."""
+def executor_for(given: Executor | None, workers: int, start_method: str | None,
+                 fork_now: bool = False) -> Iterator[Executor]:
+    """The executor to run batches on; a pool made here is shut down here, even on error.
+
+    ``fork_now`` starts a fork pool's workers before returning it, for a caller that
+    must load Arrow or polars before its first task (``update`` and ``verify`` read the
+    old tables): the workers are then forked while this process still runs a single
+    thread (see ``_start_method``).  Other start methods make workers on demand, safely.
+    """
     if given is not None:
         yield given
         return
@@ -289,22 +295,13 @@ def executor_for(given: Executor | None, workers: int, start_method: str | None
     context = multiprocessing.get_context(start_method or _start_method())
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_exit_with_parent)
     try:
+        if fork_now and context.get_start_method() == "fork":
+            pool.submit(int).result()  # a fork pool starts all its workers on the first task
         yield pool
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)  # nobody will read the other batches
         raise
     pool.shutdown(wait=True)
-
-
-def start_workers(pool: Executor) -> None:
-    """Start a process pool's workers now (a no-op elsewhere).
-
-    A caller that must load Arrow or polars before its first real task (``update`` and
-    ``verify`` read the old tables) calls this first: a fork pool then forks while
-    this process still runs a single thread, which is safe (see ``_start_method``).
-    """
-    if isinstance(pool, ProcessPoolExecutor):
-        pool.submit(int).result()  # fork pools start every worker on the first task
 
 
 def progress_bar(progress: bool, hashes: tuple[str, ...]) -> tqdm:

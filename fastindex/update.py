@@ -33,7 +33,6 @@ from fastindex.pipeline import (
     index_tree,
     own_files,
     progress_bar,
-    start_workers,
     write_index,
 )
 
@@ -110,8 +109,7 @@ def update(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
     root_path, out_path = check_paths(root, out_dir)
     with build_lock(out_path):
         files = _table_files(out_path)
-        with executor_for(None, workers or default_workers(), None) as pool:
-            start_workers(pool)
+        with executor_for(None, workers or default_workers(), None, fork_now=True) as pool:
             provenance, columns = _provenance(files[1])
             options, why_full = _plan(provenance, columns, hash, namespace, force)
             index = index_tree(root_path, replace(options, hash="none") if not why_full

@@ -22,7 +22,6 @@ from fastindex.pipeline import (
     executor_for,
     index_tree,
     own_files,
-    start_workers,
 )
 
 if TYPE_CHECKING:
@@ -78,7 +77,7 @@ def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None,
     """Compare the tree under ``root`` with the tables in ``tables_dir`` (default: root).
 
     The workers start before the tables are read: reading them loads Arrow and polars,
-    whose threads make a later fork unsafe (see ``pipeline.start_workers``).
+    whose threads make a later fork unsafe (see ``pipeline.executor_for``).
     """
     root_path = check_root(root)  # read-only trees (a mounted release) are fine
     tables_path = Path(tables_dir).expanduser().resolve() if tables_dir else root_path
@@ -86,8 +85,7 @@ def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None,
     for f in files:
         if not f.is_file():
             raise InputError(f"no table at {f}")
-    with executor_for(None, workers or default_workers(), None) as pool:
-        start_workers(pool)
+    with executor_for(None, workers or default_workers(), None, fork_now=True) as pool:
         import polars as pl
 
         try:
