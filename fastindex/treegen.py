@@ -39,8 +39,8 @@ def _npy(rows: int, cols: int) -> bytes:
     return buf.getvalue()
 
 
-def _session_files(shape: str, rng: random.Random, revision: str
-                   ) -> Iterator[tuple[str, bytes | int]]:
+def _session_files(shape: str, rng: random.Random, revision: str,
+                   raw_mb: tuple[int, int] = (2, 8)) -> Iterator[tuple[str, bytes | int]]:
     """(rel_path, content) for one session; content is bytes, or a size for a sparse file."""
     trials = rng.randint(300, 900)
     for attr in TRIALS:
@@ -62,7 +62,7 @@ def _session_files(shape: str, rng: random.Random, revision: str
             for attr in CLUSTERS:
                 yield f"{folder}/clusters.{attr}.npy", _npy(clusters, 1)
         raw = f"raw_ephys_data/probe0{probe}/_spikeglx_ephysData_g0_t0.imec{probe}"
-        yield f"{raw}.ap.cbin", rng.randint(2, 8) * 1_000_000
+        yield f"{raw}.ap.cbin", rng.randint(*raw_mb) * 1_000_000
         yield f"{raw}.ap.meta", b"nSavedChans=385\n"
 
 
@@ -86,13 +86,15 @@ def _layout(shape: str, sessions: int, rng: random.Random) -> Iterator[str]:
 
 
 def make_tree(dest: str | os.PathLike, files: int = 10_000, shape: str = "behaviour",
-              seed: int = 0, sparse: bool = True, sparse_size: int | None = None) -> int:
+              seed: int = 0, sparse: bool = True, sparse_size: int | None = None,
+              raw_mb: tuple[int, int] = (2, 8)) -> int:
     """Write an ALF tree of about ``files`` files under ``dest``; returns the file count.
 
     ``sparse`` makes the large raw files sparse (no disk blocks); otherwise they are
     written in full with zeros.  ``sparse_size`` makes every file a sparse file of that
     many bytes instead of a real array: large trees then need no disk space and are
-    quick to write (the layout and names are the same).
+    quick to write (the layout and names are the same).  ``raw_mb`` is the range of
+    sizes, in MB, of the ephys shape's raw recordings (real ones are tens of GB).
     """
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; one of {', '.join(SHAPES)}")
@@ -102,7 +104,7 @@ def make_tree(dest: str | os.PathLike, files: int = 10_000, shape: str = "behavi
     written = 0
     for folder in _layout(shape, max(1, round(files / per_session)), rng):
         revision = "2024-05-06"
-        for rel, content in _session_files(shape, rng, revision):
+        for rel, content in _session_files(shape, rng, revision, raw_mb):
             path = dest / folder / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             _write(path, content if sparse_size is None else sparse_size, sparse)
