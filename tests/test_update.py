@@ -125,3 +125,7 @@ def test_other_tools_and_options_are_refused_or_rebuilt(tmp_path, capsys) -> Non
     assert pl.read_parquet(root / "datasets.pqt")["hash"].str.len_chars().min() == 32
     assert main(["build", str(root), "--hash", "md5", "--workers", "1"]) == 0
     assert "fastindex update" in capsys.readouterr().err
+
+    (root / "datasets.pqt").write_bytes(b"not a parquet file")
+    assert main(["update", str(root), "--quiet"]) == 2
+    assert "cannot read" in capsys.readouterr().err
