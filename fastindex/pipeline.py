@@ -179,7 +179,8 @@ def write_index(index: TreeIndex, root_path: Path, out_path: Path, options: Buil
     metadata = {
         "one_metadata": tables.one_metadata(root_path, datetime.datetime.now()),
         "fastindex": {"version": __version__, "build_id": build_id,
-                      "options": asdict(options), "counts": counts},
+                      "options": asdict(options), "counts": counts,
+                      "listed_at_ns": index.listed_at_ns},
     }
     ses_path, ds_path = tables.write_tables(
         out_path, tables.sessions_table(index.sessions),
@@ -204,6 +205,7 @@ class TreeIndex:
     skipped: pl.DataFrame
     warnings: list[Problem]
     folders: dict[str, Session]  # session id -> its folder (the first, for duplicates)
+    listed_at_ns: int = 0  # wall clock (ns) when the walk began
 
 
 def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None = None,
@@ -213,6 +215,7 @@ def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None =
 
     ``ignore``: absolute paths not to report, besides fastindex's own files in root.
     """
+    listed_at_ns = time.time_ns()
     ignore = own_files(root) | (ignore or frozenset())
     try:
         hashes = hashing.parse(options.hash)
@@ -251,7 +254,7 @@ def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None =
                              [r.problems for r in results],
                              [sessions[i].rel + "/" for i in dropped]),
         discover.same_number_warnings([sessions[i] for i in kept]),
-        {eids[i]: sessions[i] for i in kept})
+        {eids[i]: sessions[i] for i in kept}, listed_at_ns)
 
 
 def check_root(root: str | os.PathLike) -> Path:

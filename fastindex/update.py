@@ -43,6 +43,11 @@ if TYPE_CHECKING:
 
 DIGEST_COLUMNS = {"md5": "hash", "xxh3": "xxh3"}
 HASH_TASK_FILES = 32  # changed files per hashing task
+#: A file modified this close to (or after) the start of the walk that recorded the old
+#: tables is hashed again: a rewrite within the same timestamp tick as its last write
+#: keeps its size and mtime (git's "racily clean" entries).  The margin covers coarse
+#: file-system clocks (FAT's 2 s) and small clock skew between a file server and here.
+RACY_NS = 5 * 10**9
 
 
 @dataclass
@@ -122,8 +127,8 @@ def update(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
             old_sessions, old = _old_tables(files)
             reused = rehashed = 0
             if not why_full:
-                index, reused, rehashed = _refresh_digests(index, old, options, pool,
-                                                           progress)
+                index, reused, rehashed = _refresh_digests(
+                    index, old, provenance["listed_at_ns"] - RACY_NS, options, pool, progress)
         if keep_missing:
             index = _keep_missing(index, old_sessions, old)
         result = write_index(index, root_path, out_path, options, started)
@@ -152,14 +157,19 @@ def _plan(provenance: dict | None, columns: list[str], hash: str | None,
         return replace(options, hash=hash), f"tables hashed with {options.hash}, asked for {hash}"
     if options.hash == "none":
         return options, "no digests to keep: a build lists the tree as fast as an update"
-    if "mtime_ns" not in columns:
-        return options, "tables without modification times (an older fastindex)"
+    if "mtime_ns" not in columns or "listed_at_ns" not in provenance:
+        return options, "tables from an older fastindex, without the state update needs"
     return options, ""
 
 
-def _refresh_digests(index: TreeIndex, old: pl.DataFrame, options: BuildOptions,
-                     pool: Executor, progress: bool) -> tuple[TreeIndex, int, int]:
-    """Take digests from ``old`` where size and mtime match; hash the rest on ``pool``."""
+def _refresh_digests(index: TreeIndex, old: pl.DataFrame, racy_from_ns: int,
+                     options: BuildOptions, pool: Executor, progress: bool
+                     ) -> tuple[TreeIndex, int, int]:
+    """Take digests from ``old`` where size and mtime match; hash the rest on ``pool``.
+
+    Files whose old mtime is ``racy_from_ns`` or later are hashed whatever their mtime:
+    they may have changed after they were read without their mtime changing.
+    """
     import polars as pl
 
     algorithms = hashing.parse(options.hash)
@@ -169,6 +179,7 @@ def _refresh_digests(index: TreeIndex, old: pl.DataFrame, options: BuildOptions,
     frame = index.datasets.join(before, on=["eid", "id"], how="left")
     same = ((pl.col("old_size") == pl.col("file_size"))
             & (pl.col("old_mtime") == pl.col("mtime_ns"))
+            & (pl.col("old_mtime") < racy_from_ns)
             & pl.all_horizontal(pl.col(c).is_not_null() for c in columns))
     frame = frame.with_columns(keep=same.fill_null(False))
     reused = int(frame["keep"].sum())

@@ -41,6 +41,7 @@ def table_bytes(path: Path) -> tuple:
     meta = {k.decode(): json.loads(v) for k, v in table.schema.metadata.items()}
     meta["one_metadata"].pop("date_created")
     meta["fastindex"].pop("build_id")
+    meta["fastindex"].pop("listed_at_ns")
     return table.replace_schema_metadata(None).to_pylist(), table.schema.remove_metadata(), meta
 
 

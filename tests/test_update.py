@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import polars as pl
+import pyarrow.parquet as pq
 from conftest import table_bytes, write_tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,6 +25,14 @@ edits = st.lists(st.tuples(
                      "rename"]),
     st.sampled_from(SES), st.sampled_from(NAMES), st.binary(min_size=1, max_size=40)),
     min_size=1, max_size=8)
+
+
+def _age(root, seconds: int = 86_400) -> None:
+    """Date every file back, as in a tree written well before it was indexed."""
+    for path in root.rglob("*"):
+        if path.is_file():
+            stat = path.stat()
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - seconds * 10**9))
 
 
 def _tables(out) -> tuple:
@@ -63,6 +73,7 @@ OPTIONS = st.sampled_from([{}, {"hash_ids": False}, {"follow_symlinks": True},
 def test_update_equals_a_fresh_build(tmp_path_factory, sequence, algorithms, options) -> None:
     tmp = tmp_path_factory.mktemp("update")
     root = write_tree(tmp / "t", {f"{s}/{n}": f"{s}{n}".encode() for s in SES for n in NAMES[:3]})
+    _age(root)  # else every file is racy (just written), and update hashes them all
     fastindex.build(root, workers=1, hash=algorithms, **options)
     for edit in sequence:
         _apply(root, edit)
@@ -76,6 +87,7 @@ def test_update_equals_a_fresh_build(tmp_path_factory, sequence, algorithms, opt
 
 def test_only_changed_and_new_files_are_hashed(tmp_path) -> None:
     root = write_tree(tmp_path / "t", {f"{s}/{n}": b"abc" for s in SES for n in NAMES})
+    _age(root)
     fastindex.build(root, workers=2, hash="xxh3")
     changed = root / SES[0] / NAMES[0]
     stat = changed.stat()
@@ -86,6 +98,25 @@ def test_only_changed_and_new_files_are_hashed(tmp_path) -> None:
     assert (result.rehashed, result.reused) == (2, len(SES) * len(NAMES) - 1)
     ds = pl.read_parquet(root / "datasets.pqt")
     assert ds.height == len(SES) * len(NAMES) + 1
+
+
+def test_a_file_rewritten_in_the_same_tick_is_hashed_again(tmp_path) -> None:
+    # Written just before the build, then rewritten with the same size and mtime (as
+    # within one tick of a coarse file-system clock): update must not trust its mtime.
+    root = write_tree(tmp_path / "t", {f"{SES[0]}/{n}": b"abc" for n in NAMES})
+    _age(root)
+    racy = root / SES[0] / NAMES[0]
+    racy.write_bytes(b"abc")
+    fastindex.build(root, workers=1, hash="xxh3")
+    stat = racy.stat()
+    racy.write_bytes(b"xyz")
+    os.utime(racy, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    result = update(root, workers=1)
+    assert (result.rehashed, result.reused) == (1, len(NAMES) - 1)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    fastindex.build(root, fresh, workers=1, hash="xxh3")
+    assert _tables(root) == _tables(fresh)
 
 
 def test_keep_missing_marks_gone_files(tmp_path) -> None:
@@ -125,6 +156,16 @@ def test_other_tools_and_options_are_refused_or_rebuilt(tmp_path, capsys) -> Non
     assert pl.read_parquet(root / "datasets.pqt")["hash"].str.len_chars().min() == 32
     assert main(["build", str(root), "--hash", "md5", "--workers", "1"]) == 0
     assert "fastindex update" in capsys.readouterr().err
+
+    fastindex.build(root, workers=1, hash="xxh3")
+    table = pq.read_table(root / "datasets.pqt")
+    meta = dict(table.schema.metadata)
+    provenance = json.loads(meta[b"fastindex"])
+    del provenance["listed_at_ns"]  # as written before update recorded it
+    pq.write_table(table.replace_schema_metadata({**meta, b"fastindex": json.dumps(provenance)}),
+                   root / "datasets.pqt")
+    result = update(root, workers=1)
+    assert not result.incremental and "older fastindex" in result.reason
 
     (root / "datasets.pqt").write_bytes(b"not a parquet file")
     assert main(["update", str(root), "--quiet"]) == 2
