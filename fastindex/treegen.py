@@ -99,7 +99,7 @@ def make_tree(dest: str | os.PathLike, files: int = 10_000, shape: str = "behavi
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; one of {', '.join(SHAPES)}")
     rng = random.Random(seed)
-    per_session = 15 if shape != "ephys" else 60
+    per_session = 15 if shape != "ephys" else 57  # 17 + 16 per probe, 2.5 probes
     dest = Path(dest)
     written = 0
     for folder in _layout(shape, max(1, round(files / per_session)), rng):
