@@ -41,9 +41,7 @@ def _parser() -> argparse.ArgumentParser:
                         "extra xxh3 column (default: none)")
     b.add_argument("--follow-symlinks", action="store_true",
                    help="walk into linked folders (loops are detected and reported)")
-    b.add_argument("--scheduler", metavar="ADDRESS",
-                   help="run on a Dask cluster: tcp://host:8786, or local:N for N local "
-                        "worker processes (needs fastindex[dask])")
+    _add_scheduler(b)
     b.add_argument("--report", type=Path,
                    help="write skipped files and warnings here (.json for JSON, else CSV)")
     b.add_argument("--strict", action="store_true",
@@ -71,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="keep datasets whose files are gone, with exists=False")
     u.add_argument("--force", action="store_true",
                    help="rebuild tables whose ids would change (another tool or namespace)")
+    _add_scheduler(u)
     u.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     u.set_defaults(func=_update)
 
@@ -80,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--hash", action="store_true",
                    help="also compare contents, with the digests the tables hold")
     v.add_argument("--workers", type=_positive_int, help="worker processes")
+    _add_scheduler(v)
     v.add_argument("--report", type=Path, help="write the differences here (.json or CSV)")
     v.add_argument("--quiet", action="store_true", help="no progress bar")
     v.set_defaults(func=_verify)
@@ -94,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="make every file sparse, of this size (no disk space needed)")
     d.set_defaults(func=_demo_tree)
     return parser
+
+
+def _add_scheduler(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--scheduler", metavar="ADDRESS",
+                         help="run on a Dask cluster: tcp://host:8786, or local:N for N "
+                              "local worker processes (needs fastindex[dask])")
 
 
 def _positive_int(text: str) -> int:
@@ -146,7 +152,7 @@ def _update(args: argparse.Namespace) -> int:
 
     result = update(args.root, args.out, hash=args.hash, namespace=args.namespace,
                     keep_missing=args.keep_missing, force=args.force, workers=args.workers,
-                    progress=not args.quiet)
+                    scheduler=args.scheduler, progress=not args.quiet)
     if not args.quiet:
         print(f"fastindex: {result.summary()}", file=sys.stderr)
     return 0
@@ -175,7 +181,7 @@ def _verify(args: argparse.Namespace) -> int:
     from fastindex.verify import verify
 
     result = verify(args.root, args.tables, hash=args.hash, workers=args.workers,
-                    progress=not args.quiet)
+                    scheduler=args.scheduler, progress=not args.quiet)
     if args.report:
         if args.report.suffix.lower() == ".json":
             args.report.write_text(json.dumps(

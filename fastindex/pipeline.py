@@ -126,13 +126,21 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
     ns = uuid.UUID(str(namespace)) if namespace else DEFAULT_NAMESPACE
     options = BuildOptions(hash_ids, str(ns), lab, follow_symlinks, hash or "none")
     with contextlib.ExitStack() as stack:
-        if client is not None or scheduler is not None:
-            from fastindex.dask_backend import dask_executor
-
-            executor = stack.enter_context(dask_executor(scheduler, client, root_path))
+        executor = given_executor(stack, root_path, executor, client, scheduler)
         stack.enter_context(build_lock(out_path))
         return _build_locked(root_path, out_path, options, started, executor=executor,
                              workers=workers, start_method=start_method, progress=progress)
+
+
+def given_executor(stack: contextlib.ExitStack, root: Path, executor: Executor | None = None,
+                   client=None, scheduler: str | None = None) -> Executor | None:
+    """The executor a caller asked for: ``executor``, or a Dask cluster's (``client`` or
+    ``scheduler``, kept open on ``stack``); None for the local pool."""
+    if client is None and scheduler is None:
+        return executor
+    from fastindex.dask_backend import dask_executor
+
+    return stack.enter_context(dask_executor(scheduler, client, root))
 
 
 @contextlib.contextmanager

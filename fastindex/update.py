@@ -10,6 +10,7 @@ an update is a build.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -29,6 +30,7 @@ from fastindex.pipeline import (
     check_paths,
     default_workers,
     executor_for,
+    given_executor,
     hash_jobs,
     index_tree,
     own_files,
@@ -102,6 +104,7 @@ def _old_tables(files: list[Path]) -> tuple[pl.DataFrame, pl.DataFrame]:
 def update(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
            hash: str | None = None, namespace: str | None = None,
            keep_missing: bool = False, force: bool = False, workers: int | None = None,
+           executor: Executor | None = None, client=None, scheduler: str | None = None,
            progress: bool = False) -> UpdateResult:
     """Bring the tables in ``out_dir`` (default: root) up to date with the tree.
 
@@ -112,13 +115,16 @@ def update(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
 
     One pool walks the tree and hashes what changed.  Its workers start before the old
     tables are read: reading them loads Arrow and polars, whose threads make a later
-    fork unsafe.
+    fork unsafe.  ``executor``, ``client`` and ``scheduler`` are as in ``build``.
     """
     started = time.perf_counter()
     root_path, out_path = check_paths(root, out_dir)
-    with build_lock(out_path):
+    with contextlib.ExitStack() as stack:
+        executor = given_executor(stack, root_path, executor, client, scheduler)
+        stack.enter_context(build_lock(out_path))
         files = _table_files(out_path)
-        with executor_for(None, workers or default_workers(), None, fork_now=True) as pool:
+        with executor_for(executor, workers or default_workers(), None,
+                          fork_now=True) as pool:
             provenance, columns = _provenance(files[1])
             options, why_full = _plan(provenance, columns, hash, namespace, force)
             index = index_tree(root_path, replace(options, hash="none") if not why_full

@@ -8,6 +8,7 @@ release.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -20,11 +21,14 @@ from fastindex.pipeline import (
     check_root,
     default_workers,
     executor_for,
+    given_executor,
     index_tree,
     own_files,
 )
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
     import polars as pl
 
 KEY = ["lab", "subject", "date", "number", "rel_path"]
@@ -72,12 +76,14 @@ def _rows(sessions: pl.DataFrame, datasets: pl.DataFrame) -> pl.DataFrame:
 
 
 def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None, *,
-           hash: bool = False, workers: int | None = None, progress: bool = False
-           ) -> VerifyResult:
+           hash: bool = False, workers: int | None = None,
+           executor: Executor | None = None, client=None, scheduler: str | None = None,
+           progress: bool = False) -> VerifyResult:
     """Compare the tree under ``root`` with the tables in ``tables_dir`` (default: root).
 
     The workers start before the tables are read: reading them loads Arrow and polars,
     whose threads make a later fork unsafe (see ``pipeline.executor_for``).
+    ``executor``, ``client`` and ``scheduler`` are as in ``build``.
     """
     root_path = check_root(root)  # read-only trees (a mounted release) are fine
     tables_path = Path(tables_dir).expanduser().resolve() if tables_dir else root_path
@@ -85,7 +91,10 @@ def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None,
     for f in files:
         if not f.is_file():
             raise InputError(f"no table at {f}")
-    with executor_for(None, workers or default_workers(), None, fork_now=True) as pool:
+    with contextlib.ExitStack() as stack:
+        executor = given_executor(stack, root_path, executor, client, scheduler)
+        pool = stack.enter_context(executor_for(executor, workers or default_workers(), None,
+                                                fork_now=True))
         import polars as pl
 
         try:

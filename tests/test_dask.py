@@ -86,3 +86,40 @@ def test_a_killed_dask_worker_is_replaced_and_the_build_completes(tmp_path) -> N
         assert pids[0] not in c.run(os.getpid).values()  # it was killed, and replaced
     assert not before
     assert _both(tmp_path / "t") == _both(reference)
+
+
+def _age(root) -> None:
+    """Date every file back a day, so update may trust their mtimes (none is racy)."""
+    for path in root.rglob("*"):
+        if path.is_file():
+            st = path.stat()
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - 86_400 * 10**9))
+
+
+def test_update_and_verify_on_dask(client, tmp_path) -> None:
+    from fastindex.update import update
+    from fastindex.verify import verify
+
+    root = tmp_path / "t"
+    make_tree(root, files=1500, shape="ephys", seed=7)
+    _age(root)
+    fastindex.build(root, workers=2, hash="xxh3")
+    files = sorted(p for p in root.rglob("*.npy"))
+    st = files[0].stat()
+    files[0].write_bytes(bytes(reversed(files[0].read_bytes())))
+    os.utime(files[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    files[1].unlink()
+    (files[2].parent / "_new_obj.attr.npy").write_bytes(b"new")
+    assert not verify(root, client=client).ok  # one missing, one not indexed
+
+    result = update(root, client=client)
+    assert (result.incremental, result.rehashed) == (True, 2)
+    assert verify(root, client=client, hash=True).ok
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    fastindex.build(root, fresh, workers=1, hash="xxh3")
+    assert _both(root) == _both(fresh)
+
+    files[3].write_bytes(bytes(len(files[3].read_bytes())))  # same size, other bytes
+    assert main(["update", str(root), "--quiet", "--scheduler", "local:1"]) == 0
+    assert verify(root, client=client, hash=True).ok
