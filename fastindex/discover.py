@@ -165,6 +165,9 @@ def reject(found: Discovery, session: Session, reason: str, detail: str) -> None
 
 def same_number_warnings(sessions: list[Session]) -> list[Problem]:
     """Warn about folders like ``2`` and ``002`` that are the same session to a person."""
+    spellings = {s.parts.number for s in sessions}
+    if len({int(n) for n in spellings}) == len(spellings):
+        return []  # no number is spelled two ways: nothing to group (the usual tree)
     warnings = []
     by_number: dict[tuple, list[Session]] = {}
     for s in sorted(sessions, key=lambda s: s.rel):
@@ -187,6 +190,8 @@ def duplicate_ids(sessions: list[Session]) -> dict[int, str]:
     subject folder under two parents, without labs) cannot both be indexed.  The first
     in path order is kept.
     """
+    if len({s.parts for s in sessions}) == len(sessions):
+        return {}  # parts make the id: all distinct (the usual tree)
     first: dict[str, str] = {}
     dropped = {}
     for i in sorted(range(len(sessions)), key=lambda i: sessions[i].rel):

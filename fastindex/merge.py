@@ -33,24 +33,26 @@ def uuid3_from_md5(digest: pl.Expr) -> pl.Expr:
 
 
 def sessions_frame(sessions: list[Session], eids: list[str], lab: str | None) -> pl.DataFrame:
-    """One row per session, sorted by id; ``lab`` fills sessions without a lab folder."""
-    labs = [s.parts.lab for s in sessions]
+    """One row per session, sorted by id; ``lab`` fills sessions without a lab folder.
+
+    Dates and numbers are parsed by polars, column-wise: per session in Python, this
+    was a tenth of the merge at a million files.
+    """
+    labs, subjects, dates, numbers = (
+        map(list, zip(*(s.parts for s in sessions))) if sessions else ([], [], [], []))
     if lab:
         conflicts = sorted({x for x in labs if x and x != lab})
         if conflicts:
             raise InputError(f"lab name conflict: --lab {lab} but the tree has lab folders "
                              f"{', '.join(conflicts)}")
         labs = [lab] * len(labs)
-    return pl.DataFrame({
-        "id": eids,
-        "lab": labs,
-        "subject": [s.parts.subject for s in sessions],
-        "date": [alf.parse_date(s.parts.date) for s in sessions],
-        "number": [int(s.parts.number) for s in sessions],
-        "task_protocol": [""] * len(sessions),
-        "projects": [""] * len(sessions),
-    }, schema={"id": pl.String, "lab": pl.String, "subject": pl.String, "date": pl.Date,
-               "number": pl.UInt16, "task_protocol": pl.String, "projects": pl.String}
+    return pl.DataFrame(
+        {"id": eids, "lab": labs, "subject": subjects, "date": dates, "number": numbers},
+        schema={"id": pl.String, "lab": pl.String, "subject": pl.String, "date": pl.String,
+                "number": pl.String},
+    ).select(
+        "id", "lab", "subject", pl.col("date").str.to_date("%Y-%m-%d"),
+        pl.col("number").cast(pl.UInt16), task_protocol=pl.lit(""), projects=pl.lit(""),
     ).sort("id")
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
+import gc
 import multiprocessing
 import os
 import sys
@@ -175,6 +177,28 @@ def _build_locked(root_path: Path, out_path: Path, options: BuildOptions, starte
     return write_index(index, root_path, out_path, options, started)
 
 
+def pauses_gc(fn):
+    """Run ``fn`` with Python's cycle collector paused (as it was, after).
+
+    A tree's sessions and batches are many small objects without cycles: while they pile
+    up, the collector scans them all again and again, for nothing (0.6 s of a
+    million-file build).  Reference counting still frees them.
+    """
+
+    @functools.wraps(fn)
+    def paused(*args, **kwargs):
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    return paused
+
+
+@pauses_gc
 def write_index(index: TreeIndex, root_path: Path, out_path: Path, options: BuildOptions,
                 started: float) -> BuildResult:
     """Stage 4b: write an index's two tables, with fastindex's provenance."""
@@ -216,6 +240,7 @@ class TreeIndex:
     listed_at_ns: int = 0  # wall clock (ns) when the walk began
 
 
+@pauses_gc
 def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None = None,
                workers: int | None = None, start_method: str | None = None,
                progress: bool = False, ignore: frozenset[str] | None = None) -> TreeIndex:
