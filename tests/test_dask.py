@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from conftest import table_bytes
+from conftest import age_files, table_bytes
 
 import fastindex
 from fastindex.cli import main
@@ -88,21 +88,13 @@ def test_a_killed_dask_worker_is_replaced_and_the_build_completes(tmp_path) -> N
     assert _both(tmp_path / "t") == _both(reference)
 
 
-def _age(root) -> None:
-    """Date every file back a day, so update may trust their mtimes (none is racy)."""
-    for path in root.rglob("*"):
-        if path.is_file():
-            st = path.stat()
-            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - 86_400 * 10**9))
-
-
 def test_update_and_verify_on_dask(client, tmp_path) -> None:
     from fastindex.update import update
     from fastindex.verify import verify
 
     root = tmp_path / "t"
     make_tree(root, files=1500, shape="ephys", seed=7)
-    _age(root)
+    age_files(root)
     fastindex.build(root, workers=2, hash="xxh3")
     files = sorted(p for p in root.rglob("*.npy"))
     st = files[0].stat()

@@ -7,7 +7,7 @@ import os
 
 import polars as pl
 import pyarrow.parquet as pq
-from conftest import table_bytes, write_tree
+from conftest import age_files, table_bytes, write_tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,14 +25,6 @@ edits = st.lists(st.tuples(
                      "rename"]),
     st.sampled_from(SES), st.sampled_from(NAMES), st.binary(min_size=1, max_size=40)),
     min_size=1, max_size=8)
-
-
-def _age(root, seconds: int = 86_400) -> None:
-    """Date every file back, as in a tree written well before it was indexed."""
-    for path in root.rglob("*"):
-        if path.is_file():
-            stat = path.stat()
-            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - seconds * 10**9))
 
 
 def _tables(out) -> tuple:
@@ -73,7 +65,7 @@ OPTIONS = st.sampled_from([{}, {"hash_ids": False}, {"follow_symlinks": True},
 def test_update_equals_a_fresh_build(tmp_path_factory, sequence, algorithms, options) -> None:
     tmp = tmp_path_factory.mktemp("update")
     root = write_tree(tmp / "t", {f"{s}/{n}": f"{s}{n}".encode() for s in SES for n in NAMES[:3]})
-    _age(root)  # else every file is racy (just written), and update hashes them all
+    age_files(root)  # else every file is racy (just written), and update hashes them all
     fastindex.build(root, workers=1, hash=algorithms, **options)
     for edit in sequence:
         _apply(root, edit)
@@ -87,7 +79,7 @@ def test_update_equals_a_fresh_build(tmp_path_factory, sequence, algorithms, opt
 
 def test_only_changed_and_new_files_are_hashed(tmp_path) -> None:
     root = write_tree(tmp_path / "t", {f"{s}/{n}": b"abc" for s in SES for n in NAMES})
-    _age(root)
+    age_files(root)
     fastindex.build(root, workers=2, hash="xxh3")
     changed = root / SES[0] / NAMES[0]
     stat = changed.stat()
@@ -104,7 +96,7 @@ def test_a_file_rewritten_in_the_same_tick_is_hashed_again(tmp_path) -> None:
     # Written just before the build, then rewritten with the same size and mtime (as
     # within one tick of a coarse file-system clock): update must not trust its mtime.
     root = write_tree(tmp_path / "t", {f"{SES[0]}/{n}": b"abc" for n in NAMES})
-    _age(root)
+    age_files(root)
     racy = root / SES[0] / NAMES[0]
     racy.write_bytes(b"abc")
     fastindex.build(root, workers=1, hash="xxh3")
