@@ -4,17 +4,23 @@ The Dask row starts a LocalCluster inside the process, so it shows the whole ove
 the distributed path (cluster start included) on this machine.
 
     python benchmarks/bench_build.py [--files 74000] [--repeat 5] [--tree DIR]
+                                     [--baseline GIT-REF]
 
 Every command runs as a whole process (interpreter start and imports included), on the
 same tree with a warm page cache, in rotation, ``--repeat`` times; medians of wall and CPU
 time are reported with ratios, and written to benchmarks/results/build.json.  Peak
 memory (PSS of the whole process tree) comes from one extra, separately sampled run.
+``--baseline`` adds a row for fastindex as of a git commit (checked out in a temporary
+worktree), in the same rotation: an A/B of a change on the same tree, in one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -36,9 +42,11 @@ def main() -> int:
     parser.add_argument("--tree", type=Path, help="an existing tree (default: generate one)")
     parser.add_argument("--one-repeat", type=int, default=1,
                         help="runs of one-api (slow: ~0.2 ms per file)")
+    parser.add_argument("--baseline", metavar="GIT-REF",
+                        help="also run fastindex as of this commit, for an A/B")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         tmp = Path(tmp)
         tree = args.tree or tmp / "tree"
         if not args.tree:
@@ -58,14 +66,21 @@ def main() -> int:
                                               "--scheduler", f"local:{n}"],
             "one-api make_parquet_db": [sys.executable, "-c", ONE_API, str(tree), str(out)],
         }
+        where: dict[str, dict] = {}  # run() options of a command
+        if args.baseline:
+            base = stack.enter_context(worktree(args.baseline, tmp / "baseline"))
+            name = f"fastindex {args.baseline} {n} workers"
+            commands[name] = commands[f"fastindex {n} workers"]
+            where[name] = {"cwd": base, "env": {**os.environ, "PYTHONPATH": str(base)}}
         run(commands["find -printf"])  # warm the page cache
-        peak = {name: run(cmd, memory=True).peak_mb for name, cmd in commands.items()}
+        peak = {name: run(cmd, memory=True, **where.get(name, {})).peak_mb
+                for name, cmd in commands.items()}
         samples: dict[str, list] = {k: [] for k in commands}
         for i in range(args.repeat):
             for name, cmd in commands.items():
                 if name.startswith("one-api") and i >= args.one_repeat:
                     continue
-                samples[name].append(run(cmd))
+                samples[name].append(run(cmd, **where.get(name, {})))
                 print(f"  {name}: {samples[name][-1].wall_s:.2f} s", file=sys.stderr)
 
     rows = {k: median(v) for k, v in samples.items()}
@@ -80,8 +95,22 @@ def main() -> int:
     result = {"files": args.files, "machine": machine(), "repeat": args.repeat,
               "rows": {k: vars(v) for k, v in rows.items()}}
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "build.json").write_text(json.dumps(result, indent=1) + "\n")
+    name = "build-ab.json" if args.baseline else "build.json"
+    (HERE / "results" / name).write_text(json.dumps(result, indent=1) + "\n")
     return 0
+
+
+@contextlib.contextmanager
+def worktree(ref: str, path: Path):
+    """fastindex's source as of ``ref``, checked out at ``path`` while the block runs."""
+    repo = HERE.parent
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", "--quiet",
+                    str(path), ref], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(path)],
+                       check=True)
 
 
 if __name__ == "__main__":

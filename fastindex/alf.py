@@ -46,6 +46,8 @@ DATE_RE = compile_spec("{date}")
 COLLECTION_RE = compile_spec(COLLECTION_SPEC)
 FILE_RE = compile_spec(FILE_SPEC)
 REVISION_FOLDER_RE = re.compile(r"#.*#/")
+LAB_RE = compile_spec("{lab}")
+LAB_FOLDER_RE = compile_spec("(?:^|/){lab}/Subjects/?$")
 
 
 class SessionParts(NamedTuple):
@@ -62,12 +64,25 @@ class SessionParts(NamedTuple):
         head = f"{self.lab}/" if self.lab else ""
         return f"{head}{self.subject}/{self.date}/{self.number}"
 
+    @property
+    def folder(self) -> str:
+        """Where ONE looks for this session, relative to its cache folder.
+
+        ONE stores no session folder: every load rebuilds it from the sessions row, with
+        ``one.converters.session_record2path``, as ``[lab/Subjects/]subject/date/NNN``
+        (the number zero-padded to three digits).  A session whose folder is spelled any
+        other way cannot be loaded.
+        """
+        head = f"{self.lab}/Subjects/" if self.lab else ""
+        return f"{head}{self.subject}/{self.date}/{int(self.number):03d}"
+
 
 def session_parts(posix_path: str) -> SessionParts | None:
-    """Parse a session folder from the end of a whole posix path, as ONE does.
+    """Parse a session folder from the end of a posix path, as ONE does.
 
-    Matching the whole path (not the part under the indexed root) means a lab folder
-    above the root still counts.  Returns None for folders that are not sessions.
+    ONE matches the whole absolute path, so a folder is a session whatever lies above
+    the indexed root; ``rooted_parts`` then says what its row can hold.  Returns None
+    for folders that are not sessions.
     """
     tail = posix_path.rstrip("/").rsplit("/", 5)
     if not (len(tail[-1]) <= 3 and tail[-1].isdigit()):  # fast no for most folders
@@ -77,6 +92,27 @@ def session_parts(posix_path: str) -> SessionParts | None:
     if m is None:
         return None
     return SessionParts(m["lab"] or "", m["subject"], m["date"], m["number"])
+
+
+def rooted_parts(parts: SessionParts, rel: str) -> SessionParts:
+    """A session's parts as its row must hold them: the lab only from a ``lab/Subjects/``
+    below the root (``rel``: the session folder relative to the root).
+
+    ONE looks for a session under its cache folder, so a lab read from above the root
+    would send it to ``root/lab/Subjects/...``, where the session is not.
+    """
+    inside = session_parts(rel) if rel else None
+    return inside if inside is not None else parts._replace(lab="")
+
+
+def lab_around(posix_root: str) -> str | None:
+    """The lab whose ``lab/Subjects`` folder is the root itself, if it is one.
+
+    Such a root gives rows without a lab (ONE finds them under that root); indexing the
+    lab's parent would keep the lab.
+    """
+    m = LAB_FOLDER_RE.search(posix_root)
+    return m["lab"] if m else None
 
 
 def parse_date(text: str) -> datetime.date | None:

@@ -14,11 +14,13 @@ import os
 import signal
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
 from fastindex import __version__, hashing
-from fastindex.errors import FastindexError
+from fastindex.errors import FastindexError, InputError
+from fastindex.problems import UNLOADABLE_SESSION
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,6 +86,18 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--quiet", action="store_true", help="no progress bar")
     v.set_defaults(func=_verify)
 
+    f = sub.add_parser("fix", help="rename session folders to where ONE looks for them "
+                                   "(a dry run unless --apply; exit 1 when some cannot be)")
+    f.add_argument("root", type=Path, nargs="?", help="folder to fix (not with --undo)")
+    f.add_argument("--lab", help="move sessions that have no lab folder into LAB/Subjects/")
+    f.add_argument("--apply", action="store_true", help="carry out the renames")
+    f.add_argument("--journal", type=Path,
+                   help="where --apply records its renames, for --undo "
+                        "(default: fastindex-fix-TIME.jsonl in the current folder)")
+    f.add_argument("--undo", type=Path, metavar="JOURNAL",
+                   help="reverse the renames a journal records")
+    f.set_defaults(func=_fix)
+
     d = sub.add_parser("demo-tree", help="generate an example ALF tree")
     d.add_argument("dest", type=Path, help="folder to create the tree in")
     d.add_argument("--files", type=_positive_int, default=10_000,
@@ -137,6 +151,11 @@ def _build(args: argparse.Namespace) -> int:
             print(f"warning: no sessions found under {args.root}", file=sys.stderr)
         print(f"fastindex: {result.summary()} -> {result.sessions_path.parent}",
               file=sys.stderr)
+        unloadable = (result.skipped["reason"] == UNLOADABLE_SESSION).sum()
+        if unloadable:
+            print(f"fastindex: {unloadable} files are in session folders where ONE does not "
+                  f"look for them; `fastindex fix {args.root}` shows the renames that "
+                  f"fix that", file=sys.stderr)
         if had_tables and args.hash != "none":
             print("tip: fastindex update re-hashes only the files that changed",
                   file=sys.stderr)
@@ -196,6 +215,39 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"... {result.differences.height - 20} more", file=sys.stderr)
     print(f"fastindex: {result.summary()}", file=sys.stderr)
     return 0 if result.ok else 1
+
+
+def _fix(args: argparse.Namespace) -> int:
+    from fastindex import fix
+
+    if args.undo:
+        if args.root or args.apply or args.lab:
+            raise InputError("--undo takes only the journal")
+        root, undone, left = fix.undo(args.undo)
+        for line in left:
+            print(f"not undone: {line}", file=sys.stderr)
+        print(f"fastindex: {undone} renames undone under {root}", file=sys.stderr)
+        return 1 if left else 0
+    if args.root is None:
+        raise InputError("fix needs ROOT (or --undo JOURNAL)")
+    plan = fix.plan(args.root, args.lab)
+    for step in plan.renames:
+        print(f"rename\t{step.source}\t{step.target}")
+    for folder, why in plan.refused:
+        print(f"refused\t{folder}\t{why}")
+    summary = (f"{plan.unloadable} sessions where ONE does not look for them; "
+               f"{len(plan.renames)} renames, {len(plan.refused)} refused")
+    if not plan.renames:
+        print(f"fastindex: {summary}: nothing to rename", file=sys.stderr)
+    elif not args.apply:
+        print(f"fastindex: {summary}; a dry run: add --apply to rename", file=sys.stderr)
+    else:
+        journal = args.journal or Path(f"fastindex-fix-{time.strftime('%Y%m%dT%H%M%S')}.jsonl")
+        done = fix.apply(plan, journal.resolve())
+        next_step = "update" if (plan.root / "datasets.pqt").exists() else "build"
+        print(f"fastindex: {summary}; renamed {done} folders (undo: fastindex fix --undo "
+              f"{journal}); now run: fastindex {next_step} {args.root}", file=sys.stderr)
+    return 1 if plan.refused else 0
 
 
 def _demo_tree(args: argparse.Namespace) -> int:

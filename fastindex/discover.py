@@ -3,7 +3,9 @@
 The parent walks only the folders above the sessions (labs, subjects, dates), which are
 few; the files inside sessions are left to the workers.  A folder is a session when its
 whole absolute path ends with ``(lab/Subjects/)?subject/date/number``, the test ONE
-uses, so pointing the root at a lab or a subject folder still finds the lab.
+uses.  It is indexed only where ONE will look for it: at ``[lab/Subjects/]subject/
+date/NNN`` under the root (``SessionParts.folder``); elsewhere its files are reported
+``unloadable_session``, with the folder ONE would look in.
 """
 
 from __future__ import annotations
@@ -38,9 +40,11 @@ class Folder:
 
 @dataclass
 class Discovery:
-    """The problems a walk found beside its sessions."""
+    """The problems a walk found beside its sessions, and the sessions ONE cannot load
+    (their files are among the problems; ``fastindex fix`` moves the folders)."""
 
     problems: list[Problem] = field(default_factory=list)
+    unloadable: list[Session] = field(default_factory=list)
 
 
 def _join(rel: str, name: str) -> str:
@@ -106,9 +110,10 @@ def discover(root: str | Path, found: Discovery, follow_symlinks: bool = False,
         folder, rel = stack.pop()
         parts = alf.session_parts(folder if os.sep == "/" else Path(folder).as_posix())
         if parts is not None:
-            if _is_possible(found, Session(folder, rel, parts)):
+            session = Session(folder, rel, alf.rooted_parts(parts, rel))
+            if _is_possible(found, session) and _is_loadable(found, session):
                 subject_folder = os.path.dirname(os.path.dirname(folder))
-                yield from add(Folder(folder, rel, parts), subject_folder)
+                yield from add(Folder(folder, rel, session.parts), subject_folder)
             continue
         try:
             with os.scandir(folder) as it:
@@ -154,49 +159,32 @@ def _is_possible(found: Discovery, session: Session) -> bool:
     return False
 
 
+def _is_loadable(found: Discovery, session: Session) -> bool:
+    """True when ONE looks for the session in its own folder; else its files are reported.
+
+    Each session is checked on its own path, so ``2`` beside ``002`` needs no
+    cross-session pass: ``002`` is where ONE looks, and ``2`` is reported.
+    """
+    expected = session.parts.folder
+    if expected == session.rel:
+        return True
+    found.unloadable.append(session)
+    root = session.path[: len(session.path) - len(session.rel)]
+    taken = ", another folder: its files would load instead" if os.path.isdir(
+        os.path.join(root, expected)) else ""
+    reject(found, session, p.UNLOADABLE_SESSION, f"ONE looks for this session in "
+                                                 f"{expected}{taken}")
+    return False
+
+
 def reject(found: Discovery, session: Session, reason: str, detail: str) -> None:
-    """Report every file of a session folder that is not indexed, with ``reason``."""
+    """Report every file of a session folder that is not indexed, with ``reason``
+    (the folder itself when it holds no file, so an empty session is not lost)."""
+    before = len(found.problems)
     for file_rel, err in iter_files(session.path, session.rel):
         if err is not None:
             found.problems.append(Problem(p.display_path(file_rel), p.UNREADABLE, str(err)))
         else:
             found.problems.append(Problem(p.display_path(file_rel), reason, detail))
-
-
-def same_number_warnings(sessions: list[Session]) -> list[Problem]:
-    """Warn about folders like ``2`` and ``002`` that are the same session to a person."""
-    groups = _groups(sessions, lambda s: (s.parts.lab, s.parts.subject, s.parts.date,
-                                          int(s.parts.number)))
-    warnings = []
-    for group in groups:
-        names = ", ".join(sessions[i].rel or "." for i in group)
-        for i in group:
-            warnings.append(Problem(p.display_path(sessions[i].rel or "."),
-                                    p.SAME_SESSION_NUMBER,
-                                    f"folders {names} are the same session number"))
-    return warnings
-
-
-def duplicate_ids(sessions: list[Session]) -> dict[int, str]:
-    """Sessions whose ONE id another folder already has: position -> the folder kept.
-
-    ``lab/subject/date/number`` is ONE's key; two folders that give the same one (a
-    subject folder under two parents, without labs) cannot both be indexed.  The first
-    in path order is kept.
-    """
-    return {i: sessions[group[0]].rel
-            for group in _groups(sessions, lambda s: s.parts) for i in group[1:]}
-
-
-def _groups(sessions: list[Session], key) -> list[list[int]]:
-    """Positions of the sessions that share a key with another, each group in path
-    order, groups in the order of their first path.
-
-    One pass over all sessions; only the rare groups are sorted (sorting every session
-    by path was a fifth of the parent's merge work at a million files).
-    """
-    by_key: dict = {}
-    for i, session in enumerate(sessions):
-        by_key.setdefault(key(session), []).append(i)
-    groups = [sorted(g, key=lambda i: sessions[i].rel) for g in by_key.values() if len(g) > 1]
-    return sorted(groups, key=lambda g: sessions[g[0]].rel)
+    if len(found.problems) == before:
+        found.problems.append(Problem(p.display_path(session.rel or "."), reason, detail))

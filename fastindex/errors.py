@@ -11,3 +11,8 @@ class InputError(FastindexError):
     """The user asked for something impossible: a missing root, an unwritable output."""
 
     exit_code = 2
+
+
+class LabError(InputError, AssertionError):
+    """``lab`` disagrees with the tree.  Also an ``AssertionError``: one-api's
+    ``make_parquet_db`` asserts on a lab conflict, and its callers catch that."""

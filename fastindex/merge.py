@@ -14,7 +14,6 @@ from fastindex import alf
 from fastindex.buffers import RawBatch
 from fastindex.columns import DATASET_FIELDS, PROBLEM_FIELDS, record_batch
 from fastindex.discover import Session
-from fastindex.errors import InputError
 from fastindex.problems import Problem
 
 _REVISION = r"(?:^|/)#([^/]*)#/[^/]*$"  # the revision folder just above the file
@@ -32,20 +31,14 @@ def uuid3_from_md5(digest: pl.Expr) -> pl.Expr:
         pl.lit("-"), h.str.slice(20, 12))
 
 
-def sessions_frame(sessions: list[Session], eids: list[str], lab: str | None) -> pl.DataFrame:
-    """One row per session, sorted by id; ``lab`` fills sessions without a lab folder.
+def sessions_frame(sessions: list[Session], eids: list[str]) -> pl.DataFrame:
+    """One row per session, sorted by id.
 
     Dates and numbers are parsed by polars, column-wise: per session in Python, this
     was a tenth of the merge at a million files.
     """
     labs, subjects, dates, numbers = (
         map(list, zip(*(s.parts for s in sessions))) if sessions else ([], [], [], []))
-    if lab:
-        conflicts = sorted({x for x in labs if x and x != lab})
-        if conflicts:
-            raise InputError(f"lab name conflict: --lab {lab} but the tree has lab folders "
-                             f"{', '.join(conflicts)}")
-        labs = [lab] * len(labs)
     return pl.DataFrame(
         {"id": eids, "lab": labs, "subject": subjects, "date": dates, "number": numbers},
         schema={"id": pl.String, "lab": pl.String, "subject": pl.String, "date": pl.String,
@@ -56,30 +49,21 @@ def sessions_frame(sessions: list[Session], eids: list[str], lab: str | None) ->
     ).sort("id")
 
 
-def datasets_frame(batches: list[tuple[RawBatch, int]],
+def datasets_frame(batches: list[RawBatch],
                    hashes: tuple[str, ...] = (),
-                   late: list[tuple[str, str, dict | None]] = (),
-                   dropped: set[int] = frozenset()) -> pl.DataFrame:
+                   late: list[tuple[str, str, dict | None]] = ()) -> pl.DataFrame:
     """All datasets, with their session's id, ``default_revision``, sorted by (eid, id).
 
     ``hashes`` names the digests computed: md5 becomes ONE's ``hash`` column, xxh3 an
     ``xxh3`` column.  ``late`` holds (eid, rel_path, digests) of files hashed as tasks of their own
-    (None: the file could not be read, and its row is dropped).  Each batch comes with
-    the build-wide position of its first session; rows of ``dropped`` sessions go.
+    (None: the file could not be read, and its row is dropped).
 
     ``default_revision`` is True on the lexicographically last revision of each dataset,
     grouping by rel_path without its ``#revision#/`` folder, as ONE groups them; no
     revision sorts before any revision.
     """
-    arrow = [record_batch(b, DATASET_FIELDS) for b, _ in batches]
-    if dropped:  # rare: number the rows' sessions across batches to drop some
-        frame = pl.concat([
-            pl.from_arrow(pa.Table.from_batches([b], schema=DATASET_FIELDS))
-            .with_columns(pl.col("session") + offset)
-            for b, (_, offset) in zip(arrow, batches)])
-        frame = frame.filter(~pl.col("session").is_in(list(dropped)))
-    else:
-        frame = pl.from_arrow(pa.Table.from_batches(arrow, schema=DATASET_FIELDS))
+    arrow = [record_batch(b, DATASET_FIELDS) for b in batches]
+    frame = pl.from_arrow(pa.Table.from_batches(arrow, schema=DATASET_FIELDS))
     frame = frame.with_columns(id=pl.coalesce(uuid3_from_md5(pl.col("id_md5")), "rel_path"))
     if late:
         frame = _apply_late(frame, late)
@@ -116,16 +100,9 @@ def _is_default_revision(frame: pl.DataFrame) -> pl.Expr:
     return revision == revision.max().over(group)
 
 
-def problems_frame(found: list[Problem], batches: list[RawBatch],
-                   superseded: list[str] = ()) -> pl.DataFrame:
-    """Every skipped file, from the parent and the workers, sorted by path.
-
-    Workers' problems under a ``superseded`` folder prefix are left out: those folders'
-    files are all in ``found`` already, with the reason that wins.
-    """
+def problems_frame(found: list[Problem], batches: list[RawBatch]) -> pl.DataFrame:
+    """Every skipped file, from the parent and the workers, sorted by path."""
     own = pl.DataFrame(found, schema=PROBLEM_FIELDS.names, orient="row").cast(pl.String)
     workers = pl.from_arrow(pa.Table.from_batches(
         [record_batch(b, PROBLEM_FIELDS) for b in batches], schema=PROBLEM_FIELDS))
-    for prefix in superseded:
-        workers = workers.filter(~pl.col("path").str.starts_with(prefix))
     return pl.concat([own, workers]).sort("path", "reason")

@@ -26,7 +26,6 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
-from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,10 +34,10 @@ try:
 except ImportError:  # Windows: builds are not locked
     fcntl = None
 
-from fastindex import __version__, discover, hashing
+from fastindex import __version__, alf, discover, hashing
 from fastindex import problems as p
 from fastindex.discover import Folder, Session
-from fastindex.errors import FastindexError, InputError
+from fastindex.errors import FastindexError, InputError, LabError
 from fastindex.index import BatchResult, IndexOptions, hash_files, index_sessions
 from fastindex.problems import Problem
 
@@ -236,7 +235,7 @@ class TreeIndex:
     datasets: pl.DataFrame
     skipped: pl.DataFrame
     warnings: list[Problem]
-    folders: dict[str, Session]  # session id -> its folder (the first, for duplicates)
+    folders: dict[str, Session]  # session id -> its folder
     listed_at_ns: int = 0  # wall clock (ns) when the walk began
 
 
@@ -266,28 +265,49 @@ def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None =
             results, deferred = _gather(futures, bar, pool, hashes)
             merge = _merge_stage()  # or, when hashing, while the large files are hashed
             hashed, late_problems = collect_hash_jobs(deferred, bar)
-            offsets = list(accumulate((len(r.sessions) for r in results), initial=0))
-            sessions = [s for r in results for s in r.sessions]
-            eids = [e for r in results for e in r.eids]
-            late = [(offsets[job.key[0]] + job.key[1], job.key[2], digests)
-                    for job, digests in hashed]
 
-    batches = [(r.datasets, offset) for r, offset in zip(results, offsets)]
-    dropped = discover.duplicate_ids(sessions)
-    rejected = discover.Discovery()
-    for i, kept in dropped.items():
-        discover.reject(rejected, sessions[i], p.DUPLICATE_SESSION,
-                        f"same session id as {kept or '.'}")
-    kept = [i for i in range(len(sessions)) if i not in dropped]
-    late = [(eids[pos], rel, digests) for pos, rel, digests in late if pos not in dropped]
+    sessions = [s for r in results for s in r.sessions]
+    check_lab(sessions, options.lab)
+    eids = [e for r in results for e in r.eids]
+    late = [(results[batch].eids[pos], rel, digests)
+            for (batch, pos, rel), digests in ((job.key, d) for job, d in hashed)]
     return TreeIndex(
-        merge.sessions_frame([sessions[i] for i in kept], [eids[i] for i in kept], options.lab),
-        merge.datasets_frame(batches, hashes, late, set(dropped)),
-        merge.problems_frame(found.problems + late_problems + rejected.problems,
-                             [r.problems for r in results],
-                             [sessions[i].rel + "/" for i in dropped]),
-        discover.same_number_warnings([sessions[i] for i in kept]),
-        {eids[i]: sessions[i] for i in kept}, listed_at_ns)
+        merge.sessions_frame(sessions, eids),
+        merge.datasets_frame([r.datasets for r in results], hashes, late),
+        merge.problems_frame(found.problems + late_problems, [r.problems for r in results]),
+        _root_warnings(root), dict(zip(eids, sessions)), listed_at_ns)
+
+
+def check_lab(sessions: list[Session], lab: str | None) -> None:
+    """``lab`` names the lab of every session, or the build is refused.
+
+    A lab is only ever read from a ``lab/Subjects/`` folder: ONE looks for a session
+    with a lab in ``root/lab/Subjects/...``, so writing a lab into the rows of sessions
+    that sit elsewhere would make every one of them unloadable.  ``fastindex fix --lab``
+    moves them there instead.
+    """
+    if not lab:
+        return
+    labless = [s.rel for s in sessions if not s.parts.lab]
+    if labless:
+        raise LabError(
+            f"--lab {lab}: {len(labless)} sessions have no lab folder (first: {labless[0]}); "
+            f"ONE would look for them in {lab}/Subjects/..., where they are not, and no "
+            f"row would load. Move them there with `fastindex fix ROOT --lab {lab} "
+            f"--apply`, then build without --lab")
+    others = sorted({s.parts.lab for s in sessions} - {lab})
+    if others:
+        raise LabError(f"lab name conflict: --lab {lab} but the tree has lab folders "
+                       f"{', '.join(others)}")
+
+
+def _root_warnings(root: Path) -> list[Problem]:
+    """A root that is a lab's ``Subjects`` folder: loadable rows, but without the lab."""
+    lab = alf.lab_around(root.as_posix())
+    if lab is None:
+        return []
+    return [Problem(".", p.LAB_ABOVE_ROOT, f"the root is inside lab {lab}: the rows have "
+                                           f"no lab; index {root.parent.parent} to keep it")]
 
 
 def check_root(root: str | os.PathLike) -> Path:

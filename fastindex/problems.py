@@ -14,7 +14,7 @@ NOT_ALF_NAME = "not_alf_name"  # file name is not namespace_object.attribute.ext
 BAD_COLLECTION = "bad_collection"  # a folder between session and file is not a collection
 OUTSIDE_SESSION = "outside_session"  # file is not below any session folder
 IMPOSSIBLE_DATE = "impossible_date"  # session-shaped folder whose date does not exist
-DUPLICATE_SESSION = "duplicate_session"  # another folder already gave this session id
+UNLOADABLE_SESSION = "unloadable_session"  # a session folder where ONE will not look for it
 UNREADABLE = "unreadable"  # a folder could not be listed or a file could not be read
 VANISHED = "vanished"  # a file was listed, then gone before it could be read
 CHANGED = "changed_while_reading"  # its size changed between listing and hashing
@@ -25,14 +25,14 @@ NOT_REGULAR = "not_a_regular_file"  # fifo, socket, device
 INVALID_ENCODING = "invalid_encoding"  # a name that is not valid UTF-8
 
 # Warnings: reported, but nothing is skipped.
-SAME_SESSION_NUMBER = "same_session_number"  # '2' and '002' under one date
+LAB_ABOVE_ROOT = "lab_above_root"  # the root is inside a lab folder: rows have no lab
 
 REASONS = (
-    NOT_ALF_NAME, BAD_COLLECTION, OUTSIDE_SESSION, IMPOSSIBLE_DATE, DUPLICATE_SESSION,
+    NOT_ALF_NAME, BAD_COLLECTION, OUTSIDE_SESSION, IMPOSSIBLE_DATE, UNLOADABLE_SESSION,
     UNREADABLE, VANISHED, CHANGED, BROKEN_SYMLINK, SYMLINK_DIR, SYMLINK_LOOP, NOT_REGULAR,
     INVALID_ENCODING,
 )
-WARNINGS = (SAME_SESSION_NUMBER,)
+WARNINGS = (LAB_ABOVE_ROOT,)
 
 
 class Problem(NamedTuple):

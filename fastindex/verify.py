@@ -1,9 +1,10 @@
 """``fastindex verify``: does the tree still match its tables?
 
 The tree is indexed again with the same workers (hashing with the algorithms whose
-digests the tables hold, when asked), and compared with the tables row by row on
-(lab, subject, date, number, rel_path).  This is what a user runs after unpacking a
-release.
+digests the tables hold, when asked), and compared with the tables row by row on the
+path ONE loads each row from (``root/[lab/Subjects/]subject/date/NNN/rel_path``): a row
+whose file is not there is ``missing`` (ONE cannot load it), and rows that resolve to
+one file are ``same_path``.  This is what a user runs after unpacking a release.
 """
 
 from __future__ import annotations
@@ -31,13 +32,13 @@ if TYPE_CHECKING:
 
     import polars as pl
 
-KEY = ["lab", "subject", "date", "number", "rel_path"]
 # What can be wrong, in report order.
-MISSING = "missing"  # in the tables, not on disk
+MISSING = "missing"  # in the tables, no file where ONE looks for it
 UNINDEXED = "not_indexed"  # an ALF dataset on disk, not in the tables
 SIZE = "size_mismatch"
 CONTENT = "content_mismatch"
 TABLES = "tables_mismatch"  # sessions and datasets come from different builds
+SAME_PATH = "same_path"  # several rows that ONE loads from one file
 
 
 @dataclass
@@ -67,12 +68,20 @@ def _table_meta(path: Path) -> dict:
 
 
 def _rows(sessions: pl.DataFrame, datasets: pl.DataFrame) -> pl.DataFrame:
-    """Datasets keyed by their session's parts rather than ids (ids depend on options)."""
+    """Datasets keyed by the path ONE loads them from, not by ids (ids depend on options).
+
+    The path is ``one.converters.session_record2path``'s, relative to the root.
+    """
     import polars as pl
 
-    ses = sessions.select(pl.col("id").alias("eid"), "lab", "subject", "date",
-                          pl.col("number").cast(pl.Int64))
-    return datasets.join(ses, on="eid", how="left")
+    lab = pl.col("lab").fill_null("")
+    folder = pl.concat_str(
+        pl.when(lab != "").then(lab + "/Subjects/").otherwise(pl.lit("")),
+        pl.col("subject"), pl.lit("/"), pl.col("date").cast(pl.String), pl.lit("/"),
+        pl.col("number").cast(pl.String).str.zfill(3), pl.lit("/"))
+    ses = sessions.select(pl.col("id").alias("eid"), folder.alias("folder"))
+    return (datasets.join(ses, on="eid", how="left")
+            .with_columns(path=pl.col("folder") + pl.col("rel_path")))
 
 
 def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None, *,
@@ -103,14 +112,13 @@ def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None,
             raise InputError(f"cannot read the tables in {tables_path}: {err}") from None
         hashed = _digests_held(datasets) if hash else ()
         meta = [_table_meta(f) for f in files]
-        options = BuildOptions(hash_ids=False, lab=meta[1].get("options", {}).get("lab"),
-                               follow_symlinks=bool(meta[1].get("options", {}).get(
+        options = BuildOptions(hash_ids=False, follow_symlinks=bool(meta[1].get("options", {}).get(
                                    "follow_symlinks")), hash="+".join(hashed) or "none")
         fresh = index_tree(root_path, options, executor=pool, progress=progress,
                            ignore=own_files(tables_path))
     ours = _rows(sessions, datasets)
     disk = _rows(fresh.sessions, fresh.datasets)
-    diffs = [_compare(ours, disk, hashed)]
+    diffs = [_compare(ours, disk, hashed), _same_path(ours)]
     ids = [m.get("build_id") for m in meta]
     if ids[0] != ids[1]:
         diffs.append(pl.DataFrame({"kind": [TABLES], "path": [str(tables_path)],
@@ -129,13 +137,22 @@ def _digests_held(datasets: pl.DataFrame) -> tuple[str, ...]:
     return tuple(held)
 
 
+def _same_path(ours: pl.DataFrame) -> pl.DataFrame:
+    """Rows that ONE would load from one file (one-api writes them for ``2`` beside
+    ``002``): at most one of them describes that file."""
+    import polars as pl
+
+    return (ours.group_by("path").agg(pl.len().alias("n"))
+            .filter(pl.col("n") > 1)
+            .select(kind=pl.lit(SAME_PATH), path="path",
+                    expected=pl.lit("1 row"), found=pl.format("{} rows", "n")))
+
+
 def _compare(ours: pl.DataFrame, disk: pl.DataFrame, hashed: tuple[str, ...]) -> pl.DataFrame:
     import polars as pl
 
-    path = pl.concat_str(pl.col("lab"), pl.lit("/"), pl.col("subject"), pl.lit("/"),
-                         pl.col("date").cast(pl.String), pl.lit("/"),
-                         pl.col("number").cast(pl.String), pl.lit("/"), pl.col("rel_path"))
-    both = ours.join(disk, on=KEY, how="full", coalesce=True, suffix="_disk")
+    path = pl.col("path")
+    both = ours.join(disk, on="path", how="full", coalesce=True, suffix="_disk")
     checks = [
         (MISSING, pl.col("file_size_disk").is_null(), pl.col("file_size"), pl.lit(None)),
         (UNINDEXED, pl.col("file_size").is_null(), pl.lit(None), pl.col("file_size_disk")),

@@ -44,10 +44,10 @@ def test_every_kind_of_difference_is_listed(tree, tmp_path, capsys) -> None:
     result = verify(tree, hash=True, workers=1)
     kinds = dict(zip(result.differences["path"], result.differences["kind"]))
     assert kinds == {
-        "cortexlab/KS001/2020-01-01/1/alf/_ibl_trials.intervals.npy": MISSING,
-        "cortexlab/KS001/2020-01-01/1/alf/new.object.npy": UNINDEXED,
-        "cortexlab/KS001/2020-01-01/1/alf/_ibl_trials.choice.npy": SIZE,
-        "cortexlab/KS001/2020-01-01/1/alf/probe00/pykilosort/spikes.times.npy": CONTENT,
+        "cortexlab/Subjects/KS001/2020-01-01/001/alf/_ibl_trials.intervals.npy": MISSING,
+        "cortexlab/Subjects/KS001/2020-01-01/001/alf/new.object.npy": UNINDEXED,
+        "cortexlab/Subjects/KS001/2020-01-01/001/alf/_ibl_trials.choice.npy": SIZE,
+        "cortexlab/Subjects/KS001/2020-01-01/001/alf/probe00/pykilosort/spikes.times.npy": CONTENT,
     }
     report = tmp_path / "diff.json"
     assert main(["verify", str(tree), "--hash", "--quiet", "--report", str(report)]) == 1

@@ -1,0 +1,199 @@
+"""``fastindex fix``: rename folders so that ONE can load every session.
+
+ONE looks for a session only at ``root/[lab/Subjects/]subject/date/NNN``
+(``SessionParts.folder``).  Sessions found elsewhere are reported by a build; this
+module plans the folder renames that put them there, applies them with ``os.rename``
+(atomic each), and undoes them from a journal.  It renames folders only: it never opens,
+moves or deletes a file by itself, and it never merges two folders (a rename whose
+target exists is refused, not carried out).
+
+The journal is JSON Lines: a header naming the root, then one line per step, written
+and flushed *before* the step is taken, so an interrupted run can still be undone:
+undo reverses only the steps whose result is on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastindex import alf
+from fastindex.discover import Discovery, Session, discover
+from fastindex.errors import FastindexError, InputError
+
+JOURNAL_FORMAT = "fastindex-fix/1"
+
+
+@dataclass(frozen=True)
+class Rename:
+    """One folder to rename, both paths relative to the root (posix)."""
+
+    source: str
+    target: str
+
+
+@dataclass
+class FixPlan:
+    """The renames that make sessions loadable, in the order they must run."""
+
+    root: Path
+    renames: list[Rename] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (folder, why)
+    unloadable: int = 0  # sessions where ONE does not look for them
+
+
+def plan(root: str | os.PathLike, lab: str | None = None) -> FixPlan:
+    """The renames that put every session where ONE looks for it.
+
+    ``lab`` is the lab of sessions that sit at the root without a lab folder: they move
+    to ``LAB/Subjects/``.  A single folder above a subject, where a lab would be
+    (``labB/m2/...``), is taken as the lab and gets its ``Subjects`` folder.
+    """
+    from fastindex.pipeline import check_root
+
+    root_path = check_root(root)
+    if lab is not None and not alf.LAB_RE.fullmatch(lab):
+        raise InputError(f"not a lab name (letters, digits, underscores): {lab}")
+    found = Discovery()
+    sessions = [Session(u.path, u.rel, u.parts) for batch in discover(
+        root_path, found, hand_off_dates=False) for u in batch]
+    moving = found.unloadable + ([s for s in sessions if not s.parts.lab] if lab else [])
+    result = FixPlan(root_path, unloadable=len(found.unloadable))
+    numbers: list[Rename] = []
+    tops: dict[str, Rename] = {}
+    taken: set[str] = set()
+    for session in sorted(moving, key=lambda s: s.rel):
+        target, why = _target(session, lab, root_path)
+        if target is None:
+            result.refused.append((session.rel or ".", why))
+            continue
+        number, top = _steps(session.rel, target)
+        if number is not None:
+            if number.target in taken or os.path.lexists(root_path / number.target):
+                result.refused.append((session.rel, f"{number.target} exists: ONE would "
+                                                    f"load that folder; merge the two by hand"))
+                continue
+            taken.add(number.target)
+            numbers.append(number)
+        if top is not None:
+            tops.setdefault(top.source, top)
+    for step in tops.values():
+        if step.target in taken or os.path.lexists(root_path / step.target):
+            result.refused.append((step.source, f"{step.target} exists: merge the two by hand"))
+        else:
+            taken.add(step.target)
+            result.renames.append(step)
+    result.renames[:0] = numbers  # inside the folders that move next, so first
+    return result
+
+
+def _target(session: Session, lab: str | None, root: Path) -> tuple[str | None, str]:
+    """Where a session must go (root-relative), or None and why it cannot be moved."""
+    parts = session.parts
+    names = session.rel.split("/") if session.rel else []
+    above = names[: len(names) - (5 if parts.lab else 3)]
+    if len(names) < 3:
+        return None, (f"the root is inside this session's subject folder: index "
+                      f"{_keeping_lab(root.parents[2 - len(names)])} instead")
+    if not parts.lab and above == ["Subjects"]:
+        return None, f"the root is a lab folder: index {root.parent}, which keeps the lab"
+    if not parts.lab and len(above) == 1 and alf.LAB_RE.fullmatch(above[0]):
+        parts = parts._replace(lab=above[0])  # labB/m2/... : a lab without Subjects
+    elif not parts.lab and not above and lab:
+        parts = parts._replace(lab=lab)
+    return parts.folder, ""
+
+
+def _keeping_lab(folder: Path) -> Path:
+    """``folder``, or the parent of its lab when it is a lab's ``Subjects`` folder."""
+    return folder.parents[1] if alf.lab_around(folder.as_posix()) else folder
+
+
+def _steps(source: str, target: str) -> tuple[Rename | None, Rename | None]:
+    """The renames from a session folder to its target: its number folder, then the
+    highest folder that differs (subject, or lab), which carries all its sessions."""
+    src, dst = source.split("/"), target.split("/")
+    number = Rename(source, "/".join([*src[:-1], dst[-1]])) if src[-1] != dst[-1] else None
+    cut = 4 if len(dst) == 5 and src[-5:-3] == dst[-5:-3] else 2  # the lab, or the subject
+    top = Rename("/".join(src[:-cut]), "/".join(dst[:-cut]))
+    return number, (top if top.source != top.target else None)
+
+
+def apply(fix: FixPlan, journal: Path) -> int:
+    """Carry out a plan, journalling each step before it is taken; the renames done.
+
+    A rename whose target has appeared since the plan was made stops the run: nothing
+    is ever replaced.
+    """
+    try:
+        out = open(journal, "x", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as err:
+        raise InputError(f"cannot create the journal {journal}: {err}") from None
+    done = 0
+    with out:
+        _record(out, {"format": JOURNAL_FORMAT, "root": str(fix.root)})
+        for step in fix.renames:
+            source, target = fix.root / step.source, fix.root / step.target
+            if os.path.lexists(target):
+                raise FastindexError(f"{step.target} appeared since the plan was made; "
+                                     f"stopped after {done} renames (journal: {journal})")
+            for folder in _missing_parents(target, fix.root):
+                _record(out, {"mkdir": folder.relative_to(fix.root).as_posix()})
+                folder.mkdir()
+            _record(out, {"rename": [step.source, step.target]})
+            try:
+                os.rename(source, target)
+            except OSError as err:
+                raise FastindexError(f"cannot rename {step.source}: {err}; stopped after "
+                                     f"{done} renames (journal: {journal})") from None
+            done += 1
+    return done
+
+
+def _missing_parents(target: Path, root: Path) -> list[Path]:
+    missing = []
+    for folder in target.parents:
+        if folder == root or folder.exists():
+            break
+        missing.append(folder)
+    return missing[::-1]
+
+
+def _record(out, entry: dict) -> None:
+    out.write(json.dumps(entry) + "\n")
+    out.flush()
+    os.fsync(out.fileno())
+
+
+def undo(journal: str | os.PathLike) -> tuple[Path, int, list[str]]:
+    """Reverse a journal's steps, last first: the root, the steps undone, and the
+    steps that could not be (their result is not on disk as the journal says)."""
+    try:
+        lines = Path(journal).read_text(encoding="utf-8").splitlines()
+        header, steps = json.loads(lines[0]), [json.loads(line) for line in lines[1:]]
+    except (OSError, ValueError, IndexError) as err:
+        raise InputError(f"not a fastindex fix journal: {journal} ({err})") from None
+    if not isinstance(header, dict) or header.get("format") != JOURNAL_FORMAT:
+        raise InputError(f"not a fastindex fix journal: {journal}")
+    root = Path(header["root"])
+    undone, left = 0, []
+    for step in reversed(steps):
+        if "rename" in step:
+            source, target = (root / p for p in step["rename"])
+            if target.is_dir() and not os.path.lexists(source):
+                os.rename(target, source)
+                undone += 1
+            elif os.path.lexists(target):
+                left.append(f"{step['rename'][1]}: cannot move back, "
+                            f"{step['rename'][0]} exists")
+        elif "mkdir" in step:
+            folder = root / step["mkdir"]
+            try:
+                folder.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                left.append(f"{step['mkdir']}: made by fix, not empty now: kept")
+    return root, undone, left
