@@ -27,7 +27,7 @@ from pathlib import Path
 
 from measure import machine, median, run
 
-from fastindex.pipeline import default_workers
+from fastindex.executors import default_workers
 from fastindex.treegen import make_tree
 
 HERE = Path(__file__).resolve().parent

@@ -16,14 +16,11 @@ import contextlib
 import datetime
 import functools
 import gc
-import multiprocessing
 import os
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, Future, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +35,7 @@ from fastindex import __version__, alf, discover, hashing
 from fastindex import problems as p
 from fastindex.discover import Folder, Session
 from fastindex.errors import FastindexError, InputError, LabError
+from fastindex.executors import default_workers, executor_for, given_executor
 from fastindex.index import BatchResult, IndexOptions, hash_files, index_sessions
 from fastindex.problems import Problem
 
@@ -85,27 +83,6 @@ class BuildResult:
                 f"{_human_bytes(self.total_bytes)}, {self.seconds:.2f} s")
 
 
-class InlineExecutor(Executor):
-    """Runs each task in the calling process as it is submitted: ``workers=1``."""
-
-    def submit(self, fn, /, *args, **kwargs) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as err:
-            future.set_exception(err)
-        return future
-
-
-def default_workers() -> int:
-    """The CPUs this process may run on (not the machine's count, under a cgroup or taskset)."""
-    if hasattr(os, "process_cpu_count"):
-        return os.process_cpu_count() or 1
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
           workers: int | None = None, hash_ids: bool = True,
           namespace: str | uuid.UUID | None = None, lab: str | None = None,
@@ -131,17 +108,6 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
         stack.enter_context(build_lock(out_path))
         return _build_locked(root_path, out_path, options, started, executor=executor,
                              workers=workers, start_method=start_method, progress=progress)
-
-
-def given_executor(stack: contextlib.ExitStack, root: Path, executor: Executor | None = None,
-                   client=None, scheduler: str | None = None) -> Executor | None:
-    """The executor a caller asked for: ``executor``, or a Dask cluster's (``client`` or
-    ``scheduler``, kept open on ``stack``); None for the local pool."""
-    if client is None and scheduler is None:
-        return executor
-    from fastindex.dask_backend import dask_executor
-
-    return stack.enter_context(dask_executor(scheduler, client, root))
 
 
 @contextlib.contextmanager
@@ -216,7 +182,7 @@ def write_index(index: TreeIndex, root_path: Path, out_path: Path, options: Buil
     ses_path, ds_path = tables.write_tables(
         out_path, tables.sessions_table(index.sessions),
         tables.datasets_table(index.datasets, record_mtime=options.hash != "none"),
-        metadata, build_id)
+        metadata, build_id, id_index=options.hash_ids)
     return BuildResult(ses_path, ds_path, counts["sessions"], counts["datasets"],
                        counts["bytes"], index.skipped, index.warnings,
                        time.perf_counter() - started, build_id)
@@ -332,34 +298,6 @@ def check_paths(root: str | os.PathLike, out_dir: str | os.PathLike | None
     return root_path, out_path
 
 
-@contextlib.contextmanager
-def executor_for(given: Executor | None, workers: int, start_method: str | None,
-                 fork_now: bool = False) -> Iterator[Executor]:
-    """The executor to run batches on; a pool made here is shut down here, even on error.
-
-    ``fork_now`` starts a fork pool's workers before returning it, for a caller that
-    must load Arrow or polars before its first task (``update`` and ``verify`` read the
-    old tables): the workers are then forked while this process still runs a single
-    thread (see ``_start_method``).  Other start methods make workers on demand, safely.
-    """
-    if given is not None:
-        yield given
-        return
-    if workers == 1:
-        yield InlineExecutor()
-        return
-    context = multiprocessing.get_context(start_method or _start_method())
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_exit_with_parent)
-    try:
-        if fork_now and context.get_start_method() == "fork":
-            pool.submit(int).result()  # a fork pool starts all its workers on the first task
-        yield pool
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)  # nobody will read the other batches
-        raise
-    pool.shutdown(wait=True)
-
-
 def progress_bar(progress: bool, hashes: tuple[str, ...]) -> tqdm:
     """Sessions indexed, or bytes indexed when hashing (a session can be 1 kB or 1 TB).
 
@@ -430,42 +368,6 @@ def _deferred_jobs(result: BatchResult, batch: int) -> list[HashJob]:
 
 def _shown(session_rel: str, rel_path: str) -> str:
     return f"{session_rel}/{rel_path}" if session_rel else rel_path
-
-
-def _start_method() -> str | None:
-    """``fork`` while this process runs a single thread, else ``forkserver`` (on Linux).
-
-    Forking a process whose other threads may hold locks (polars' or Arrow's pools, once
-    loaded) can deadlock the child, and Python 3.12+ warns about it.  The command line
-    starts its workers before it loads either library, so it gets the cheaper ``fork``;
-    a build from a long-lived process (a notebook that used polars) gets ``forkserver``,
-    whose workers import only fastindex's light worker modules.  Elsewhere, the
-    platform's default (``spawn`` on macOS and Windows).
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        threads = len(os.listdir("/proc/self/task"))
-    except OSError:
-        threads = threading.active_count()
-    return "fork" if threads == 1 else "forkserver"
-
-
-def _exit_with_parent() -> None:
-    """In each worker: exit when the parent is gone (killed with SIGKILL, say).
-
-    A killed parent cannot shut its pool down, and its workers would otherwise wait for
-    work forever.  (Under ``forkserver`` the parent is the fork server, which exits with
-    the build's process.)
-    """
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="fastindex-parent-watch").start()
 
 
 def _submit(pool: Executor, batches: Iterable[list[Folder]], options: IndexOptions

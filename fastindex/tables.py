@@ -132,14 +132,20 @@ _PANDAS_TYPES = {
 }
 
 
-def pandas_metadata(schema: pa.Schema, index: list[str]) -> dict:
-    """The ``pandas`` schema metadata that makes ``to_pandas`` set ONE's index."""
+def pandas_metadata(schema: pa.Schema, index: list[str] | None, rows: int) -> dict:
+    """The ``pandas`` schema metadata that makes ``to_pandas`` set ONE's index.
+
+    ``index`` None: a RangeIndex, with every column a column, as one-api writes its
+    string-id tables (code that reads them with pandas uses ``df.loc[0]``).
+    """
     columns = []
     for f in schema:
         pandas_type, numpy_type = _PANDAS_TYPES[f.type]
         meta = {"num_categories": len(QC_VALUES), "ordered": True} if f.type == QC_TYPE else None
         columns.append({"name": f.name, "field_name": f.name, "pandas_type": pandas_type,
                         "numpy_type": numpy_type, "metadata": meta})
+    if index is None:
+        index = [{"kind": "range", "name": None, "start": 0, "stop": rows, "step": 1}]
     return {
         "index_columns": index,
         "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode",
@@ -156,18 +162,22 @@ def one_metadata(origin: Path, created: datetime.datetime) -> dict:
 
 
 def write_tables(out_dir: Path, sessions: pa.Table, datasets: pa.Table,
-                 metadata: dict[str, dict], tag: str) -> tuple[Path, Path]:
+                 metadata: dict[str, dict], tag: str, id_index: bool = True
+                 ) -> tuple[Path, Path]:
     """Write both tables beside their final names, then rename both into place.
 
     ``metadata`` maps schema-metadata keys to JSON-able dicts; ``tag`` makes the
-    temporary names unique to this build.  A failure before the renames leaves the
-    previous tables untouched and removes the temporary files.
+    temporary names unique to this build.  ``id_index``: pandas reads the id columns as
+    the index (one-api's uuid tables), else a RangeIndex (its string-id tables).  A
+    failure before the renames leaves the previous tables untouched and removes the
+    temporary files.
     """
     targets = [out_dir / "sessions.pqt", out_dir / "datasets.pqt"]
     temps = [t.with_name(f".{t.name}.{tag}.tmp") for t in targets]
+    indexes = (["id"], ["eid", "id"]) if id_index else (None, None)
     try:
-        for table, temp, index in zip((sessions, datasets), temps, (["id"], ["eid", "id"])):
-            meta = {**metadata, "pandas": pandas_metadata(table.schema, index)}
+        for table, temp, index in zip((sessions, datasets), temps, indexes):
+            meta = {**metadata, "pandas": pandas_metadata(table.schema, index, table.num_rows)}
             table = table.replace_schema_metadata({k: json.dumps(v) for k, v in meta.items()})
             pq.write_table(table, temp)
             _fsync(temp)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from fastindex import hashing
 from fastindex.errors import InputError
+from fastindex.executors import default_workers, executor_for, given_executor
 from fastindex.pipeline import (
     DEFAULT_NAMESPACE,
     BuildOptions,
@@ -28,9 +29,6 @@ from fastindex.pipeline import (
     TreeIndex,
     build_lock,
     check_paths,
-    default_workers,
-    executor_for,
-    given_executor,
     hash_jobs,
     index_tree,
     own_files,

@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastindex.errors import InputError
+from fastindex.executors import default_workers, executor_for, given_executor
 from fastindex.pipeline import (
     BuildOptions,
     check_root,
-    default_workers,
-    executor_for,
-    given_executor,
     index_tree,
     own_files,
 )
@@ -91,7 +89,7 @@ def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None,
     """Compare the tree under ``root`` with the tables in ``tables_dir`` (default: root).
 
     The workers start before the tables are read: reading them loads Arrow and polars,
-    whose threads make a later fork unsafe (see ``pipeline.executor_for``).
+    whose threads make a later fork unsafe (see ``executors.executor_for``).
     ``executor``, ``client`` and ``scheduler`` are as in ``build``.
     """
     root_path = check_root(root)  # read-only trees (a mounted release) are fine

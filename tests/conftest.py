@@ -66,7 +66,7 @@ def strict_warnings():
         if pandas_deprecation is not None:
             warnings.filterwarnings("ignore", category=pandas_deprecation)
         # their own deprecated calls, not our tables; and Python 3.12+'s generic warning
-        # on forking a process that runs threads (see pipeline.executor_for)
+        # on forking a process that runs threads (see executors.executor_for)
         for library in ("one", "iblutil", "multiprocessing"):
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=library)
         yield

@@ -34,7 +34,9 @@ def _tables(out: Path) -> tuple:
 def test_serial_parallel_and_spawn_give_the_same_tables(ephys_tree, tmp_path) -> None:
     outs = {}
     runs = {"serial": dict(workers=1), "pool": dict(workers=2),
+            "fork": dict(workers=3, start_method="fork"),
             "spawn": dict(workers=2, start_method="spawn"),
+            "forkserver": dict(workers=4, start_method="forkserver"),
             "threads": dict(executor=ThreadPoolExecutor(3))}
     for name, kwargs in runs.items():
         outs[name] = tmp_path / name
@@ -217,13 +219,13 @@ def test_the_cli_forks_before_loading_polars_or_arrow(tmp_path, command) -> None
     fastindex.build(root, workers=1, hash="xxh3")
     args = [command[0], str(root), "--quiet", "--workers", "2",
             *(a.format(tmp=tmp_path) for a in command[1:])]
-    probe = ("import sys, fastindex.pipeline as P\n"
-             "orig = P._start_method\n"
-             "P._start_method = lambda: print('method', orig(), 'heavy',"
+    probe = ("import sys, fastindex.executors as P\n"
+             "orig = P.default_start_method\n"
+             "P.default_start_method = lambda: print('method', orig(), 'heavy',"
              " sorted(m for m in ('polars', 'pyarrow') if m in sys.modules)) or orig()\n"
              "from fastindex.cli import main\n"
              f"sys.exit(main({args!r}))\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    expected = "fork" if sys.platform.startswith("linux") else "None"
+    expected = "fork" if sys.platform.startswith("linux") else "spawn"
     assert out.stdout.strip() == f"method {expected} heavy []"

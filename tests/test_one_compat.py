@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import inspect
+import multiprocessing
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 from conftest import BEHAVIOUR, write_tree
 from one.alf import cache as one_cache
 
@@ -43,3 +51,94 @@ def test_use_fastindex_makes_one_setup_build_with_fastindex(tmp_path, monkeypatc
     one_ = one.api.One.setup(root, silent=True)
     assert _made_by_fastindex(root / "datasets.pqt")
     assert len(one_.search(subject="KS001")) == 3
+
+
+UNGUARDED = """\
+import multiprocessing, sys
+multiprocessing.set_start_method({method!r})
+import one.api  # starts threads
+import polars  # and so does polars
+
+import fastindex
+
+print("the script ran", flush=True)
+fastindex.use_fastindex()
+one_ = one.api.One.setup({root!r}, silent=True)
+assert len(one_.search(subject="KS001")) == 3
+result = fastindex.build({root!r}, workers=2, start_method={method!r})
+print("built", result.n_datasets, flush=True)
+"""
+
+
+@pytest.mark.parametrize("method", multiprocessing.get_all_start_methods())
+def test_a_script_without_a_main_guard_builds_once(tmp_path, method) -> None:
+    """Workers never run the user's main module, whatever the start method."""
+    root = write_tree(tmp_path / "t", BEHAVIOUR)
+    script = tmp_path / "analysis.py"
+    script.write_text(UNGUARDED.format(method=method, root=str(root)))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["the script ran", f"built {len(BEHAVIOUR)}"]
+    assert _made_by_fastindex(root / "datasets.pqt")
+
+
+def _pandas_view(path) -> tuple:
+    frame = pd.read_parquet(path)
+    return list(frame.index.names), list(frame.columns), dict(frame.dtypes.astype(str)), frame
+
+
+@pytest.mark.parametrize("hash_ids", [True, False])
+def test_pandas_reads_the_tables_as_one_apis(tmp_path, hash_ids) -> None:
+    root = write_tree(tmp_path / "t", BEHAVIOUR)
+    for name, make in (("one", one_cache.make_parquet_db), ("fi", fastindex.make_parquet_db)):
+        (tmp_path / name).mkdir()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            make(root, tmp_path / name, hash_ids=hash_ids)
+    for table in ("sessions.pqt", "datasets.pqt"):
+        theirs, ours = (_pandas_view(tmp_path / name / table) for name in ("one", "fi"))
+        assert ours[0] == theirs[0]  # index names
+        # documented differences: fastindex adds default_revision; hash is None, not ''
+        extra = ["default_revision"] if table == "datasets.pqt" else []
+        assert ours[1] == theirs[1] + extra
+        differ = [*extra, "hash"]  # pandas reads fastindex's null-typed hash as object
+        assert ({k: v for k, v in ours[2].items() if k not in differ}
+                == {k: v for k, v in theirs[2].items() if k not in differ})
+        if not hash_ids:  # string ids are the same in both: compare every value
+            t, o = theirs[3], ours[3][theirs[1]]
+            key = ["eid", "id"] if table == "datasets.pqt" else ["id"]
+            t, o = (x.sort_values(key, ignore_index=True) for x in (t, o))
+            if table == "datasets.pqt":
+                assert (t.pop("hash") == "").all() and o.pop("hash").isna().all()
+            pd.testing.assert_frame_equal(o, t)
+    if not hash_ids:
+        assert pd.read_parquet(tmp_path / "fi/sessions.pqt").loc[0, "subject"] == "KS001"
+
+
+def test_a_lab_conflict_is_an_assertion_error_as_in_one_api(tmp_path) -> None:
+    root = write_tree(tmp_path / "t", BEHAVIOUR)
+    with pytest.raises(AssertionError, match="lab name conflict"):
+        fastindex.make_parquet_db(root, lab="otherlab")
+
+
+def readme_python_blocks() -> list[str]:
+    """The README's ```python blocks (other fences, such as ```python dask-cluster,
+    say what they need that this machine has not)."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def test_the_readmes_python_examples_run_as_written(tmp_path) -> None:
+    from fastindex.treegen import make_tree
+
+    blocks = readme_python_blocks()
+    assert blocks, "the README has no runnable Python example"
+    root = tmp_path / "release"
+    make_tree(root, files=300, seed=3)
+    for i, block in enumerate(blocks):
+        script = tmp_path / f"readme_{i}.py"
+        script.write_text(block.replace("/data/release", str(root)))
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=300)
+        assert done.returncode == 0, f"README example {i}:\n{block}\n{done.stderr}"

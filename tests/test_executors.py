@@ -1,0 +1,48 @@
+"""The worker processes fastindex starts itself for spawn and forkserver."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures.process import BrokenProcessPool
+
+import pytest
+
+from fastindex.executors import CleanWorkers
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_clean_workers_run_tasks_and_return_their_errors(method) -> None:
+    pool = CleanWorkers(2, method)
+    try:
+        futures = [pool.submit(pow, 2, n) for n in range(20)]
+        assert [f.result(timeout=30) for f in futures] == [2**n for n in range(20)]
+        assert len({pool.submit(os.getpid).result(timeout=30) for _ in range(8)} - {os.getpid()}
+                   ) >= 1  # run elsewhere
+        with pytest.raises(ValueError, match="invalid literal"):
+            pool.submit(int, "x").result(timeout=30)
+    finally:
+        pool.shutdown()
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_dead_worker_breaks_the_pool(method) -> None:
+    pool = CleanWorkers(2, method)
+    try:
+        with pytest.raises(BrokenProcessPool):
+            pool.submit(os._exit, 1).result(timeout=30)
+        with pytest.raises(BrokenProcessPool):
+            pool.submit(pow, 2, 2)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def test_shutdown_without_waiting_stops_busy_workers() -> None:
+    import time
+
+    pool = CleanWorkers(2, "forkserver")
+    busy = [pool.submit(time.sleep, 60) for _ in range(2)]
+    time.sleep(1)  # both running
+    pool.shutdown(wait=False, cancel_futures=True)
+    for future in busy:
+        with pytest.raises(BrokenProcessPool):
+            future.result(timeout=10)
