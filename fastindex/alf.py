@@ -99,10 +99,13 @@ def rooted_parts(parts: SessionParts, rel: str) -> SessionParts:
     below the root (``rel``: the session folder relative to the root).
 
     ONE looks for a session under its cache folder, so a lab read from above the root
-    would send it to ``root/lab/Subjects/...``, where the session is not.
+    would send it to ``root/lab/Subjects/...``, where the session is not.  ``rel`` is
+    the end of the path ``parts`` were read from, so the lab is inside the root exactly
+    when ``rel`` holds all five folders of ``lab/Subjects/subject/date/number``.
     """
-    inside = session_parts(rel) if rel else None
-    return inside if inside is not None else parts._replace(lab="")
+    if not parts.lab or rel.count("/") >= 4:
+        return parts
+    return parts._replace(lab="")
 
 
 def lab_around(posix_root: str) -> str | None:

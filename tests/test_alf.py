@@ -93,3 +93,16 @@ def test_vectorized_uuid3_is_uuid3(namespace: bytes, name: str) -> None:
 def test_revision_group_is_ones_key() -> None:
     assert alf.revision_group("alf/#v1#/trials.table.npy") == "alf/trials.table.npy"
     assert alf.revision_group("#2020-01-01#/trials.table.npy") == "trials.table.npy"
+
+
+@given(st.lists(st.sampled_from(["lab", "Subjects", "s1", "2020-01-01", "001", "7", "x.y"]),
+                min_size=3, max_size=8), st.integers(0, 8))
+def test_rooted_parts_reads_the_lab_only_below_the_root(folders, depth) -> None:
+    """The shortcut in rooted_parts equals parsing the root-relative path again."""
+    path = "/data/" + "/".join(folders)
+    parts = alf.session_parts(path)
+    if parts is None:
+        return
+    rel = "/".join(folders[len(folders) - min(depth, len(folders)):]) if depth else ""
+    again = alf.session_parts(rel) if rel else None
+    assert alf.rooted_parts(parts, rel) == (again or parts._replace(lab=""))
