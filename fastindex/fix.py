@@ -128,7 +128,7 @@ def apply(fix: FixPlan, journal: Path) -> int:
     is ever replaced.
     """
     try:
-        out = open(journal, "x", encoding="utf-8")  # noqa: SIM115 - closed below
+        out = open(journal, "x", encoding="utf-8")  # exclusive: never overwrite a journal
     except OSError as err:
         raise InputError(f"cannot create the journal {journal}: {err}") from None
     done = 0

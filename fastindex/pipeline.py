@@ -2,8 +2,8 @@
 
 ``index_tree`` (stages 1 to 4a) and ``write_index`` (4b) are the one place that knows
 every stage; each stage's module knows only its own inputs.  The index stage runs behind
-``concurrent.futures.Executor``: a process pool by default, the calling process itself
-for ``workers=1``, or any executor passed in (a Dask cluster's, say).
+``concurrent.futures.Executor`` (``executors.py``): worker processes by default, the
+calling process itself for ``workers=1``, or any executor passed in (a Dask cluster's).
 
 Arrow and polars are imported only once the workers are running (see ``index_tree``):
 the parent forks them as a small single-threaded process, then loads the merge stage's
