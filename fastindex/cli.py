@@ -1,9 +1,10 @@
 """The ``fastindex`` command line.
 
-Exit codes: 0 done; 1 done, but problems were found where the command treats them as
-failure (``--strict``, ``check``, ``verify``); 2 bad input (missing root, unwritable
-output, bad option, another build writing the same tables); 3 the build failed (a
-worker died) and nothing was written; 130 interrupted (Ctrl-C or SIGTERM).
+Exit codes: 0 done; 1 problems were found where the command treats them as failure
+(``build --strict``, which then writes nothing; ``check``; ``verify``); 2 bad input
+(missing root, unwritable output, bad option or report path, another build writing the
+same tables); 3 the build failed (a worker died) and nothing was written; 130
+interrupted (Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import uuid
 from pathlib import Path
 
 from fastindex import __version__, hashing
-from fastindex.errors import FastindexError, InputError
+from fastindex.errors import FastindexError, InputError, ProblemsFound
 from fastindex.problems import UNLOADABLE_SESSION
+from fastindex.report import check_report_path, write_report
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,11 +45,13 @@ def _parser() -> argparse.ArgumentParser:
                         "extra xxh3 column (default: none)")
     b.add_argument("--follow-symlinks", action="store_true",
                    help="walk into linked folders (loops are detected and reported)")
+    _add_ignore_options(b)
     _add_scheduler(b)
     b.add_argument("--report", type=Path,
-                   help="write skipped files and warnings here (.json for JSON, else CSV)")
+                   help="write skipped files and warnings here (.csv or .json)")
     b.add_argument("--strict", action="store_true",
-                   help="exit 1 when any file was skipped or any warning was given")
+                   help="when any file would be skipped or any warning given: list them, "
+                        "write no tables, exit 1")
     b.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     b.set_defaults(func=_build)
 
@@ -55,8 +59,11 @@ def _parser() -> argparse.ArgumentParser:
                                      "(exit 1 when anything is reported)")
     k.add_argument("root", type=Path, help="folder to check")
     k.add_argument("--workers", type=_positive_int, help="worker processes")
+    k.add_argument("--lab", help="also check that every session is in LAB/Subjects/")
     k.add_argument("--follow-symlinks", action="store_true")
+    _add_ignore_options(k)
     k.add_argument("--json", action="store_true", help="print the report as JSON")
+    k.add_argument("--report", type=Path, help="also write the list here (.csv or .json)")
     k.set_defaults(func=_check)
 
     u = sub.add_parser("update", help="bring the tables up to date, re-hashing only what "
@@ -82,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="also compare contents, with the digests the tables hold")
     v.add_argument("--workers", type=_positive_int, help="worker processes")
     _add_scheduler(v)
-    v.add_argument("--report", type=Path, help="write the differences here (.json or CSV)")
+    v.add_argument("--report", type=Path, help="write the differences here (.csv or .json)")
     v.add_argument("--quiet", action="store_true", help="no progress bar")
     v.set_defaults(func=_verify)
 
@@ -110,6 +117,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_ignore_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                         help="a gitignore pattern of paths that are not data (repeatable; "
+                              "added to ROOT/.fastindexignore)")
+    command.add_argument("--no-default-ignores", dest="default_ignores",
+                         action="store_false",
+                         help="report .DS_Store, Thumbs.db, desktop.ini and ._* files "
+                              "instead of ignoring them")
+
+
 def _add_scheduler(command: argparse.ArgumentParser) -> None:
     command.add_argument("--scheduler", metavar="ADDRESS",
                          help="run on a Dask cluster: tcp://host:8786, or local:N for N "
@@ -133,24 +150,36 @@ def _uuid(text: str) -> uuid.UUID:
 def _build(args: argparse.Namespace) -> int:
     from fastindex.pipeline import build
 
+    report = check_report_path(args.report) if args.report else None
     had_tables = ((args.out or args.root) / "datasets.pqt").exists()
-    result = build(args.root, args.out, workers=args.workers, hash_ids=not args.string_ids,
-                   namespace=args.namespace, lab=args.lab,
-                   follow_symlinks=args.follow_symlinks, hash=args.hash,
-                   scheduler=args.scheduler, progress=not args.quiet)
-    if args.report:
-        from fastindex.report import write_report  # polars: only after the workers ran
-
-        write_report(args.report, result.skipped, result.warnings,
+    try:
+        result = build(args.root, args.out, workers=args.workers,
+                       hash_ids=not args.string_ids, namespace=args.namespace, lab=args.lab,
+                       follow_symlinks=args.follow_symlinks, hash=args.hash,
+                       exclude=args.exclude, default_ignores=args.default_ignores,
+                       strict=args.strict, scheduler=args.scheduler, progress=not args.quiet)
+    except ProblemsFound as found:
+        frame = _problems(found.skipped, found.warnings)
+        _print_problems(frame, sys.stderr, limit=None if report else STRICT_LIST)
+        if report:
+            write_report(report, frame, str(found))
+        print(f"fastindex: {found}; the previous tables are unchanged"
+              f"{_where_listed(report, args.root, frame.height, STRICT_LIST)}",
+              file=sys.stderr)
+        return found.exit_code
+    if report:
+        write_report(report, _problems(result.skipped, result.warnings),
                      {"sessions": result.n_sessions, "datasets": result.n_datasets,
-                      "bytes": result.total_bytes, "build_id": result.build_id})
+                      "ignored": result.ignored, "bytes": result.total_bytes,
+                      "build_id": result.build_id})
     if not args.quiet:
         for w in result.warnings:
             print(f"warning: {w.path}: {w.detail}", file=sys.stderr)
         if result.n_sessions == 0:
             print(f"warning: no sessions found under {args.root}", file=sys.stderr)
-        print(f"fastindex: {result.summary()} -> {result.sessions_path.parent}",
-              file=sys.stderr)
+        problems = result.skipped.height + len(result.warnings)
+        print(f"fastindex: {result.summary()} -> {result.sessions_path.parent}"
+              f"{_where_listed(report, args.root, problems, 0)}", file=sys.stderr)
         unloadable = (result.skipped["reason"] == UNLOADABLE_SESSION).sum()
         if unloadable:
             print(f"fastindex: {unloadable} files are in session folders where ONE does not "
@@ -159,11 +188,35 @@ def _build(args: argparse.Namespace) -> int:
         if had_tables and args.hash != "none":
             print("tip: fastindex update re-hashes only the files that changed",
                   file=sys.stderr)
-    problems = result.skipped.height + len(result.warnings)
-    if args.strict and problems:
-        print(f"fastindex: --strict: {problems} problems reported", file=sys.stderr)
-        return 1
     return 0
+
+
+#: ``build --strict`` prints at most this many problems (all of them go to ``--report``).
+STRICT_LIST = 50
+
+
+def _problems(skipped, warnings):
+    from fastindex.report import problems_frame  # polars: only after the workers ran
+
+    return problems_frame(skipped, warnings)
+
+
+def _where_listed(report: Path | None, root: Path, problems: int, shown: int) -> str:
+    """Where to read the problems not printed: the report, or the command that lists them."""
+    if problems <= shown:
+        return ""
+    if report:
+        return f"; the list: {report}"
+    return f"; to list them: fastindex check {root} (or --report FILE)"
+
+
+def _print_problems(frame, stream, limit: int | None = None) -> None:
+    """One tab-separated line per problem: kind, reason, path (detail)."""
+    for row in (frame if limit is None else frame.head(limit)).iter_rows(named=True):
+        detail = f" ({row['detail']})" if row["detail"] else ""
+        print(f"{row['kind']}\t{row['reason']}\t{row['path']}{detail}", file=stream)
+    if limit and frame.height > limit:
+        print(f"... {frame.height - limit} more", file=stream)
 
 
 def _update(args: argparse.Namespace) -> int:
@@ -180,34 +233,33 @@ def _update(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from fastindex.pipeline import BuildOptions, check_root, index_tree
 
+    report = check_report_path(args.report) if args.report else None
     root = check_root(args.root)
-    index = index_tree(root, BuildOptions(hash_ids=False, follow_symlinks=args.follow_symlinks),
-                       workers=args.workers)
-    from fastindex.report import problems_frame  # polars: after the workers ran
-    frame = problems_frame(index.skipped, index.warnings)
+    options = BuildOptions(hash_ids=False, lab=args.lab, follow_symlinks=args.follow_symlinks,
+                           exclude=tuple(args.exclude), default_ignores=args.default_ignores)
+    index = index_tree(root, options, workers=args.workers)
+    frame = _problems(index.skipped, index.warnings)
+    summary = (f"{index.sessions.height} sessions, {index.datasets.height} datasets, "
+               f"{index.skipped.height} skipped, {len(index.warnings)} warnings, "
+               f"{index.ignored} ignored")
+    if report:
+        write_report(report, frame, summary)
     if args.json:
         print(json.dumps(frame.to_dicts(), indent=1, ensure_ascii=False))
     else:
-        for row in frame.iter_rows(named=True):
-            detail = f" ({row['detail']})" if row["detail"] else ""
-            print(f"{row['kind']}\t{row['reason']}\t{row['path']}{detail}")
-    print(f"fastindex: {index.sessions.height} sessions, {index.datasets.height} datasets, "
-          f"{index.skipped.height} skipped, {len(index.warnings)} warnings", file=sys.stderr)
+        _print_problems(frame, sys.stdout)
+    print(f"fastindex: {summary}", file=sys.stderr)
     return 1 if frame.height else 0
 
 
 def _verify(args: argparse.Namespace) -> int:
     from fastindex.verify import verify
 
+    report = check_report_path(args.report) if args.report else None
     result = verify(args.root, args.tables, hash=args.hash, workers=args.workers,
                     scheduler=args.scheduler, progress=not args.quiet)
-    if args.report:
-        if args.report.suffix.lower() == ".json":
-            args.report.write_text(json.dumps(
-                {"summary": result.summary(), "differences": result.differences.to_dicts()},
-                indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        else:
-            result.differences.write_csv(args.report)
+    if report:
+        write_report(report, result.differences, result.summary(), key="differences")
     for row in result.differences.head(20).iter_rows(named=True):
         print(f"{row['kind']}: {row['path']} (tables: {row['expected']}, disk: {row['found']})",
               file=sys.stderr)

@@ -17,7 +17,10 @@ from pathlib import Path
 
 from fastindex import alf
 from fastindex import problems as p
+from fastindex.ignore import IgnoreRules
 from fastindex.problems import Problem
+
+NO_RULES = IgnoreRules(litter=False)
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class Discovery:
 
     problems: list[Problem] = field(default_factory=list)
     unloadable: list[Session] = field(default_factory=list)
+    ignored: int = 0  # entries the ignore rules passed over (a folder counts once)
 
 
 def _join(rel: str, name: str) -> str:
@@ -56,10 +60,12 @@ def _dir_key(entry: os.DirEntry | str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def iter_files(path: str, rel: str) -> Iterator[tuple[str, OSError | None]]:
+def iter_files(path: str, rel: str, found: Discovery, rules: IgnoreRules = NO_RULES
+               ) -> Iterator[tuple[str, OSError | None]]:
     """Every file below ``path`` (root-relative names), for folders that are rejected whole.
 
-    Listing errors come back as values beside the names, so the caller reports them.
+    Listing errors come back as values beside the names, so the caller reports them;
+    ignored entries are counted in ``found``.
     """
     stack = [(path, rel)]
     while stack:
@@ -72,7 +78,10 @@ def iter_files(path: str, rel: str) -> Iterator[tuple[str, OSError | None]]:
             continue
         for entry in entries:
             entry_rel = _join(folder_rel, entry.name)
-            if entry.is_dir(follow_symlinks=False):
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if rules.ignores(entry_rel, entry.name, is_dir):
+                found.ignored += 1
+            elif is_dir:
                 stack.append((entry.path, entry_rel))
             else:
                 yield entry_rel, None
@@ -80,7 +89,8 @@ def iter_files(path: str, rel: str) -> Iterator[tuple[str, OSError | None]]:
 
 def discover(root: str | Path, found: Discovery, follow_symlinks: bool = False,
              ignore: frozenset[str] = frozenset(), max_batch: int = 64,
-             hand_off_dates: bool = True, rel: str = "") -> Iterator[list[Folder]]:
+             hand_off_dates: bool = True, rel: str = "", rules: IgnoreRules = NO_RULES
+             ) -> Iterator[list[Folder]]:
     """Walk down from ``root`` to the session folders, in sorted order.
 
     Sessions are yielded as ``Folder`` units; problems are appended to ``found``.  With
@@ -90,7 +100,8 @@ def discover(root: str | Path, found: Discovery, follow_symlinks: bool = False,
     batch is complete, so workers start while the walk goes on.  Per subject keeps a
     worker's reads in one part of the tree; the split keeps one large subject from
     holding up the others.  ``ignore`` holds absolute paths of files to pass over
-    silently (the tables themselves); ``rel`` is ``root`` relative to the indexed root.
+    silently (the tables themselves); ``rel`` is ``root`` relative to the indexed root;
+    entries that ``rules`` ignore are counted in ``found`` and not walked.
     """
     root = os.fspath(root)  # a str: Path objects cost more than the listing, per session
     visited = {_dir_key(root)} if follow_symlinks else set()
@@ -111,7 +122,7 @@ def discover(root: str | Path, found: Discovery, follow_symlinks: bool = False,
         parts = alf.session_parts(folder if os.sep == "/" else Path(folder).as_posix())
         if parts is not None:
             session = Session(folder, rel, alf.rooted_parts(parts, rel))
-            if _is_possible(found, session) and _is_loadable(found, session):
+            if _is_possible(found, session, rules) and _is_loadable(found, session, rules):
                 subject_folder = os.path.dirname(os.path.dirname(folder))
                 yield from add(Folder(folder, rel, session.parts), subject_folder)
             continue
@@ -123,7 +134,10 @@ def discover(root: str | Path, found: Discovery, follow_symlinks: bool = False,
             continue
         for entry in entries:
             entry_rel = _join(rel, entry.name)
-            if entry.is_dir(follow_symlinks=False):
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if rules.ignores(entry_rel, entry.name, is_dir):
+                found.ignored += 1
+            elif is_dir:
                 if hand_off_dates and alf.DATE_RE.fullmatch(entry.name):
                     yield from add(Folder(entry.path, entry_rel, None), folder)
                 else:
@@ -151,15 +165,16 @@ def _follow(entry: os.DirEntry, follow_symlinks: bool, visited: set) -> str | No
     return None
 
 
-def _is_possible(found: Discovery, session: Session) -> bool:
+def _is_possible(found: Discovery, session: Session, rules: IgnoreRules) -> bool:
     """True unless the session's date does not exist; then its files are reported."""
     if alf.parse_date(session.parts.date) is not None:
         return True
-    reject(found, session, p.IMPOSSIBLE_DATE, f"{session.parts.date} is not a calendar date")
+    reject(found, session, rules, p.IMPOSSIBLE_DATE,
+           f"{session.parts.date} is not a calendar date")
     return False
 
 
-def _is_loadable(found: Discovery, session: Session) -> bool:
+def _is_loadable(found: Discovery, session: Session, rules: IgnoreRules) -> bool:
     """True when ONE looks for the session in its own folder; else its files are reported.
 
     Each session is checked on its own path, so ``2`` beside ``002`` needs no
@@ -172,16 +187,17 @@ def _is_loadable(found: Discovery, session: Session) -> bool:
     root = session.path[: len(session.path) - len(session.rel)]
     taken = ", another folder: its files would load instead" if os.path.isdir(
         os.path.join(root, expected)) else ""
-    reject(found, session, p.UNLOADABLE_SESSION, f"ONE looks for this session in "
-                                                 f"{expected}{taken}")
+    reject(found, session, rules, p.UNLOADABLE_SESSION,
+           f"ONE looks for this session in {expected}{taken}")
     return False
 
 
-def reject(found: Discovery, session: Session, reason: str, detail: str) -> None:
+def reject(found: Discovery, session: Session, rules: IgnoreRules, reason: str,
+           detail: str) -> None:
     """Report every file of a session folder that is not indexed, with ``reason``
     (the folder itself when it holds no file, so an empty session is not lost)."""
     before = len(found.problems)
-    for file_rel, err in iter_files(session.path, session.rel):
+    for file_rel, err in iter_files(session.path, session.rel, found, rules):
         if err is not None:
             found.problems.append(Problem(p.display_path(file_rel), p.UNREADABLE, str(err)))
         else:

@@ -16,3 +16,18 @@ class InputError(FastindexError):
 class LabError(InputError, AssertionError):
     """``lab`` disagrees with the tree.  Also an ``AssertionError``: one-api's
     ``make_parquet_db`` asserts on a lab conflict, and its callers catch that."""
+
+
+class ProblemsFound(FastindexError):
+    """``strict``: files would be skipped or warnings given, so nothing was written.
+
+    Carries the problems (``skipped``: a polars frame of path, reason, detail;
+    ``warnings``: a list of ``Problem``) so the caller can list them.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, skipped, warnings: list) -> None:
+        super().__init__(message)
+        self.skipped = skipped
+        self.warnings = warnings

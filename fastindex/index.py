@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from fastindex import alf, buffers, hashing
 from fastindex import problems as p
 from fastindex.buffers import RawBatch
-from fastindex.discover import Discovery, Folder, Session, discover
+from fastindex.discover import NO_RULES, Discovery, Folder, Session, discover
+from fastindex.ignore import IgnoreRules
+
+NO_READ_PERMISSION = "no read permission for anyone (mode {:03o})"
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class IndexOptions:
     follow_symlinks: bool = False
     hashes: tuple[str, ...] = ()  # from hashing.ALGORITHMS
     defer_size: int = 64 << 20  # files this large are hashed as tasks of their own
+    rules: IgnoreRules = NO_RULES  # what is not data
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,8 @@ class _Columns:
     problems: list
     digests: dict  # algorithm -> list of hex digests ('' where deferred)
     deferred: list  # (session position, rel_path, absolute path, size) of large files
-    nbytes: int = 0
+    nbytes: int = 0  # bytes hashed here (deferred files are counted where they are hashed)
+    ignored: int = 0
 
 
 @dataclass
@@ -71,7 +76,8 @@ class BatchResult:
     sessions: list[Session]
     eids: list[str]
     deferred: list[tuple[int, str, str, int]]  # (session, rel_path, absolute path, size)
-    nbytes: int  # bytes indexed, for a progress bar in bytes
+    nbytes: int  # bytes hashed, for a progress bar in bytes (deferred files not included)
+    ignored: int  # entries the ignore rules passed over
 
 
 def index_sessions(units: list[Folder], options: IndexOptions) -> BatchResult:
@@ -84,7 +90,8 @@ def index_sessions(units: list[Folder], options: IndexOptions) -> BatchResult:
     sessions = []
     for unit in units:
         found_here = [[unit]] if unit.parts is not None else discover(
-            unit.path, found, options.follow_symlinks, hand_off_dates=False, rel=unit.rel)
+            unit.path, found, options.follow_symlinks, hand_off_dates=False, rel=unit.rel,
+            rules=options.rules)
         sessions.extend(Session(s.path, s.rel, s.parts) for batch in found_here for s in batch)
     eids = [session_eid(s.parts.string_id, options.namespace) for s in sessions]
     cols = _Columns([], [], [], [], [], list(found.problems), {a: [] for a in options.hashes},
@@ -97,7 +104,7 @@ def index_sessions(units: list[Folder], options: IndexOptions) -> BatchResult:
                                      cols.file_size, cols.mtime_ns,
                                      cols.id_md5 if options.namespace else None, cols.digests)
     return BatchResult(datasets, buffers.problem_batch(cols.problems), sessions, eids,
-                       cols.deferred, cols.nbytes)
+                       cols.deferred, cols.nbytes, found.ignored + cols.ignored)
 
 
 def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns,
@@ -106,6 +113,7 @@ def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns,
     # (per-row Python), the merge formats all of them at once.
     id_prefix = (options.namespace.bytes + f"{task.eid}/".encode()) if options.namespace else None
     problems = cols.problems
+    rules = options.rules
     visited: set[tuple[int, int]] = set()  # real folders walked, when following links
     stack = [(task.path, "")]
     while stack:
@@ -122,10 +130,15 @@ def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns,
         collection_ok = alf.is_collection_prefix(prefix)
         for entry in entries:
             name = entry.name
-            if entry.is_dir(follow_symlinks=False):
-                stack.append((entry.path, f"{prefix}{name}/"))
-                continue
             rel_path = prefix + name
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if (rules.litter and not is_dir and rules.is_litter(name)) or (
+                    rules.patterns and rules.matches(_join(task.rel, rel_path), is_dir)):
+                cols.ignored += 1
+                continue
+            if is_dir:
+                stack.append((entry.path, f"{rel_path}/"))
+                continue
             if not entry.is_file():
                 reason = _not_a_file(entry, options.follow_symlinks)
                 if reason is None:
@@ -149,10 +162,13 @@ def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns,
             except OSError as err:
                 problems.append(_problem(task, rel_path, p.UNREADABLE, str(err)))
                 continue
+            if not st.st_mode & 0o444:  # root reads it, ONE's users cannot
+                problems.append(_problem(task, rel_path, p.UNREADABLE,
+                                         NO_READ_PERMISSION.format(st.st_mode & 0o777)))
+                continue
             if options.hashes and not _add_digests(entry.path, size, rel_path, task, options,
                                                    cols, buffer):
                 continue
-            cols.nbytes += size
             encoded = rel_path.encode()
             cols.session.append(task.position)
             cols.rel_path.append(encoded)
@@ -197,9 +213,14 @@ def _add_digests(path: str, size: int, rel_path: str, task: SessionTask,
         if problem:
             cols.problems.append(_problem(task, rel_path, *problem))
             return False
+        cols.nbytes += size
     for algorithm, digest in digests.items():
         cols.digests[algorithm].append(digest)
     return True
+
+
+def _join(rel: str, name: str) -> str:
+    return f"{rel}/{name}" if rel else name
 
 
 def _name_reason(name: str, default: str = p.NOT_ALF_NAME) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import functools
 import gc
 import os
@@ -31,13 +32,14 @@ try:
 except ImportError:  # Windows: builds are not locked
     fcntl = None
 
-from fastindex import __version__, alf, discover, hashing
+from fastindex import __version__, alf, discover, hashing, ignore
 from fastindex import problems as p
 from fastindex.discover import Folder, Session
-from fastindex.errors import FastindexError, InputError, LabError
+from fastindex.errors import FastindexError, InputError, LabError, ProblemsFound
 from fastindex.executors import default_workers, executor_for, given_executor
 from fastindex.index import BatchResult, IndexOptions, hash_files, index_sessions
 from fastindex.problems import Problem
+from fastindex.progress import progress_bar
 
 if TYPE_CHECKING:
     import polars as pl
@@ -60,6 +62,8 @@ class BuildOptions:
     lab: str | None = None
     follow_symlinks: bool = False
     hash: str = "none"
+    exclude: tuple[str, ...] = ()  # ignore patterns besides the root's .fastindexignore
+    default_ignores: bool = True  # ignore OS litter (.DS_Store, Thumbs.db, ...)
 
 
 @dataclass
@@ -75,18 +79,21 @@ class BuildResult:
     warnings: list[Problem] = field(default_factory=list)
     seconds: float = 0.0
     build_id: str = ""
+    ignored: int = 0  # entries the ignore rules passed over (a folder counts once)
 
     def summary(self) -> str:
         """The one line the CLI prints at the end of a build."""
         return (f"{self.n_sessions} sessions, {self.n_datasets} datasets, "
                 f"{self.skipped.height} skipped, {len(self.warnings)} warnings, "
-                f"{_human_bytes(self.total_bytes)}, {self.seconds:.2f} s")
+                f"{self.ignored} ignored, {_human_bytes(self.total_bytes)}, "
+                f"{self.seconds:.2f} s")
 
 
 def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
           workers: int | None = None, hash_ids: bool = True,
           namespace: str | uuid.UUID | None = None, lab: str | None = None,
           follow_symlinks: bool = False, hash: str | None = None,
+          exclude: Iterable[str] = (), default_ignores: bool = True, strict: bool = False,
           executor: Executor | None = None, client=None, scheduler: str | None = None,
           start_method: str | None = None, progress: bool = False) -> BuildResult:
     """Index the ALF tree under ``root`` and write ``sessions.pqt`` and ``datasets.pqt``.
@@ -94,52 +101,99 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
     The tables go to ``out_dir`` (default: the root).  ``workers`` defaults to the CPUs
     this process may use; ``workers=1`` runs in this process.  ``hash`` is one of
     ``none``, ``xxh3``, ``md5``, ``xxh3+md5``: md5 goes in ONE's ``hash`` column, xxh3 in
-    an extra ``xxh3`` column.  ``executor`` replaces the process pool (any
-    ``concurrent.futures.Executor``); ``client`` (a Dask client) or ``scheduler`` (a Dask
-    scheduler address, or ``local:N``) run the batches on a Dask cluster instead;
-    ``start_method`` picks the multiprocessing start method of the default pool.
+    an extra ``xxh3`` column.  ``exclude``: gitignore patterns of paths that are not data,
+    besides the root's ``.fastindexignore``; ``default_ignores=False`` reports OS litter
+    (``.DS_Store``...) as problems instead of ignoring it.  ``strict``: raise
+    ``ProblemsFound`` and write nothing when any file would be skipped or any warning
+    given.  ``executor`` replaces the process pool (any ``concurrent.futures.Executor``);
+    ``client`` (a Dask client) or ``scheduler`` (a Dask scheduler address, or
+    ``local:N``) run the batches on a Dask cluster instead; ``start_method`` picks the
+    multiprocessing start method of the default pool.
     """
     started = time.perf_counter()
-    root_path, out_path = check_paths(root, out_dir)
+    root_path, out_path = check_paths(root, out_dir, create=True)
     ns = uuid.UUID(str(namespace)) if namespace else DEFAULT_NAMESPACE
-    options = BuildOptions(hash_ids, str(ns), lab, follow_symlinks, hash or "none")
+    options = BuildOptions(hash_ids, str(ns), lab, follow_symlinks, hash or "none",
+                           tuple(exclude), default_ignores)
     with contextlib.ExitStack() as stack:
         executor = given_executor(stack, root_path, executor, client, scheduler)
         stack.enter_context(build_lock(out_path))
-        return _build_locked(root_path, out_path, options, started, executor=executor,
-                             workers=workers, start_method=start_method, progress=progress)
+        index = index_tree(root_path, options, ignore_paths=own_files(out_path),
+                           executor=executor,
+                           workers=workers, start_method=start_method, progress=progress)
+        if strict and (index.skipped.height or index.warnings):
+            raise ProblemsFound(
+                f"strict: {index.skipped.height} files would be skipped and "
+                f"{len(index.warnings)} warnings given; nothing was written",
+                index.skipped, index.warnings)
+        return write_index(index, root_path, out_path, options, started)
 
 
 @contextlib.contextmanager
 def build_lock(out_path: Path) -> Iterator[None]:
     """One build at a time per output folder; a second one is refused, not queued.
 
-    ``flock`` is released by the kernel when the process dies, so a killed build never
-    leaves a stale lock.  The lock file stays (removing it would race a new build).
+    The lock is ``flock`` on the output folder itself, so no file of fastindex's is left
+    in a tree that gets published, and the kernel releases it when a build dies.  Where
+    folders cannot be locked (``flock`` on NFS is a byte-range lock, which needs a file
+    open for writing) a lock file is used instead, and removed on the way out.
     """
     if fcntl is None:
         yield
         return
-    path = out_path / LOCK_FILE
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as err:
-        raise InputError(f"cannot create the lock file {path}: {err}") from None
+    fd = os.open(out_path, os.O_RDONLY)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(f"another fastindex build is writing tables in {out_path}; "
-                             f"try again when it has finished") from None
-        yield
+            _lock(fd, out_path)
+            folder_locked = True
+        except OSError as err:
+            if err.errno not in (errno.EBADF, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            folder_locked = False
+        if folder_locked:
+            yield
+        else:
+            with _lock_file(out_path / LOCK_FILE):
+                yield
     finally:
         os.close(fd)
 
 
-def _build_locked(root_path: Path, out_path: Path, options: BuildOptions, started: float,
-                  **run) -> BuildResult:
-    index = index_tree(root_path, options, ignore=own_files(out_path), **run)
-    return write_index(index, root_path, out_path, options, started)
+def _lock(fd: int, where: Path) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise InputError(f"another fastindex build is writing tables in {where}; "
+                         f"try again when it has finished") from None
+
+
+@contextlib.contextmanager
+def _lock_file(path: Path) -> Iterator[None]:
+    """A lock file that is removed when released.
+
+    Removing it is safe because a waiter checks, once it holds the lock, that the file
+    it locked is still the one at ``path``; if not, it locked a removed file and tries
+    again on the new one.
+    """
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise InputError(f"cannot create the lock file {path}: {err}") from None
+        try:
+            _lock(fd, path.parent)
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                try:
+                    yield
+                finally:
+                    os.unlink(path)
+                return
+        finally:
+            os.close(fd)
 
 
 def pauses_gc(fn):
@@ -172,11 +226,12 @@ def write_index(index: TreeIndex, root_path: Path, out_path: Path, options: Buil
     build_id = str(uuid.uuid4())
     counts = {"sessions": index.sessions.height, "datasets": index.datasets.height,
               "skipped": index.skipped.height, "warnings": len(index.warnings),
-              "bytes": int(index.datasets["file_size"].sum() or 0)}
+              "ignored": index.ignored, "bytes": int(index.datasets["file_size"].sum() or 0)}
     metadata = {
         "one_metadata": tables.one_metadata(root_path, datetime.datetime.now()),
         "fastindex": {"version": __version__, "build_id": build_id,
                       "options": asdict(options), "counts": counts,
+                      "ignore_rules": list(index.rules.patterns),
                       "listed_at_ns": index.listed_at_ns},
     }
     ses_path, ds_path = tables.write_tables(
@@ -185,7 +240,7 @@ def write_index(index: TreeIndex, root_path: Path, out_path: Path, options: Buil
         metadata, build_id, id_index=options.hash_ids)
     return BuildResult(ses_path, ds_path, counts["sessions"], counts["datasets"],
                        counts["bytes"], index.skipped, index.warnings,
-                       time.perf_counter() - started, build_id)
+                       time.perf_counter() - started, build_id, index.ignored)
 
 
 def own_files(folder: Path) -> frozenset[str]:
@@ -203,29 +258,34 @@ class TreeIndex:
     warnings: list[Problem]
     folders: dict[str, Session]  # session id -> its folder
     listed_at_ns: int = 0  # wall clock (ns) when the walk began
+    ignored: int = 0  # entries the ignore rules passed over
+    rules: ignore.IgnoreRules = field(default_factory=ignore.IgnoreRules)
 
 
 @pauses_gc
 def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None = None,
                workers: int | None = None, start_method: str | None = None,
-               progress: bool = False, ignore: frozenset[str] | None = None) -> TreeIndex:
+               progress: bool = False, ignore_paths: frozenset[str] | None = None
+               ) -> TreeIndex:
     """Stages 1 to 4a on a resolved root: discover, index in workers, merge.
 
-    ``ignore``: absolute paths not to report, besides fastindex's own files in root.
+    ``ignore_paths``: absolute paths not to report, besides fastindex's own files in root.
+    The ignore rules are the root's ``.fastindexignore`` and the options' ``exclude``.
     """
     listed_at_ns = time.time_ns()
-    ignore = own_files(root) | (ignore or frozenset())
+    rules = ignore.read_rules(root, tuple(options.exclude), options.default_ignores)
+    own = own_files(root) | {ignore.own_file(root)} | (ignore_paths or frozenset())
     try:
         hashes = hashing.parse(options.hash)
     except ValueError as err:
         raise InputError(str(err)) from None
     id_ns = uuid.UUID(options.namespace) if options.hash_ids else None
     found = discover.Discovery()
-    index_options = IndexOptions(id_ns, options.follow_symlinks, hashes, DEFER_SIZE)
+    index_options = IndexOptions(id_ns, options.follow_symlinks, hashes, DEFER_SIZE, rules)
     with executor_for(executor, workers or default_workers(), start_method) as pool:
-        units = discover.discover(root, found, options.follow_symlinks, ignore)
+        units = discover.discover(root, found, options.follow_symlinks, own, rules=rules)
         futures = _submit(pool, units, index_options)  # before tqdm starts its thread
-        with progress_bar(progress, hashes) as bar:
+        with _index_bar(progress, hashes, len(futures)) as bar:
             if not hashes:  # Arrow and polars load while the workers index
                 _merge_stage()
             results, deferred = _gather(futures, bar, pool, hashes)
@@ -241,7 +301,8 @@ def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None =
         merge.sessions_frame(sessions, eids),
         merge.datasets_frame([r.datasets for r in results], hashes, late),
         merge.problems_frame(found.problems + late_problems, [r.problems for r in results]),
-        _root_warnings(root), dict(zip(eids, sessions)), listed_at_ns)
+        _root_warnings(root), dict(zip(eids, sessions)), listed_at_ns,
+        found.ignored + sum(r.ignored for r in results), rules)
 
 
 def check_lab(sessions: list[Session], lab: str | None) -> None:
@@ -286,28 +347,25 @@ def check_root(root: str | os.PathLike) -> Path:
     return root_path.resolve()
 
 
-def check_paths(root: str | os.PathLike, out_dir: str | os.PathLike | None
-                ) -> tuple[Path, Path]:
-    """Resolve root and a writable output folder (default: the root)."""
+def check_paths(root: str | os.PathLike, out_dir: str | os.PathLike | None,
+                create: bool = False) -> tuple[Path, Path]:
+    """Resolve root and a writable output folder (default: the root).
+
+    With ``create``, a missing output folder is made when its parent exists (a typo in
+    a deeper path is refused rather than built).
+    """
     root_path = check_root(root)
     out_path = Path(out_dir).expanduser().resolve() if out_dir else root_path
+    if create and not out_path.exists() and out_path.parent.is_dir():
+        try:
+            out_path.mkdir()
+        except OSError as err:
+            raise InputError(f"cannot create the output folder {out_path}: {err}") from None
     if not out_path.is_dir():
         raise InputError(f"output folder does not exist: {out_path}")
     if not os.access(out_path, os.W_OK | os.X_OK):
         raise InputError(f"output folder is not writable: {out_path}")
     return root_path, out_path
-
-
-def progress_bar(progress: bool, hashes: tuple[str, ...]) -> tqdm:
-    """Sessions indexed, or bytes indexed when hashing (a session can be 1 kB or 1 TB).
-
-    tqdm is imported here, once the workers are started, not before.
-    """
-    from tqdm import tqdm
-
-    if hashes:
-        return tqdm(unit="B", unit_scale=True, disable=not progress, desc="hashing")
-    return tqdm(unit="session", disable=not progress, desc="indexing")
 
 
 @dataclass(frozen=True)
@@ -386,11 +444,31 @@ def _gather(futures: list[tuple[Future, list[Folder]]], bar: tqdm, pool: Executo
     """
     order = {future: i for i, (future, _) in enumerate(futures)}
     deferred = []
-    for future in as_completed(order):
+    total = 0  # bytes to hash, known once every task has listed its folders
+    for done, future in enumerate(as_completed(order), 1):
         result = _result(future, futures[order[future]][1][0].rel or ".")
-        bar.update(result.nbytes if hashes else len(result.sessions))
-        deferred += submit_hash_jobs(pool, _deferred_jobs(result, order[future]), hashes)
+        jobs = _deferred_jobs(result, order[future])
+        deferred += submit_hash_jobs(pool, jobs, hashes)
+        if not hashes:
+            bar.update(1)
+            continue
+        total += result.nbytes + sum(j.size for j in jobs)
+        if done < len(futures):
+            bar.set_postfix_str(f"{done}/{len(futures)} tasks listed", refresh=False)
+        else:
+            bar.total = total
+            bar.set_postfix_str("", refresh=False)
+        bar.update(result.nbytes)
     return [future.result() for future, _ in futures], deferred
+
+
+def _index_bar(progress: bool, hashes: tuple[str, ...], tasks: int) -> tqdm:
+    """Tasks indexed (each a subject's sessions or date folders: the walk knows how
+    many), or bytes hashed when hashing, whose total is known once every task is listed.
+    """
+    if hashes:
+        return progress_bar(progress, "hashing", "B")
+    return progress_bar(progress, "indexing", "task", tasks)
 
 
 def _merge_stage():

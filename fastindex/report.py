@@ -1,17 +1,46 @@
-"""Write the problems of a build (skipped files and warnings) as CSV or JSON."""
+"""Reports of skipped files, warnings and differences, as CSV or JSON.
+
+The report's path is checked before any work (``check_report_path``) so that a typo
+costs nothing, and the file is written under a temporary name and renamed into place,
+so a half-written report is never left where a user would read it.  polars is imported
+inside the functions: the CLI checks the path before its workers start.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import polars as pl
-
+from fastindex.errors import InputError
 from fastindex.problems import Problem
+
+if TYPE_CHECKING:
+    import polars as pl
+
+SUFFIXES = (".csv", ".json")
+
+
+def check_report_path(path: Path) -> Path:
+    """``path``, or an ``InputError`` when a report could not be written there."""
+    path = path.expanduser()
+    if path.suffix.lower() not in SUFFIXES:
+        raise InputError(f"--report {path}: the name must end in .csv or .json")
+    folder = path.parent.resolve()
+    if not folder.is_dir():
+        raise InputError(f"--report {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"--report {path}: the folder {folder} is not writable")
+    if path.is_dir():
+        raise InputError(f"--report {path}: that is a folder")
+    return path
 
 
 def problems_frame(skipped: pl.DataFrame, warnings: list[Problem]) -> pl.DataFrame:
     """Skipped files and warnings in one frame, with a ``kind`` column to tell them apart."""
+    import polars as pl
+
     warned = pl.DataFrame([w._asdict() for w in warnings],
                           schema={"path": pl.String, "reason": pl.String, "detail": pl.String})
     return pl.concat([
@@ -20,12 +49,17 @@ def problems_frame(skipped: pl.DataFrame, warnings: list[Problem]) -> pl.DataFra
     ]).select("kind", "path", "reason", "detail")
 
 
-def write_report(path: Path, skipped: pl.DataFrame, warnings: list[Problem],
-                 summary: dict) -> None:
-    """JSON when ``path`` ends in ``.json`` (summary and problems), CSV otherwise."""
-    frame = problems_frame(skipped, warnings)
-    if path.suffix.lower() == ".json":
-        path.write_text(json.dumps({"summary": summary, "problems": frame.to_dicts()},
-                                   indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    else:
-        frame.write_csv(path)
+def write_report(path: Path, frame: pl.DataFrame, summary: dict | str,
+                 key: str = "problems") -> None:
+    """JSON (``{"summary": ..., key: rows}``) when ``path`` ends in ``.json``, else CSV."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if path.suffix.lower() == ".json":
+            temporary.write_text(json.dumps({"summary": summary, key: frame.to_dicts()},
+                                            indent=1, ensure_ascii=False) + "\n",
+                                 encoding="utf-8")
+        else:
+            frame.write_csv(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -123,7 +123,7 @@ def update(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
             options, why_full = _plan(provenance, columns, hash, namespace, force)
             index = index_tree(root_path, replace(options, hash="none") if not why_full
                                else options, executor=pool, progress=progress,
-                               ignore=own_files(out_path))
+                               ignore_paths=own_files(out_path))
             old_sessions, old = _old_tables(files)
             reused = rehashed = 0
             if not why_full:
@@ -146,7 +146,8 @@ def _plan(provenance: dict | None, columns: list[str], hash: str | None,
                              "--force")
         return BuildOptions(namespace=str(namespace or DEFAULT_NAMESPACE),
                             hash=hash or "none"), "tables made by another tool"
-    options = BuildOptions(**provenance["options"])
+    built = provenance["options"]
+    options = BuildOptions(**{**built, "exclude": tuple(built.get("exclude", ()))})
     if namespace and str(namespace) != options.namespace:
         if not force:
             raise InputError(f"these tables use the namespace {options.namespace}: another "
@@ -187,7 +188,7 @@ def _refresh_digests(index: TreeIndex, old: pl.DataFrame, racy_from_ns: int,
     jobs = [HashJob((eid, rel), os.path.join(index.folders[eid].path, rel),
                     f"{index.folders[eid].rel}/{rel}".lstrip("/"), size)
             for eid, rel, size in stale.iter_rows()]
-    with progress_bar(progress, algorithms) as bar:
+    with progress_bar(progress, "hashing", "B", sum(j.size for j in jobs)) as bar:
         digests, problems = hash_jobs(pool, jobs, algorithms, bar, HASH_TASK_FILES)
     fresh = pl.DataFrame({
         "eid": [j.key[0] for j in jobs], "rel_path": [j.key[1] for j in jobs],

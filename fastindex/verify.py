@@ -109,11 +109,14 @@ def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None,
         except Exception as err:  # polars raises several types for a damaged file
             raise InputError(f"cannot read the tables in {tables_path}: {err}") from None
         hashed = _digests_held(datasets) if hash else ()
+        if hash and not hashed:
+            raise InputError(f"--hash: the tables in {tables_path} hold no digests (built "
+                             f"without --hash), so no content could be compared; verify "
+                             f"without --hash compares sizes, or build with --hash md5")
         meta = [_table_meta(f) for f in files]
-        options = BuildOptions(hash_ids=False, follow_symlinks=bool(meta[1].get("options", {}).get(
-                                   "follow_symlinks")), hash="+".join(hashed) or "none")
+        options = _options(meta[1].get("options", {}), hashed)
         fresh = index_tree(root_path, options, executor=pool, progress=progress,
-                           ignore=own_files(tables_path))
+                           ignore_paths=own_files(tables_path))
     ours = _rows(sessions, datasets)
     disk = _rows(fresh.sessions, fresh.datasets)
     diffs = [_compare(ours, disk, hashed), _same_path(ours)]
@@ -122,6 +125,15 @@ def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None,
         diffs.append(pl.DataFrame({"kind": [TABLES], "path": [str(tables_path)],
                                    "expected": [str(ids[1])], "found": [str(ids[0])]}))
     return VerifyResult(pl.concat(diffs).sort("kind", "path"), datasets.height, hashed)
+
+
+def _options(built: dict, hashed: tuple[str, ...]) -> BuildOptions:
+    """Index the tree as it was built: the same links followed, the same paths ignored
+    (the build's ``--exclude`` patterns, and the root's ``.fastindexignore`` as it is now)."""
+    return BuildOptions(hash_ids=False, follow_symlinks=bool(built.get("follow_symlinks")),
+                        hash="+".join(hashed) or "none",
+                        exclude=tuple(built.get("exclude", ())),
+                        default_ignores=built.get("default_ignores", True))
 
 
 def _digests_held(datasets: pl.DataFrame) -> tuple[str, ...]:

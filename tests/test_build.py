@@ -133,7 +133,7 @@ def test_no_temporary_files_left_and_tables_replaced(tmp_path) -> None:
     second = fastindex.build(root, workers=1)
     assert first.build_id != second.build_id
     assert sorted(f.name for f in root.iterdir() if f.is_file()) == [
-        ".fastindex.lock", "datasets.pqt", "sessions.pqt"]
+        "datasets.pqt", "sessions.pqt"]
     assert second.skipped.height == 0  # its own tables are not reported
 
 
@@ -160,7 +160,10 @@ def test_cli_build_summary_report_and_exit_codes(tmp_path, capsys) -> None:
     assert pl.read_csv(csv)["reason"].to_list() == [p.OUTSIDE_SESSION]
     assert main(["build", str(tmp_path / "missing")]) == 2
     assert "root does not exist" in capsys.readouterr().err
-    assert main(["build", str(root), "--out", str(tmp_path / "nope")]) == 2
+    assert main(["build", str(root), "--out", str(tmp_path / "no/such/folder")]) == 2
+    assert "output folder does not exist" in capsys.readouterr().err
+    assert main(["build", str(root), "--quiet", "--out", str(tmp_path / "new")]) == 0
+    assert (tmp_path / "new/datasets.pqt").is_file()  # a missing --out is made
     with pytest.raises(SystemExit) as exc:
         main(["build", str(root), "--namespace", "not-a-uuid"])
     assert exc.value.code == 2

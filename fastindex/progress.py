@@ -1,0 +1,44 @@
+"""Progress on stderr: a live bar on a terminal, a line every few seconds in a log.
+
+tqdm draws the bar.  When stderr is not a terminal (a batch job's log, a pipe), each
+refresh is written as a line of its own, at most one per ``LOG_INTERVAL`` seconds,
+instead of tqdm's carriage returns, which pile up in a log file as one huge line.
+tqdm is imported only when a bar is made: the workers are started before it.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+LOG_INTERVAL = 5.0  # seconds between two progress lines in a log
+
+
+class LogLines:
+    """A stream for tqdm that turns each refresh into one plain line."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").rstrip()
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def progress_bar(progress: bool, desc: str, unit: str, total: float | None = None) -> tqdm:
+    """A bar on stderr (disabled unless ``progress``); bytes are shown scaled."""
+    from tqdm import tqdm
+
+    stream = sys.stderr
+    interactive = stream.isatty()
+    return tqdm(desc=desc, unit=unit, unit_scale=unit == "B", total=total,
+                disable=not progress, file=stream if interactive else LogLines(stream),
+                mininterval=0.1 if interactive else LOG_INTERVAL,
+                maxinterval=10.0 if interactive else 60.0)
