@@ -82,8 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     u.set_defaults(func=_update)
 
-    v = sub.add_parser("verify", help="compare a tree with its tables (exit 1 on differences)")
-    v.add_argument("root", type=Path, help="folder that was indexed")
+    v = sub.add_parser("verify", help="compare a tree, or a release zip, with its tables "
+                                      "(exit 1 on differences)")
+    v.add_argument("root", type=Path, help="folder that was indexed, or a release .zip")
     v.add_argument("--tables", type=Path, help="folder of the tables (default: ROOT)")
     v.add_argument("--hash", action="store_true",
                    help="also compare contents, with the digests the tables hold")
@@ -104,6 +105,26 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--undo", type=Path, metavar="JOURNAL",
                    help="reverse the renames a journal records")
     f.set_defaults(func=_fix)
+
+    r = sub.add_parser("release", help="check, build and zip a tree: a verified, "
+                                       "reproducible release (exit 1 when anything "
+                                       "would be skipped)")
+    r.add_argument("root", type=Path, help="folder to release")
+    r.add_argument("out", type=Path, help="the zip to write (OUT.zip)")
+    r.add_argument("--hash", choices=[c for c in hashing.CHOICES if c != "none"],
+                   default="md5", help="digest in the tables, checked while zipping "
+                                       "(default: md5, the one ONE checks)")
+    r.add_argument("--allow-skipped", action="store_true",
+                   help="release without the files that would be skipped (listed)")
+    r.add_argument("--include", action="append", default=[], type=Path, metavar="FILE",
+                   help="also zip this file (README, LICENSE; repeatable)")
+    r.add_argument("--compression", choices=["store", "deflate"], default="store",
+                   help="store (default: fastest; data files rarely shrink) or deflate")
+    r.add_argument("--workers", type=_positive_int, help="worker processes")
+    r.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="a gitignore pattern of paths that are not data (repeatable)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=_release)
 
     d = sub.add_parser("demo-tree", help="generate an example ALF tree")
     d.add_argument("dest", type=Path, help="folder to create the tree in")
@@ -159,14 +180,7 @@ def _build(args: argparse.Namespace) -> int:
                        exclude=args.exclude, default_ignores=args.default_ignores,
                        strict=args.strict, scheduler=args.scheduler, progress=not args.quiet)
     except ProblemsFound as found:
-        frame = _problems(found.skipped, found.warnings)
-        _print_problems(frame, sys.stderr, limit=None if report else STRICT_LIST)
-        if report:
-            write_report(report, frame, str(found))
-        print(f"fastindex: {found}; the previous tables are unchanged"
-              f"{_where_listed(report, args.root, frame.height, STRICT_LIST)}",
-              file=sys.stderr)
-        return found.exit_code
+        return _refuse(found, report, args.root, "the previous tables are unchanged")
     if report:
         write_report(report, _problems(result.skipped, result.warnings),
                      {"sessions": result.n_sessions, "datasets": result.n_datasets,
@@ -193,6 +207,17 @@ def _build(args: argparse.Namespace) -> int:
 
 #: ``build --strict`` prints at most this many problems (all of them go to ``--report``).
 STRICT_LIST = 50
+
+
+def _refuse(found: ProblemsFound, report: Path | None, root: Path, outcome: str) -> int:
+    """List what a strict command found (the first ``STRICT_LIST``) and say why it stopped."""
+    frame = _problems(found.skipped, found.warnings)
+    _print_problems(frame, sys.stderr, limit=None if report else STRICT_LIST)
+    if report:
+        write_report(report, frame, str(found))
+    print(f"fastindex: {found}; {outcome}"
+          f"{_where_listed(report, root, frame.height, STRICT_LIST)}", file=sys.stderr)
+    return found.exit_code
 
 
 def _problems(skipped, warnings):
@@ -256,8 +281,16 @@ def _verify(args: argparse.Namespace) -> int:
     from fastindex.verify import verify
 
     report = check_report_path(args.report) if args.report else None
-    result = verify(args.root, args.tables, hash=args.hash, workers=args.workers,
-                    scheduler=args.scheduler, progress=not args.quiet)
+    if args.root.suffix.lower() == ".zip" and args.root.is_file():
+        from fastindex.archive import verify_zip
+
+        if args.tables or args.scheduler:
+            raise InputError("a release zip holds its tables; --tables and --scheduler "
+                             "do not apply")
+        result = verify_zip(args.root, hash=args.hash, progress=not args.quiet)
+    else:
+        result = verify(args.root, args.tables, hash=args.hash, workers=args.workers,
+                        scheduler=args.scheduler, progress=not args.quiet)
     if report:
         write_report(report, result.differences, result.summary(), key="differences")
     for row in result.differences.head(20).iter_rows(named=True):
@@ -267,6 +300,26 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"... {result.differences.height - 20} more", file=sys.stderr)
     print(f"fastindex: {result.summary()}", file=sys.stderr)
     return 0 if result.ok else 1
+
+
+def _release(args: argparse.Namespace) -> int:
+    from fastindex.archive import release
+
+    try:
+        result = release(args.root, args.out, hash=args.hash, allow_skipped=args.allow_skipped,
+                         include=args.include, compression=args.compression,
+                         workers=args.workers, exclude=args.exclude, progress=not args.quiet)
+    except ProblemsFound as found:
+        return _refuse(found, None, args.root, "no zip written (--allow-skipped releases "
+                                               "the tree without them)")
+    skipped = _problems(result.build.skipped, result.build.warnings)
+    if skipped.height:
+        _print_problems(skipped, sys.stderr)
+        print(f"fastindex: {skipped.height} files skipped, not in the zip", file=sys.stderr)
+    print(f"fastindex: {result.build.summary()}", file=sys.stderr)
+    print(f"fastindex: released {result.summary()}", file=sys.stderr)
+    print(f"{result.sha256}  {result.path.name}")
+    return 0
 
 
 def _fix(args: argparse.Namespace) -> int:

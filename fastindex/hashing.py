@@ -7,6 +7,7 @@ and goes in an extra ``xxh3`` column that ONE ignores.
 from __future__ import annotations
 
 import hashlib
+from typing import BinaryIO
 
 import xxhash
 
@@ -24,14 +25,20 @@ def parse(choice: str | None) -> tuple[str, ...]:
     return tuple(a for a in ALGORITHMS if a in choice.split("+"))
 
 
-def _new(algorithm: str):
-    return xxhash.xxh3_128() if algorithm == "xxh3" else hashlib.md5(usedforsecurity=False)
+def new(algorithm: str, data: bytes = b""):
+    """A hasher for ``algorithm``, fed ``data``."""
+    if algorithm == "xxh3":
+        return xxhash.xxh3_128(data)
+    return hashlib.md5(data, usedforsecurity=False)
 
 
-def digest_file(path: str, algorithms: tuple[str, ...], buffer: bytearray | None = None
-                ) -> tuple[int, dict[str, str]]:
-    """Read ``path`` once and return (bytes read, hex digest per algorithm)."""
-    hashers = [(a, _new(a)) for a in algorithms]
+def digest_file(path: str, algorithms: tuple[str, ...], buffer: bytearray | None = None,
+                sink: BinaryIO | None = None) -> tuple[int, dict[str, str]]:
+    """Read ``path`` once and return (bytes read, hex digest per algorithm).
+
+    ``sink`` gets each chunk too (a zip member): a copy from the same read.
+    """
+    hashers = [(a, new(a)) for a in algorithms]
     view = memoryview(buffer if buffer is not None else bytearray(CHUNK))
     total = 0
     with open(path, "rb", buffering=0) as f:
@@ -39,5 +46,7 @@ def digest_file(path: str, algorithms: tuple[str, ...], buffer: bytearray | None
             chunk = view[:n]
             for _, h in hashers:
                 h.update(chunk)
+            if sink is not None:
+                sink.write(chunk)
             total += n
     return total, {a: h.hexdigest() for a, h in hashers}

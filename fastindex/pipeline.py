@@ -85,7 +85,7 @@ class BuildResult:
         """The one line the CLI prints at the end of a build."""
         return (f"{self.n_sessions} sessions, {self.n_datasets} datasets, "
                 f"{self.skipped.height} skipped, {len(self.warnings)} warnings, "
-                f"{self.ignored} ignored, {_human_bytes(self.total_bytes)}, "
+                f"{self.ignored} ignored, {human_bytes(self.total_bytes)}, "
                 f"{self.seconds:.2f} s")
 
 
@@ -94,6 +94,7 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
           namespace: str | uuid.UUID | None = None, lab: str | None = None,
           follow_symlinks: bool = False, hash: str | None = None,
           exclude: Iterable[str] = (), default_ignores: bool = True, strict: bool = False,
+          not_data: Iterable[str | os.PathLike] = (),
           executor: Executor | None = None, client=None, scheduler: str | None = None,
           start_method: str | None = None, progress: bool = False) -> BuildResult:
     """Index the ALF tree under ``root`` and write ``sessions.pqt`` and ``datasets.pqt``.
@@ -105,10 +106,11 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
     besides the root's ``.fastindexignore``; ``default_ignores=False`` reports OS litter
     (``.DS_Store``...) as problems instead of ignoring it.  ``strict``: raise
     ``ProblemsFound`` and write nothing when any file would be skipped or any warning
-    given.  ``executor`` replaces the process pool (any ``concurrent.futures.Executor``);
-    ``client`` (a Dask client) or ``scheduler`` (a Dask scheduler address, or
-    ``local:N``) run the batches on a Dask cluster instead; ``start_method`` picks the
-    multiprocessing start method of the default pool.
+    given.  ``not_data``: files under the root that are neither rows nor problems (a
+    release's zip and its included files).  ``executor`` replaces the process pool (any
+    ``concurrent.futures.Executor``); ``client`` (a Dask client) or ``scheduler`` (a
+    Dask scheduler address, or ``local:N``) run the batches on a Dask cluster instead;
+    ``start_method`` picks the multiprocessing start method of the default pool.
     """
     started = time.perf_counter()
     root_path, out_path = check_paths(root, out_dir, create=True)
@@ -118,7 +120,8 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
     with contextlib.ExitStack() as stack:
         executor = given_executor(stack, root_path, executor, client, scheduler)
         stack.enter_context(build_lock(out_path))
-        index = index_tree(root_path, options, ignore_paths=own_files(out_path),
+        quiet = own_files(out_path) | {str(Path(f).expanduser().resolve()) for f in not_data}
+        index = index_tree(root_path, options, ignore_paths=quiet,
                            executor=executor,
                            workers=workers, start_method=start_method, progress=progress)
         if strict and (index.skipped.height or index.warnings):
@@ -490,7 +493,7 @@ def _result(future: Future, where: str):
                              f"{type(err).__name__}: {err}; nothing was written") from err
 
 
-def _human_bytes(n: float) -> str:
+def human_bytes(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -11,6 +11,7 @@ only after both are complete.
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
 from array import array
@@ -187,6 +188,22 @@ def write_tables(out_dir: Path, sessions: pa.Table, datasets: pa.Table,
         for temp in temps:
             temp.unlink(missing_ok=True)
     return targets[0], targets[1]
+
+
+def republished(path: Path, updates: dict[str, dict], drop: tuple[str, ...] = ()) -> bytes:
+    """A table file's bytes with metadata entries replaced (``updates``: key -> the
+    fields to replace in that entry) and the columns ``drop`` left out: what a release
+    publishes says nothing about when or where it was packed, so the same tree gives the
+    same bytes."""
+    table = pq.read_table(path)
+    table = table.drop_columns([c for c in drop if c in table.column_names])
+    meta = {k.decode(): json.loads(v) for k, v in (table.schema.metadata or {}).items()}
+    for key, fields in updates.items():
+        meta[key] = {**meta.get(key, {}), **fields}
+    sink = io.BytesIO()
+    pq.write_table(table.replace_schema_metadata({k: json.dumps(v) for k, v in meta.items()}),
+                   sink)
+    return sink.getvalue()
 
 
 def _fsync(path: Path) -> None:

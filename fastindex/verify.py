@@ -65,7 +65,7 @@ def _table_meta(path: Path) -> dict:
     return json.loads(meta.get(b"fastindex", b"{}"))
 
 
-def _rows(sessions: pl.DataFrame, datasets: pl.DataFrame) -> pl.DataFrame:
+def one_paths(sessions: pl.DataFrame, datasets: pl.DataFrame) -> pl.DataFrame:
     """Datasets keyed by the path ONE loads them from, not by ids (ids depend on options).
 
     The path is ``one.converters.session_record2path``'s, relative to the root.
@@ -108,7 +108,7 @@ def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None,
             sessions, datasets = (pl.read_parquet(f) for f in files)
         except Exception as err:  # polars raises several types for a damaged file
             raise InputError(f"cannot read the tables in {tables_path}: {err}") from None
-        hashed = _digests_held(datasets) if hash else ()
+        hashed = digests_held(datasets) if hash else ()
         if hash and not hashed:
             raise InputError(f"--hash: the tables in {tables_path} hold no digests (built "
                              f"without --hash), so no content could be compared; verify "
@@ -117,8 +117,8 @@ def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None,
         options = _options(meta[1].get("options", {}), hashed)
         fresh = index_tree(root_path, options, executor=pool, progress=progress,
                            ignore_paths=own_files(tables_path))
-    ours = _rows(sessions, datasets)
-    disk = _rows(fresh.sessions, fresh.datasets)
+    ours = one_paths(sessions, datasets)
+    disk = one_paths(fresh.sessions, fresh.datasets)
     diffs = [_compare(ours, disk, hashed), _same_path(ours)]
     ids = [m.get("build_id") for m in meta]
     if ids[0] != ids[1]:
@@ -136,7 +136,7 @@ def _options(built: dict, hashed: tuple[str, ...]) -> BuildOptions:
                         default_ignores=built.get("default_ignores", True))
 
 
-def _digests_held(datasets: pl.DataFrame) -> tuple[str, ...]:
+def digests_held(datasets: pl.DataFrame) -> tuple[str, ...]:
     import polars as pl
 
     held = []

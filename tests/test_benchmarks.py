@@ -6,6 +6,7 @@ Timings are not asserted: they belong to the benchmark's own runs, not to the te
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -28,3 +29,15 @@ def test_scale_benchmark_writes_its_table_and_plot(tmp_path) -> None:
     assert list(one_api.values()) == ["False", "True"]  # measured, then extrapolated
     assert (tmp_path / "scale.png").stat().st_size > 10_000
     assert "fastindex" in done.stdout
+
+
+def test_release_benchmark_runs_each_path_and_writes_its_table(tmp_path) -> None:
+    done = subprocess.run([sys.executable, str(BENCH / "bench_release.py"), "--files", "300",
+                           "--repeat", "1", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "release.json").read_text())["rows"]
+    assert set(rows) == {"zip -r -0 (alone)", "release --compression store",
+                         "release --compression deflate",
+                         "by hand: check + build + verify + zip -r"}
+    assert all(r["zip_bytes"] > 0 for r in rows.values())

@@ -1,0 +1,87 @@
+"""fastindex release against the by-hand path and `zip -r -0` alone, side by side, one run.
+
+    python benchmarks/bench_release.py [--files 74000] [--tree DIR] [--repeat 3]
+
+Commands, each a whole process tree, in rotation, ``--repeat`` times (medians reported):
+
+- ``fastindex release --compression store`` and ``--compression deflate`` (check, build
+  with md5, zip with every file checked against its row, SHA-256 of the zip);
+- by hand: ``fastindex check`` + ``fastindex build --hash md5`` + ``fastindex verify
+  --hash`` + ``zip -r`` (Info-ZIP, deflate), which is what a producer runs today;
+- ``zip -r -0`` alone (store: no check, no tables, no verification).
+
+Every zip is written to a temporary folder beside nothing else and removed after each
+run; the tables a command writes in the tree are removed too, so each run starts from
+the same tree.  Results: benchmarks/results/release.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+from measure import machine, median, run
+
+from fastindex.treegen import make_tree
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=74_000)
+    parser.add_argument("--tree", type=Path, help="an existing tree (default: generate one)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        tree = args.tree or tmp / "tree"
+        if not args.tree:
+            print(f"generating {args.files} files ...", file=sys.stderr)
+            make_tree(tree, files=args.files, shape="behaviour", seed=0)
+        zip_path = tmp / "release.zip"
+        fi = f"{shlex.quote(sys.executable)} -m fastindex"
+        t, z = shlex.quote(str(tree)), shlex.quote(str(zip_path))
+        commands = {
+            "zip -r -0 (alone)": f"cd {t} && zip -r -0 -q {z} .",
+            "release --compression store": f"{fi} release {t} {z} --quiet",
+            "release --compression deflate": f"{fi} release {t} {z} --quiet "
+                                             f"--compression deflate",
+            "by hand: check + build + verify + zip -r":
+                f"{fi} check {t} > /dev/null && {fi} build {t} --hash md5 --quiet && "
+                f"{fi} verify {t} --hash --quiet && cd {t} && zip -r -q {z} .",
+        }
+        files = sum(1 for p in tree.rglob("*") if p.is_file())
+        samples: dict[str, list] = {k: [] for k in commands}
+        sizes: dict[str, int] = {}
+        for _ in range(args.repeat):
+            for name, command in commands.items():
+                samples[name].append(run(["bash", "-c", command]))
+                sizes[name] = zip_path.stat().st_size
+                zip_path.unlink()
+                for table in ("sessions.pqt", "datasets.pqt"):
+                    (tree / table).unlink(missing_ok=True)
+                print(f"  {name}: {samples[name][-1].wall_s:.2f} s", file=sys.stderr)
+
+    rows = {k: median(v) for k, v in samples.items()}
+    base = rows["zip -r -0 (alone)"].wall_s
+    print(f"\n{files} files, IBL behaviour shape; {machine()}; medians of {args.repeat}")
+    print(f"{'command':42} {'wall s':>8} {'cpu s':>8} {'zip MB':>8} {'wall / zip -r -0':>17}")
+    for name, r in rows.items():
+        print(f"{name:42} {r.wall_s:8.2f} {r.cpu_s:8.2f} {sizes[name] / 1e6:8.0f} "
+              f"{r.wall_s / base:17.2f}")
+    result = {"files": files, "machine": machine(), "repeat": args.repeat,
+              "rows": {k: {**vars(v), "zip_bytes": sizes[k]} for k, v in rows.items()}}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "release.json").write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""``fastindex release``: a zip that ONE opens as is, reproducible, verified, atomic."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import polars as pl
+import pytest
+from conftest import BEHAVIOUR, write_tree
+from one.converters import session_record2path
+
+import fastindex
+from fastindex import problems as p
+from fastindex.archive import ChangedError
+from fastindex.cli import main
+
+SES = "cortexlab/Subjects/KS001/2020-01-01/001"
+
+
+def release_tree(root: Path) -> Path:
+    return write_tree(root, BEHAVIOUR)
+
+
+def test_the_unzipped_release_loads_every_dataset_in_one(tmp_path, caplog,
+                                                         strict_warnings) -> None:
+    from one.api import One
+
+    root = release_tree(tmp_path / "t")
+    (tmp_path / "LICENSE").write_text("CC-BY-4.0\n")
+    out = tmp_path / "release.zip"
+    assert main(["release", str(root), str(out), "--include", str(tmp_path / "LICENSE"),
+                 "--quiet"]) == 0
+    unpacked = tmp_path / "anywhere/else"
+    with zipfile.ZipFile(out) as archive:
+        archive.extractall(unpacked)
+    one = One(cache_dir=unpacked, mode="local")
+    sessions = pl.read_parquet(unpacked / "sessions.pqt")
+    folders = {r["id"]: session_record2path(r, unpacked) for r in sessions.iter_rows(named=True)}
+    rows = pl.read_parquet(unpacked / "datasets.pqt")
+    assert rows.height == len(BEHAVIOUR)
+    with caplog.at_level(logging.WARNING):
+        for row in rows.iter_rows(named=True):
+            path = folders[row["eid"]] / row["rel_path"]  # one-api's own path rule
+            assert hashlib.md5(path.read_bytes()).hexdigest() == row["hash"]
+            *collection, name = row["rel_path"].split("/")
+            revision = collection.pop()[1:-1] if collection and collection[-1][0] == "#" else None
+            if revision is None and not row["default_revision"]:
+                continue  # an older copy, superseded by a revision: not loadable by name
+            got = one.load_dataset(row["eid"], name, collection="/".join(collection) or None,
+                                   revision=revision, download_only=True, check_hash=True)
+            assert Path(got) == path
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_the_zip_holds_the_tables_the_indexed_files_and_the_included_ones(tmp_path) -> None:
+    root = write_tree(tmp_path / "t", [*BEHAVIOUR, "notes.txt", f"{SES}/.DS_Store"])
+    (root / "README.md").write_text("# a release\n")
+    out = tmp_path / "r.zip"
+    result = fastindex.release(root, out, include=[root / "README.md"], allow_skipped=True)
+    assert result.build.skipped["path"].to_list() == ["notes.txt"]
+    with zipfile.ZipFile(out) as archive:
+        names = archive.namelist()
+    assert names == ["sessions.pqt", "datasets.pqt", *sorted(BEHAVIOUR), "README.md"]
+    assert result.files == len(names)
+
+
+def test_the_same_tree_twice_gives_the_same_bytes(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    zips = []
+    for copy in ("a", "b"):  # two trees written apart in time: other mtimes, other paths
+        root = release_tree(tmp_path / copy / "tree")
+        zips.append(fastindex.release(root, tmp_path / copy / "r.zip", compression="deflate"))
+        time.sleep(1.1)
+    assert zips[0].path.read_bytes() == zips[1].path.read_bytes()
+    assert zips[0].sha256 == zips[1].sha256 == hashlib.sha256(
+        zips[0].path.read_bytes()).hexdigest()
+    with zipfile.ZipFile(zips[0].path) as archive:
+        assert {i.date_time for i in archive.infolist()} == {(2023, 11, 14, 22, 13, 20)}
+
+
+def test_a_file_changed_after_indexing_fails_the_release(tmp_path, monkeypatch) -> None:
+    from fastindex import archive as module
+
+    root = release_tree(tmp_path / "t")
+    victim = root / SES / "alf/_ibl_trials.choice.npy"
+    listed = module._members
+
+    def edit_after_indexing(*args):
+        members = listed(*args)
+        data = bytearray(victim.read_bytes())
+        data[-1] ^= 1  # same size, other bytes
+        victim.write_bytes(bytes(data))
+        return members
+
+    monkeypatch.setattr(module, "_members", edit_after_indexing)
+    out = tmp_path / "r.zip"
+    with pytest.raises(ChangedError, match="_ibl_trials.choice.npy changed since it was"):
+        fastindex.release(root, out)
+    assert os.listdir(tmp_path) == ["t"]  # no zip, no temporary file
+
+
+def test_anything_skipped_stops_the_release_unless_allowed(tmp_path, capsys) -> None:
+    root = write_tree(tmp_path / "t", [*BEHAVIOUR, f"{SES}/notes.txt"])
+    out = tmp_path / "r.zip"
+    assert main(["release", str(root), str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"skipped\t{p.NOT_ALF_NAME}\t{SES}/notes.txt" in err and "no zip written" in err
+    assert not out.exists()
+    assert main(["release", str(root), str(out), "--quiet", "--allow-skipped"]) == 0
+    assert f"{SES}/notes.txt" in capsys.readouterr().err
+    with zipfile.ZipFile(out) as archive:
+        assert f"{SES}/notes.txt" not in archive.namelist()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["r.tar"], "must be a .zip"),
+    (["missing/r.zip"], "cannot write in"),
+    (["r.zip", "--include", "nothing-here"], "not a file"),
+    (["r.zip", "--include", "t/" + BEHAVIOUR[0]], "already has a file there"),
+])
+def test_bad_release_input_is_exit_2(tmp_path, capsys, monkeypatch, args, message) -> None:
+    monkeypatch.chdir(tmp_path)
+    release_tree(tmp_path / "t")
+    assert main(["release", "t", *args, "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.zip")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_sigint_leaves_no_zip_and_no_temporary_file(tmp_path) -> None:
+    root = write_tree(tmp_path / "t", {f"{SES}/raw_ephys_data/_spikeglx_ephysData_g0_t0.imec0"
+                                       f".ap{i}.cbin": 0 for i in range(4)})
+    for path in (root / SES / "raw_ephys_data").iterdir():
+        os.truncate(path, 1 << 30)  # 4 sparse GiB: deflating them takes seconds
+    out = tmp_path / "out"
+    out.mkdir()
+    child = subprocess.Popen([sys.executable, "-m", "fastindex", "release", str(root),
+                              str(out / "r.zip"), "--hash", "xxh3", "--compression", "deflate"],
+                             stderr=subprocess.PIPE, text=True)
+    for line in child.stderr:
+        if line.startswith("zipping"):
+            break
+    time.sleep(0.5)
+    child.send_signal(signal.SIGINT)
+    assert child.wait(timeout=60) == 130
+    assert os.listdir(out) == []
+
+
+def test_verify_checks_a_zip_without_unpacking_it(tmp_path, capsys) -> None:
+    root = release_tree(tmp_path / "t")
+    good = tmp_path / "r.zip"
+    fastindex.release(root, good)
+    assert main(["verify", str(good), "--hash", "--quiet"]) == 0
+    assert "content checked with md5: no differences" in capsys.readouterr().err
+    name = f"{SES}/alf/_ibl_trials.choice.npy"
+    with zipfile.ZipFile(good) as archive:
+        info = archive.getinfo(name)
+        members = [(i, archive.read(i)) for i in archive.infolist()]
+    data = bytearray(good.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start + info.file_size - 1] ^= 0xFF  # the member's last byte
+    flipped = tmp_path / "flipped.zip"
+    flipped.write_bytes(bytes(data))
+    assert main(["verify", str(flipped), "--quiet"]) == 1
+    assert f"content_mismatch: {name}" in capsys.readouterr().err
+    missing = tmp_path / "missing.zip"
+    with zipfile.ZipFile(missing, "w") as archive:
+        for i, content in members:
+            if i.filename != name:
+                archive.writestr(i, content)
+    assert main(["verify", str(missing), "--quiet"]) == 1
+    assert f"missing: {name}" in capsys.readouterr().err
