@@ -95,14 +95,14 @@ def release(root: str | os.PathLike, out: str | os.PathLike, *, hash: str = "md5
     temporary = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     try:
         tables = _published_tables(root_path, out_path.stem, members, newest_ns)
-        nbytes = _write_zip(temporary, root_path, tables, members, extra, algorithms,
-                            COMPRESSION[compression], progress)
+        nbytes, sha256 = _write_zip(temporary, root_path, tables, members, extra, algorithms,
+                                    COMPRESSION[compression], progress)
         _fsync(temporary)
         os.replace(temporary, out_path)
     finally:
         temporary.unlink(missing_ok=True)
     return ReleaseResult(out_path, built, len(members) + len(extra) + len(TABLE_FILES), nbytes,
-                         out_path.stat().st_size, _sha256(out_path),
+                         out_path.stat().st_size, sha256,
                          time.perf_counter() - started)
 
 
@@ -210,9 +210,10 @@ def _timestamp() -> tuple[int, ...]:
 
 
 def _write_zip(path: Path, root: Path, tables: dict[str, bytes], members: list, extra: list,
-               algorithms: tuple, compress_type: int, progress: bool) -> int:
-    """Write the zip; files below ``SMALL_FILE`` are read (and hashed) ahead by threads
-    while this thread writes, larger ones are streamed through one buffer."""
+               algorithms: tuple, compress_type: int, progress: bool) -> tuple[int, str]:
+    """Write the zip: (bytes zipped, the zip's SHA-256).  Files below ``SMALL_FILE`` are
+    read (and hashed) ahead by threads while this thread writes, larger ones are
+    streamed through one buffer."""
     total = sum(size for _, size, _ in members) + sum(p.stat().st_size for _, p in extra)
     check = ("xxh3",) if "xxh3" in algorithms else algorithms  # one digest is enough
     buffer = bytearray(hashing.CHUNK)
@@ -220,7 +221,7 @@ def _write_zip(path: Path, root: Path, tables: dict[str, bytes], members: list, 
     pool = ThreadPoolExecutor(READ_THREADS)
     try:
         with open(path, "wb", buffering=1 << 20) as file, \
-                zipfile.ZipFile(_Stream(file), "w", allowZip64=True) as archive, \
+                zipfile.ZipFile(stream := _Stream(file), "w", allowZip64=True) as archive, \
                 progress_bar(progress, "zipping", "B", total) as bar:
             for name, data in tables.items():
                 archive.writestr(_entry(name, len(data), compress_type), data)
@@ -244,21 +245,29 @@ def _write_zip(path: Path, root: Path, tables: dict[str, bytes], members: list, 
                 bar.update(size)
     finally:
         pool.shutdown(cancel_futures=True)
-    return total
+    return total, stream.sha256.hexdigest()
 
 
 class _Stream:
-    """The zip file as a stream that cannot seek or tell.
+    """The zip file as a stream that cannot seek or tell, hashed as it is written.
 
     zipfile then writes each entry once, its CRC-32 and sizes in a data descriptor after
     the data (standard since ZIP 2.0, read by every unzip), and counts offsets itself.
     On a seekable file it writes each header twice, seeking back to patch it: four system
-    calls an entry, more than half the time of zipping 74k small files.
+    calls an entry, more than half the time of zipping 74k small files.  Written once and
+    in order, the bytes give the zip's SHA-256 without reading it back.
     """
 
     def __init__(self, file) -> None:
-        self.write = file.write
-        self.flush = file.flush
+        self.file = file
+        self.sha256 = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        return self.file.write(data)
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 #: Files smaller than this are read whole by ``READ_THREADS`` threads ahead of the writer,
@@ -343,14 +352,6 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(hashing.CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_zip(path: str | os.PathLike, hash: bool = False, progress: bool = False):
