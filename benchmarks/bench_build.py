@@ -25,10 +25,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from measure import machine, median, run
+from measure import behaviour_tree, machine, median, run
 
 from fastindex.executors import default_workers
-from fastindex.treegen import make_tree
 
 HERE = Path(__file__).resolve().parent
 ONE_API = ("import sys, warnings; warnings.simplefilter('ignore');"
@@ -48,10 +47,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         tmp = Path(tmp)
-        tree = args.tree or tmp / "tree"
-        if not args.tree:
-            print(f"generating {args.files} files ...", file=sys.stderr)
-            make_tree(tree, files=args.files, shape="behaviour", seed=0)
+        tree = behaviour_tree(args.tree, args.files, tmp)
         out = tmp / "out"
         out.mkdir()
         n = default_workers()

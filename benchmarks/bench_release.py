@@ -24,9 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from measure import machine, median, run
-
-from fastindex.treegen import make_tree
+from measure import behaviour_tree, machine, median, run
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,10 +39,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        tree = args.tree or tmp / "tree"
-        if not args.tree:
-            print(f"generating {args.files} files ...", file=sys.stderr)
-            make_tree(tree, files=args.files, shape="behaviour", seed=0)
+        tree = behaviour_tree(args.tree, args.files, tmp)
         zip_path = tmp / "release.zip"
         fi = f"{shlex.quote(sys.executable)} -m fastindex"
         t, z = shlex.quote(str(tree)), shlex.quote(str(zip_path))

@@ -14,9 +14,11 @@ import platform
 import resource
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -112,3 +114,14 @@ def evict_contents(root: str | os.PathLike) -> int:
             finally:
                 os.close(fd)
     return count
+
+
+def behaviour_tree(tree: Path | None, files: int, tmp: Path) -> Path:
+    """``tree``, or a generated IBL-behaviour tree of about ``files`` files under ``tmp``."""
+    from fastindex.treegen import make_tree
+
+    if tree:
+        return tree
+    print(f"generating {files} files ...", file=sys.stderr)
+    make_tree(tmp / "tree", files=files, shape="behaviour", seed=0)
+    return tmp / "tree"

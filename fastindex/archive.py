@@ -92,12 +92,14 @@ def release(root: str | os.PathLike, out: str | os.PathLike, *, hash: str = "md5
     for name, _ in extra:
         if name in taken:
             raise InputError(f"--include {name}: the release already has a file there")
+    from fastindex.tables import fsync
+
     temporary = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     try:
         tables = _published_tables(root_path, out_path.stem, members, newest_ns)
         nbytes, sha256 = _write_zip(temporary, root_path, tables, members, extra, algorithms,
                                     COMPRESSION[compression], progress)
-        _fsync(temporary)
+        fsync(temporary)
         os.replace(temporary, out_path)
     finally:
         temporary.unlink(missing_ok=True)
@@ -344,14 +346,6 @@ def _check_read(name: str, size: int, expected: dict, outcome) -> None:
         what = f"{size} bytes" if read != size else f"its {'/'.join(expected)}"
         raise ChangedError(f"{name} changed since it was indexed ({what} differ); "
                            f"no zip written: run the release again")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def verify_zip(path: str | os.PathLike, hash: bool = False, progress: bool = False):

@@ -181,7 +181,7 @@ def write_tables(out_dir: Path, sessions: pa.Table, datasets: pa.Table,
             meta = {**metadata, "pandas": pandas_metadata(table.schema, index, table.num_rows)}
             table = table.replace_schema_metadata({k: json.dumps(v) for k, v in meta.items()})
             pq.write_table(table, temp)
-            _fsync(temp)
+            fsync(temp)
         for temp, target in zip(temps, targets):
             os.replace(temp, target)
     finally:
@@ -206,7 +206,8 @@ def republished(path: Path, updates: dict[str, dict], drop: tuple[str, ...] = ()
     return sink.getvalue()
 
 
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
+    """Flush a file's data to the disk before it is renamed into place."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
