@@ -62,6 +62,8 @@ def main() -> int:
                                               "--scheduler", f"local:{n}"],
             "one-api make_parquet_db": [sys.executable, "-c", ONE_API, str(tree), str(out)],
         }
+        if args.one_repeat == 0:
+            del commands["one-api make_parquet_db"]
         where: dict[str, dict] = {}  # run() options of a command
         if args.baseline:
             base = stack.enter_context(worktree(args.baseline, tmp / "baseline"))

@@ -67,7 +67,8 @@ class ReleaseResult:
 def release(root: str | os.PathLike, out: str | os.PathLike, *, hash: str = "md5",
             allow_skipped: bool = False, include: Iterable[str | os.PathLike] = (),
             compression: str = "store", workers: int | None = None,
-            exclude: Iterable[str] = (), progress: bool = False) -> ReleaseResult:
+            io_threads: int | None = None, exclude: Iterable[str] = (),
+            progress: bool = False) -> ReleaseResult:
     """Build the tables of ``root`` and write it, verified, to the zip ``out``.
 
     ``hash`` is the digest written in the tables and checked while zipping (``md5``, the
@@ -75,7 +76,8 @@ def release(root: str | os.PathLike, out: str | os.PathLike, *, hash: str = "md5
     that would be skipped raises ``ProblemsFound`` before anything is written; with it,
     skipped files stay out of the zip (``result.build.skipped`` lists them).
     ``include``: files to add (a README, a LICENSE) at their path in the root, or at the
-    top of the zip when they are outside it.
+    top of the zip when they are outside it.  ``workers`` and ``io_threads`` are as in
+    ``build``.
     """
     started = time.perf_counter()
     root_path = check_root(root)
@@ -84,7 +86,8 @@ def release(root: str | os.PathLike, out: str | os.PathLike, *, hash: str = "md5
     if compression not in COMPRESSION:
         raise InputError(f"compression must be one of {', '.join(COMPRESSION)}: {compression}")
     extra = _included(root_path, include)
-    built = build(root_path, hash=hash, workers=workers, exclude=exclude,
+    built = build(root_path, hash=hash, workers=workers, io_threads=io_threads,
+                  exclude=exclude,
                   strict=not allow_skipped, progress=progress,
                   not_data=[out_path, *(path for _, path in extra)])
     members, newest_ns = _members(root_path, algorithms)

@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, help="folder for the tables (default: ROOT)")
     b.add_argument("--workers", type=_positive_int,
                    help="worker processes (default: the CPUs available)")
+    _add_io_threads(b)
     b.add_argument("--lab", help="lab name for sessions without a lab/Subjects folder")
     b.add_argument("--string-ids", action="store_true",
                    help="ONE's string ids (lab/subject/date/number, rel_path), not uuid3")
@@ -59,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
                                      "(exit 1 when anything is reported)")
     k.add_argument("root", type=Path, help="folder to check")
     k.add_argument("--workers", type=_positive_int, help="worker processes")
+    _add_io_threads(k)
     k.add_argument("--lab", help="also check that every session is in LAB/Subjects/")
     k.add_argument("--follow-symlinks", action="store_true")
     _add_ignore_options(k)
@@ -71,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("root", type=Path, help="folder that was indexed")
     u.add_argument("--out", type=Path, help="folder of the tables (default: ROOT)")
     u.add_argument("--workers", type=_positive_int, help="worker processes")
+    _add_io_threads(u)
     u.add_argument("--hash", choices=hashing.CHOICES,
                    help="other digests than the tables have (a full build)")
     u.add_argument("--namespace", type=_uuid, help="another id namespace (needs --force)")
@@ -89,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--hash", action="store_true",
                    help="also compare contents, with the digests the tables hold")
     v.add_argument("--workers", type=_positive_int, help="worker processes")
+    _add_io_threads(v)
     _add_scheduler(v)
     v.add_argument("--report", type=Path, help="write the differences here (.csv or .json)")
     v.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -121,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--compression", choices=["store", "deflate"], default="store",
                    help="store (default: fastest; data files rarely shrink) or deflate")
     r.add_argument("--workers", type=_positive_int, help="worker processes")
+    _add_io_threads(r)
     r.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                    help="a gitignore pattern of paths that are not data (repeatable)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -161,6 +166,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_io_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--io-threads", type=_non_negative_int, metavar="N",
+                   help="listings and stats in flight per process, for network storage "
+                        "(default: 0 on a fast disk, 32 once listings are found slow; "
+                        "also FASTINDEX_IO_THREADS)")
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
+    return value
+
+
 def _uuid(text: str) -> uuid.UUID:
     try:
         return uuid.UUID(text)
@@ -174,7 +196,7 @@ def _build(args: argparse.Namespace) -> int:
     report = check_report_path(args.report) if args.report else None
     had_tables = ((args.out or args.root) / "datasets.pqt").exists()
     try:
-        result = build(args.root, args.out, workers=args.workers,
+        result = build(args.root, args.out, workers=args.workers, io_threads=args.io_threads,
                        hash_ids=not args.string_ids, namespace=args.namespace, lab=args.lab,
                        follow_symlinks=args.follow_symlinks, hash=args.hash,
                        exclude=args.exclude, default_ignores=args.default_ignores,
@@ -249,6 +271,7 @@ def _update(args: argparse.Namespace) -> int:
 
     result = update(args.root, args.out, hash=args.hash, namespace=args.namespace,
                     keep_missing=args.keep_missing, force=args.force, workers=args.workers,
+                    io_threads=args.io_threads,
                     scheduler=args.scheduler, progress=not args.quiet)
     if not args.quiet:
         print(f"fastindex: {result.summary()}", file=sys.stderr)
@@ -262,7 +285,7 @@ def _check(args: argparse.Namespace) -> int:
     root = check_root(args.root)
     options = BuildOptions(hash_ids=False, lab=args.lab, follow_symlinks=args.follow_symlinks,
                            exclude=tuple(args.exclude), default_ignores=args.default_ignores)
-    index = index_tree(root, options, workers=args.workers)
+    index = index_tree(root, options, workers=args.workers, io_threads=args.io_threads)
     frame = _problems(index.skipped, index.warnings)
     summary = (f"{index.sessions.height} sessions, {index.datasets.height} datasets, "
                f"{index.skipped.height} skipped, {len(index.warnings)} warnings, "
@@ -290,6 +313,7 @@ def _verify(args: argparse.Namespace) -> int:
         result = verify_zip(args.root, hash=args.hash, progress=not args.quiet)
     else:
         result = verify(args.root, args.tables, hash=args.hash, workers=args.workers,
+                        io_threads=args.io_threads,
                         scheduler=args.scheduler, progress=not args.quiet)
     if report:
         write_report(report, result.differences, result.summary(), key="differences")
@@ -308,7 +332,8 @@ def _release(args: argparse.Namespace) -> int:
     try:
         result = release(args.root, args.out, hash=args.hash, allow_skipped=args.allow_skipped,
                          include=args.include, compression=args.compression,
-                         workers=args.workers, exclude=args.exclude, progress=not args.quiet)
+                         workers=args.workers, io_threads=args.io_threads,
+                         exclude=args.exclude, progress=not args.quiet)
     except ProblemsFound as found:
         return _refuse(found, None, args.root, "no zip written (--allow-skipped releases "
                                                "the tree without them)")

@@ -19,8 +19,10 @@ from fastindex import alf
 from fastindex import problems as p
 from fastindex.ignore import IgnoreRules
 from fastindex.problems import Problem
+from fastindex.scan import IoThreads, Scanner
 
 NO_RULES = IgnoreRules(litter=False)
+AUTOMATIC = IoThreads()
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ def iter_files(path: str, rel: str, found: Discovery, rules: IgnoreRules = NO_RU
 
 def discover(root: str | Path, found: Discovery, follow_symlinks: bool = False,
              ignore: frozenset[str] = frozenset(), max_batch: int = 64,
-             hand_off_dates: bool = True, rel: str = "", rules: IgnoreRules = NO_RULES
+             hand_off_dates: bool = True, rel: str = "", rules: IgnoreRules = NO_RULES,
+             io: IoThreads = AUTOMATIC, scanner: Scanner | None = None
              ) -> Iterator[list[Folder]]:
     """Walk down from ``root`` to the session folders, in sorted order.
 
@@ -101,9 +104,21 @@ def discover(root: str | Path, found: Discovery, follow_symlinks: bool = False,
     worker's reads in one part of the tree; the split keeps one large subject from
     holding up the others.  ``ignore`` holds absolute paths of files to pass over
     silently (the tables themselves); ``rel`` is ``root`` relative to the indexed root;
-    entries that ``rules`` ignore are counted in ``found`` and not walked.
+    entries that ``rules`` ignore are counted in ``found`` and not walked.  The folders
+    are listed by ``scanner`` (one of this walk's own, with ``io`` threads, if None),
+    which lists ahead of the walk down to the date folders it hands off.
     """
     root = os.fspath(root)  # a str: Path objects cost more than the listing, per session
+    if scanner is None:
+        def descend(child: str, name: str) -> bool:
+            return not (hand_off_dates and alf.DATE_RE.fullmatch(name)) and not (
+                rules.patterns and rules.matches(child, True))
+
+        with Scanner(io, descend, root) as own:
+            own.start(root, rel)
+            yield from discover(root, found, follow_symlinks, ignore, max_batch,
+                                hand_off_dates, rel, rules, scanner=own)
+        return
     visited = {_dir_key(root)} if follow_symlinks else set()
     batch: list[Folder] = []
     subject = None
@@ -127,8 +142,7 @@ def discover(root: str | Path, found: Discovery, follow_symlinks: bool = False,
                 yield from add(Folder(folder, rel, session.parts), subject_folder)
             continue
         try:
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name, reverse=True)
+            entries = sorted(scanner.entries(folder, rel), key=lambda e: e.name, reverse=True)
         except OSError as err:
             found.problems.append(Problem(p.display_path(rel or "."), p.UNREADABLE, str(err)))
             continue

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from fastindex import alf, buffers, hashing
 from fastindex import problems as p
 from fastindex.buffers import RawBatch
-from fastindex.discover import NO_RULES, Discovery, Folder, Session, discover
+from fastindex.discover import AUTOMATIC, NO_RULES, Discovery, Folder, Session, discover
 from fastindex.ignore import IgnoreRules
+from fastindex.scan import IoThreads, Scanner
 
 NO_READ_PERMISSION = "no read permission for anyone (mode {:03o})"
 
@@ -34,6 +35,7 @@ class IndexOptions:
     hashes: tuple[str, ...] = ()  # from hashing.ALGORITHMS
     defer_size: int = 64 << 20  # files this large are hashed as tasks of their own
     rules: IgnoreRules = NO_RULES  # what is not data
+    io: IoThreads = AUTOMATIC  # listings in flight per worker
 
 
 @dataclass(frozen=True)
@@ -88,18 +90,32 @@ def index_sessions(units: list[Folder], options: IndexOptions) -> BatchResult:
     """
     found = Discovery()
     sessions = []
-    for unit in units:
-        found_here = [[unit]] if unit.parts is not None else discover(
-            unit.path, found, options.follow_symlinks, hand_off_dates=False, rel=unit.rel,
-            rules=options.rules)
-        sessions.extend(Session(s.path, s.rel, s.parts) for batch in found_here for s in batch)
+    rules = options.rules
+
+    def descend(child: str, name: str) -> bool:
+        return not (rules.patterns and rules.matches(child, True))
+
+    with Scanner(options.io, descend, units[0].path, stat_files=True) as scanner:
+        for unit in units:  # the whole batch is listed ahead, as one subtree per unit
+            scanner.start(unit.path, unit.rel)
+        for unit in units:
+            found_here = [[unit]] if unit.parts is not None else discover(
+                unit.path, found, options.follow_symlinks, hand_off_dates=False,
+                rel=unit.rel, rules=rules, scanner=scanner)
+            sessions.extend(Session(s.path, s.rel, s.parts) for batch in found_here
+                            for s in batch)
+        return _index_found(sessions, found, options, scanner)
+
+
+def _index_found(sessions: list[Session], found: Discovery, options: IndexOptions,
+                 scanner: Scanner) -> BatchResult:
     eids = [session_eid(s.parts.string_id, options.namespace) for s in sessions]
     cols = _Columns([], [], [], [], [], list(found.problems), {a: [] for a in options.hashes},
                     [])
     buffer = bytearray(hashing.CHUNK) if options.hashes else None
     for i, session in enumerate(sessions):
         _index_session(SessionTask(i, session.path, session.rel, eids[i]), options, cols,
-                       buffer)
+                       buffer, scanner)
     datasets = buffers.dataset_batch(cols.session, [e.encode() for e in eids], cols.rel_path,
                                      cols.file_size, cols.mtime_ns,
                                      cols.id_md5 if options.namespace else None, cols.digests)
@@ -108,7 +124,7 @@ def index_sessions(units: list[Folder], options: IndexOptions) -> BatchResult:
 
 
 def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns,
-                   buffer: bytearray | None) -> None:
+                   buffer: bytearray | None, scanner: Scanner) -> None:
     # A dataset's id is uuid3(namespace, 'eid/rel_path'); the worker computes the md5
     # (per-row Python), the merge formats all of them at once.
     id_prefix = (options.namespace.bytes + f"{task.eid}/".encode()) if options.namespace else None
@@ -122,8 +138,7 @@ def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns,
             if options.follow_symlinks and _seen_before(folder, visited):
                 problems.append(_problem(task, prefix.rstrip("/"), p.SYMLINK_LOOP))
                 continue
-            with os.scandir(folder) as it:
-                entries = list(it)
+            entries = scanner.entries(folder, _join(task.rel, prefix.rstrip("/")))
         except OSError as err:
             problems.append(_problem(task, prefix.rstrip("/") or ".", p.UNREADABLE, str(err)))
             continue

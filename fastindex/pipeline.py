@@ -32,7 +32,7 @@ try:
 except ImportError:  # Windows: builds are not locked
     fcntl = None
 
-from fastindex import __version__, alf, discover, hashing, ignore
+from fastindex import __version__, alf, discover, hashing, ignore, scan
 from fastindex import problems as p
 from fastindex.discover import Folder, Session
 from fastindex.errors import FastindexError, InputError, LabError, ProblemsFound
@@ -90,7 +90,7 @@ class BuildResult:
 
 
 def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
-          workers: int | None = None, hash_ids: bool = True,
+          workers: int | None = None, io_threads: int | None = None, hash_ids: bool = True,
           namespace: str | uuid.UUID | None = None, lab: str | None = None,
           follow_symlinks: bool = False, hash: str | None = None,
           exclude: Iterable[str] = (), default_ignores: bool = True, strict: bool = False,
@@ -100,7 +100,10 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
     """Index the ALF tree under ``root`` and write ``sessions.pqt`` and ``datasets.pqt``.
 
     The tables go to ``out_dir`` (default: the root).  ``workers`` defaults to the CPUs
-    this process may use; ``workers=1`` runs in this process.  ``hash`` is one of
+    this process may use; ``workers=1`` runs in this process.  ``io_threads``: listings
+    and stats in flight per process, for network storage (default: the
+    ``FASTINDEX_IO_THREADS`` environment variable, else none until listings are timed
+    slow, then 32; see ``scan.py``).  ``hash`` is one of
     ``none``, ``xxh3``, ``md5``, ``xxh3+md5``: md5 goes in ONE's ``hash`` column, xxh3 in
     an extra ``xxh3`` column.  ``exclude``: gitignore patterns of paths that are not data,
     besides the root's ``.fastindexignore``; ``default_ignores=False`` reports OS litter
@@ -123,7 +126,8 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
         quiet = own_files(out_path) | {str(Path(f).expanduser().resolve()) for f in not_data}
         index = index_tree(root_path, options, ignore_paths=quiet,
                            executor=executor,
-                           workers=workers, start_method=start_method, progress=progress)
+                           workers=workers, start_method=start_method, progress=progress,
+                           io_threads=io_threads)
         if strict and (index.skipped.height or index.warnings):
             raise ProblemsFound(
                 f"strict: {index.skipped.height} files would be skipped and "
@@ -268,12 +272,13 @@ class TreeIndex:
 @pauses_gc
 def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None = None,
                workers: int | None = None, start_method: str | None = None,
-               progress: bool = False, ignore_paths: frozenset[str] | None = None
-               ) -> TreeIndex:
+               progress: bool = False, ignore_paths: frozenset[str] | None = None,
+               io_threads: int | None = None) -> TreeIndex:
     """Stages 1 to 4a on a resolved root: discover, index in workers, merge.
 
     ``ignore_paths``: absolute paths not to report, besides fastindex's own files in root.
     The ignore rules are the root's ``.fastindexignore`` and the options' ``exclude``.
+    ``io_threads``: listings in flight per process (see ``scan.io_threads``).
     """
     listed_at_ns = time.time_ns()
     rules = ignore.read_rules(root, tuple(options.exclude), options.default_ignores)
@@ -284,9 +289,14 @@ def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None =
         raise InputError(str(err)) from None
     id_ns = uuid.UUID(options.namespace) if options.hash_ids else None
     found = discover.Discovery()
-    index_options = IndexOptions(id_ns, options.follow_symlinks, hashes, DEFER_SIZE, rules)
-    with executor_for(executor, workers or default_workers(), start_method) as pool:
-        units = discover.discover(root, found, options.follow_symlinks, own, rules=rules)
+    io = io_threads_for(io_threads)
+    index_options = IndexOptions(id_ns, options.follow_symlinks, hashes, DEFER_SIZE, rules, io)
+    # Forked before this process may start I/O threads of its own (a fork beside
+    # running threads can deadlock).
+    with executor_for(executor, workers or default_workers(), start_method,
+                      fork_now=io.threads != 0) as pool:
+        units = discover.discover(root, found, options.follow_symlinks, own, rules=rules,
+                                  io=io)
         futures = _submit(pool, units, index_options)  # before tqdm starts its thread
         with _index_bar(progress, hashes, len(futures)) as bar:
             if not hashes:  # Arrow and polars load while the workers index
@@ -306,6 +316,14 @@ def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None =
         merge.problems_frame(found.problems + late_problems, [r.problems for r in results]),
         _root_warnings(root), dict(zip(eids, sessions)), listed_at_ns,
         found.ignored + sum(r.ignored for r in results), rules)
+
+
+def io_threads_for(given: int | None) -> scan.IoThreads:
+    """The I/O threads asked for (argument, else environment), or a clear refusal."""
+    try:
+        return scan.io_threads(given)
+    except ValueError as err:
+        raise InputError(str(err)) from None
 
 
 def check_lab(sessions: list[Session], lab: str | None) -> None:

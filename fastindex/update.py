@@ -98,8 +98,8 @@ def _old_tables(files: list[Path]) -> tuple[pl.DataFrame, pl.DataFrame]:
 def update(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
            hash: str | None = None, namespace: str | None = None,
            keep_missing: bool = False, force: bool = False, workers: int | None = None,
-           executor: Executor | None = None, client=None, scheduler: str | None = None,
-           progress: bool = False) -> UpdateResult:
+           io_threads: int | None = None, executor: Executor | None = None, client=None,
+           scheduler: str | None = None, progress: bool = False) -> UpdateResult:
     """Bring the tables in ``out_dir`` (default: root) up to date with the tree.
 
     The old tables' options are kept; ``hash`` asks for other digests (a full build).
@@ -109,7 +109,8 @@ def update(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
 
     One pool walks the tree and hashes what changed.  Its workers start before the old
     tables are read: reading them loads Arrow and polars, whose threads make a later
-    fork unsafe.  ``executor``, ``client`` and ``scheduler`` are as in ``build``.
+    fork unsafe.  ``io_threads``, ``executor``, ``client`` and ``scheduler`` are as in
+    ``build``.
     """
     started = time.perf_counter()
     root_path, out_path = check_paths(root, out_dir)
@@ -123,7 +124,7 @@ def update(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
             options, why_full = _plan(provenance, columns, hash, namespace, force)
             index = index_tree(root_path, replace(options, hash="none") if not why_full
                                else options, executor=pool, progress=progress,
-                               ignore_paths=own_files(out_path))
+                               ignore_paths=own_files(out_path), io_threads=io_threads)
             old_sessions, old = _old_tables(files)
             reused = rehashed = 0
             if not why_full:

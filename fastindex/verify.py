@@ -83,14 +83,14 @@ def one_paths(sessions: pl.DataFrame, datasets: pl.DataFrame) -> pl.DataFrame:
 
 
 def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None, *,
-           hash: bool = False, workers: int | None = None,
+           hash: bool = False, workers: int | None = None, io_threads: int | None = None,
            executor: Executor | None = None, client=None, scheduler: str | None = None,
            progress: bool = False) -> VerifyResult:
     """Compare the tree under ``root`` with the tables in ``tables_dir`` (default: root).
 
     The workers start before the tables are read: reading them loads Arrow and polars,
     whose threads make a later fork unsafe (see ``executors.executor_for``).
-    ``executor``, ``client`` and ``scheduler`` are as in ``build``.
+    ``io_threads``, ``executor``, ``client`` and ``scheduler`` are as in ``build``.
     """
     root_path = check_root(root)  # read-only trees (a mounted release) are fine
     tables_path = Path(tables_dir).expanduser().resolve() if tables_dir else root_path
@@ -116,7 +116,7 @@ def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None,
         meta = [_table_meta(f) for f in files]
         options = _options(meta[1].get("options", {}), hashed)
         fresh = index_tree(root_path, options, executor=pool, progress=progress,
-                           ignore_paths=own_files(tables_path))
+                           ignore_paths=own_files(tables_path), io_threads=io_threads)
     ours = one_paths(sessions, datasets)
     disk = one_paths(fresh.sessions, fresh.datasets)
     diffs = [_compare(ours, disk, hashed), _same_path(ours)]

@@ -41,3 +41,19 @@ def test_release_benchmark_runs_each_path_and_writes_its_table(tmp_path) -> None
                          "release --compression deflate",
                          "by hand: check + build + verify + zip -r"}
     assert all(r["zip_bytes"] > 0 for r in rows.values())
+
+
+def test_latency_benchmark_runs_every_command_and_writes_its_table(tmp_path) -> None:
+    """Without FUSE (--smoke): the commands, the table, the CSV, JSON and plot."""
+    done = subprocess.run([sys.executable, str(BENCH / "bench_latency.py"), "--smoke",
+                           "--files", "300", "--threads", "0", "8", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=BENCH)
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "latency.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["command"] for r in rows] == [
+        "find", "python scandir walk", "fastindex (default)", "fastindex --io-threads 0",
+        "fastindex --io-threads 8", "one-api make_parquet_db"]
+    assert {r["files"] for r in rows} == {"300"}
+    assert json.loads((tmp_path / "latency.json").read_text())["rows"][0]["command"] == "find"
+    assert (tmp_path / "latency.png").stat().st_size > 10_000
