@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -297,7 +297,7 @@ def index_tree(root: Path, options: BuildOptions, *, executor: Executor | None =
                       fork_now=io.threads != 0) as pool:
         units = discover.discover(root, found, options.follow_symlinks, own, rules=rules,
                                   io=io)
-        futures = _submit(pool, units, index_options)  # before tqdm starts its thread
+        futures = _submit(pool, units, index_options, str(root))  # before tqdm's thread
         with _index_bar(progress, hashes, len(futures)) as bar:
             if not hashes:  # Arrow and polars load while the workers index
                 _merge_stage()
@@ -449,10 +449,19 @@ def _shown(session_rel: str, rel_path: str) -> str:
     return f"{session_rel}/{rel_path}" if session_rel else rel_path
 
 
-def _submit(pool: Executor, batches: Iterable[list[Folder]], options: IndexOptions
-            ) -> list[tuple[Future, list[Folder]]]:
-    """Submit each batch as discovery yields it, so the walk and the indexing overlap."""
-    return [(pool.submit(index_sessions, batch, options), batch) for batch in batches]
+def _submit(pool: Executor, batches: Iterable[list[Folder]], options: IndexOptions,
+            root: str) -> list[tuple[Future, list[Folder]]]:
+    """Submit each batch as discovery yields it, so the walk and the indexing overlap.
+
+    Once the walk here has timed the storage, the workers are told what it found, so
+    that on slow storage they start with their threads on.
+    """
+    submitted = []
+    for batch in batches:
+        if options.io.threads is None and (found := scan.finding(root)) is not None:
+            options = replace(options, io=found)
+        submitted.append((pool.submit(index_sessions, batch, options), batch))
+    return submitted
 
 
 def _gather(futures: list[tuple[Future, list[Folder]]], bar: tqdm, pool: Executor,

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: Environment variable that sets the I/O threads per process (0: none), as --io-threads.
 ENV = "FASTINDEX_IO_THREADS"
@@ -30,6 +30,10 @@ DEFAULT_THREADS = 32
 #: Listings slower than this per entry (and per listing) are round trips to a server or a
 #: disk, not page-cache hits (a microsecond or two).
 SLOW_ENTRY_S = 50e-6
+#: Entries whose types and stats one thread fetches, of a listing made ahead.
+FETCH_CHUNK = 8
+#: A listing this slow per entry decides at once (no page-cache hiccup is this long).
+CLEARLY_SLOW_S = 1e-3
 #: Listings timed before deciding; the fastest decides, so that one hiccup (the first
 #: touch of a freshly forked worker's memory) does not turn threads on.
 TIMED_LISTINGS = 3
@@ -73,6 +77,16 @@ def io_threads(given: int | None = None) -> IoThreads:
 #: Device -> whether its listings were found slow, in this process: later walks on it
 #: start threaded, or serial, without timing again.
 _slow_devices: dict[int, bool] = {}
+
+
+def finding(path: str) -> IoThreads | None:
+    """What this process found of the storage under ``path``: the threads its walks
+    start with (so that workers need not time it again), or None when not yet timed."""
+    try:
+        slow = _slow_devices.get(os.stat(path).st_dev)
+    except OSError:
+        return None
+    return None if slow is None else IoThreads(DEFAULT_THREADS if slow else 0)
 
 
 class Scanner:
@@ -150,7 +164,7 @@ class Scanner:
         began = time.perf_counter()
         entries = self._list(path)
         self._timed.append((time.perf_counter() - began) / (len(entries) + 1))
-        if len(self._timed) == TIMED_LISTINGS:
+        if len(self._timed) == TIMED_LISTINGS or self._timed[-1] > CLEARLY_SLOW_S:
             slow = min(self._timed) > SLOW_ENTRY_S
             if self._device is not None:
                 _slow_devices[self._device] = slow
@@ -172,36 +186,77 @@ class Scanner:
     def _list(self, path: str) -> list[os.DirEntry]:
         with os.scandir(path) as it:
             entries = list(it)
+        self._fetch(entries)
+        return entries
+
+    def _fetch(self, entries: list[os.DirEntry]) -> None:
+        """Each entry's type (and a file's stat) fetched now, in this thread, and kept by
+        the entry for the walk; errors are left for the walk to meet and report."""
         for entry in entries:
-            try:  # fetched now, in this thread; kept by the entry for the walk
+            try:
                 if not entry.is_dir(follow_symlinks=False) and self._stat_files:
                     entry.stat()
             except OSError:
-                pass  # the walk meets the error again, and reports it
-        return entries
+                pass
 
     def _submit(self, path: str, rel: str, keep: bool = True) -> Future | None:
         pool = self._pool
         if pool is None:
             return None
-        try:
-            future = pool.submit(self._list_ahead, path, rel)
-        except RuntimeError:  # closed while a listing was starting its subfolders
-            return None
+        future: Future = Future()
         if keep:
             with self._lock:
                 self._pending[path] = future
+        try:
+            pool.submit(self._list_ahead, pool, path, rel, future)
+        except RuntimeError:  # closed while a listing was starting its subfolders
+            future.cancel()
         return future
 
-    def _list_ahead(self, path: str, rel: str) -> list[os.DirEntry]:
-        """A listing made in a thread; its subfolders are started before it returns."""
-        entries = self._list(path)
-        for entry in entries:
+    def _list_ahead(self, pool: ThreadPoolExecutor, path: str, rel: str, future: Future
+                    ) -> None:
+        """List ``path`` in a thread, and fetch its entries' types and stats in chunks
+        on other threads (one at a time, a large folder is a long chain of lookups)."""
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except BaseException as err:
+            future.set_exception(err)
+            return
+        listing = _Listing(entries, rel, future, max(1, -(-len(entries) // FETCH_CHUNK)))
+        for i in range(FETCH_CHUNK, len(entries), FETCH_CHUNK):
             try:
-                is_dir = entry.is_dir(follow_symlinks=False)
-            except OSError:
-                continue
-            child = f"{rel}/{entry.name}" if rel else entry.name
-            if is_dir and self._descend(child, entry.name):
-                self._submit(entry.path, child)
-        return entries
+                pool.submit(self._fetch_chunk, listing, i)
+            except RuntimeError:
+                return  # closed: nobody waits for this listing
+        self._fetch_chunk(listing, 0)
+
+    def _fetch_chunk(self, listing: _Listing, i: int) -> None:
+        """One chunk of a listing's entries; the last chunk done completes the listing
+        and starts its subfolders, so no thread ever waits for another."""
+        try:
+            self._fetch(listing.entries[i:i + FETCH_CHUNK])
+            with listing.lock:
+                listing.left -= 1
+                if listing.left:
+                    return
+            for entry in listing.entries:
+                if entry.is_dir(follow_symlinks=False):  # known by now: no request
+                    child = f"{listing.rel}/{entry.name}" if listing.rel else entry.name
+                    if self._descend(child, entry.name):
+                        self._submit(entry.path, child)
+            listing.future.set_result(listing.entries)
+        except BaseException as err:
+            if not listing.future.done():
+                listing.future.set_exception(err)
+
+
+@dataclass
+class _Listing:
+    """A folder's entries while their types and stats are being fetched, in chunks."""
+
+    entries: list[os.DirEntry]
+    rel: str
+    future: Future
+    left: int  # chunks not yet fetched
+    lock: threading.Lock = field(default_factory=threading.Lock)
