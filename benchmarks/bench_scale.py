@@ -2,6 +2,7 @@
 
     python benchmarks/bench_scale.py [--sizes 10000 74000 300000 1000000] [--repeat 3]
                                      [--one-max 74000] [--workdir DIR] [--out DIR]
+                                     [--baseline GIT-REF]
 
 For each size, an IBL-behaviour-shaped tree of sparse files is generated (deterministic,
 seed 0), then, side by side on the same warm tree, as whole processes:
@@ -11,19 +12,23 @@ files; above that one-api's time and memory are extrapolated linearly from the l
 size it ran, and marked so.  Wall and CPU time are medians of --repeat runs; peak memory
 is the PSS of the whole process tree (workers included) in one separately sampled run.
 Writes scale.csv, scale.json and scale.png (log-log time and memory against files) to
---out (default benchmarks/results).
+--out (default benchmarks/results).  --baseline adds fastindex as of a commit with N
+workers, run in turn with the others: an A/B at every size.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
+import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
+from bench_build import worktree
 from measure import machine, median, run
 
 from fastindex.executors import default_workers
@@ -46,18 +51,31 @@ def commands(tree: Path, out: Path, workers: int) -> dict[str, list[str]]:
     }
 
 
-def measure_size(size: int, args, workdir: Path, workers: int) -> list[dict]:
+def measure_size(size: int, args, workdir: Path, workers: int, base: Path | None
+                 ) -> list[dict]:
     tree, out = workdir / f"tree-{size}", workdir / f"out-{size}"
     out.mkdir(parents=True, exist_ok=True)
     print(f"generating {size} files ...", file=sys.stderr)
     files = make_tree(tree, files=size, shape="behaviour", seed=0, sparse_size=4096)
     rows = []
-    for name, cmd in commands(tree, out, workers).items():
-        if name.startswith("one-api") and files > args.one_max:
-            continue
-        run(cmd)  # warm-up: page cache, imports
-        peak = run(cmd, memory=True).peak_mb
-        timing = median([run(cmd) for _ in range(args.repeat if "one-api" not in name else 1)])
+    cmds = commands(tree, out, workers)
+    where: dict[str, dict] = {}
+    if base:
+        name = f"fastindex {args.baseline} {workers} workers"
+        cmds[name] = cmds[f"fastindex {workers} workers"]
+        where[name] = {"cwd": base, "env": {**os.environ, "PYTHONPATH": str(base)}}
+    if files > args.one_max:
+        cmds = {k: v for k, v in cmds.items() if not k.startswith("one-api")}
+    for name, cmd in cmds.items():
+        run(cmd, **where.get(name, {}))  # warm-up: page cache, imports
+    samples: dict[str, list] = {k: [] for k in cmds}
+    for i in range(args.repeat):  # in turn, so that a slow minute hits every command
+        for name, cmd in cmds.items():
+            if not (name.startswith("one-api") and i):
+                samples[name].append(run(cmd, **where.get(name, {})))
+    for name, cmd in cmds.items():
+        peak = run(cmd, memory=True, **where.get(name, {})).peak_mb
+        timing = median(samples[name])
         rows.append({"files": files, "command": name, "wall_s": timing.wall_s,
                      "cpu_s": timing.cpu_s, "peak_mb": peak, "extrapolated": False})
         print(f"  {files} {name}: {timing.wall_s:.2f} s, {peak:.0f} MB", file=sys.stderr)
@@ -125,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one-max", type=int, default=74_000)
     parser.add_argument("--workdir", type=Path, help="where to generate trees (default: tmp)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--baseline", metavar="GIT-REF",
+                        help="also run fastindex as of this commit (an A/B)")
     parser.add_argument("--replot", type=Path, metavar="JSON",
                         help="redo the table and plot from an earlier scale.json")
     args = parser.parse_args(argv)
@@ -133,8 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         report(saved["rows"], args.out, saved["title"], default_workers())
         return 0
     workers = default_workers()
-    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        rows = [r for size in args.sizes for r in measure_size(size, args, Path(tmp), workers)]
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp, contextlib.ExitStack() as stack:
+        base = (stack.enter_context(worktree(args.baseline, Path(tmp) / "baseline"))
+                if args.baseline else None)
+        rows = [r for size in args.sizes
+                for r in measure_size(size, args, Path(tmp), workers, base)]
     report(rows, args.out, f"{machine()}; medians of {args.repeat}", workers)
     return 0
 

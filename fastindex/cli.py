@@ -169,7 +169,7 @@ def _positive_int(text: str) -> int:
 def _add_io_threads(p: argparse.ArgumentParser) -> None:
     p.add_argument("--io-threads", type=_non_negative_int, metavar="N",
                    help="listings and stats in flight per process, for network storage "
-                        "(default: 0 on a fast disk, 32 once listings are found slow; "
+                        "(default: 0 on a fast disk, 16 once listings are found slow; "
                         "also FASTINDEX_IO_THREADS)")
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastindex import alf, buffers, hashing
 from fastindex import problems as p
@@ -67,6 +68,7 @@ class _Columns:
     deferred: list  # (session position, rel_path, absolute path, size) of large files
     nbytes: int = 0  # bytes hashed here (deferred files are counted where they are hashed)
     ignored: int = 0
+    hashing: list = field(default_factory=list)  # (row, digest future, task, rel_path, size)
 
 
 @dataclass
@@ -116,6 +118,8 @@ def _index_found(sessions: list[Session], found: Discovery, options: IndexOption
     for i, session in enumerate(sessions):
         _index_session(SessionTask(i, session.path, session.rel, eids[i]), options, cols,
                        buffer, scanner)
+    if cols.hashing:
+        _collect_digests(cols, options.hashes)
     datasets = buffers.dataset_batch(cols.session, [e.encode() for e in eids], cols.rel_path,
                                      cols.file_size, cols.mtime_ns,
                                      cols.id_md5 if options.namespace else None, cols.digests)
@@ -182,7 +186,7 @@ def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns,
                                          NO_READ_PERMISSION.format(st.st_mode & 0o777)))
                 continue
             if options.hashes and not _add_digests(entry.path, size, rel_path, task, options,
-                                                   cols, buffer):
+                                                   cols, buffer, scanner):
                 continue
             encoded = rel_path.encode()
             cols.session.append(task.position)
@@ -210,28 +214,83 @@ def hash_files(paths: list[str], algorithms: tuple[str, ...]
 
 
 def _add_digests(path: str, size: int, rel_path: str, task: SessionTask,
-                 options: IndexOptions, cols: _Columns, buffer: bytearray | None) -> bool:
-    """Hash one file into ``cols``, or defer it when large; False if it could not be read."""
+                 options: IndexOptions, cols: _Columns, buffer: bytearray | None,
+                 scanner: Scanner) -> bool:
+    """Hash one file into ``cols``, or defer it when large; False if it could not be read.
+
+    On slow storage (the scanner has threads) the file is hashed on them, so that many
+    opens are in flight; its row is kept, and dropped by ``_collect_digests`` if the
+    read fails.
+    """
     if size >= options.defer_size:
         cols.deferred.append((task.position, rel_path, path, size))
         digests = dict.fromkeys(options.hashes, "")
+    elif (future := scanner.submit(_digest_in_thread, path, options.hashes)) is not None:
+        cols.hashing.append((len(cols.session), future, task, rel_path, size))
+        digests = dict.fromkeys(options.hashes, "")
     else:
-        problem = None
         try:
-            nbytes, digests = hashing.digest_file(path, options.hashes, buffer)
-            if nbytes != size:
-                problem = (p.CHANGED, f"{size} bytes when listed, {nbytes} when read")
-        except FileNotFoundError as err:
-            problem = (p.VANISHED, str(err))
+            outcome = hashing.digest_file(path, options.hashes, buffer)
         except OSError as err:
-            problem = (p.UNREADABLE, str(err))
+            outcome = err
+        problem = _read_problem(outcome, size)
         if problem:
             cols.problems.append(_problem(task, rel_path, *problem))
             return False
+        digests = outcome[1]
         cols.nbytes += size
     for algorithm, digest in digests.items():
         cols.digests[algorithm].append(digest)
     return True
+
+
+def _read_problem(outcome: tuple[int, dict] | OSError, size: int) -> tuple[str, str] | None:
+    """Why a file's read does not give its row's digests, or None."""
+    if isinstance(outcome, FileNotFoundError):
+        return p.VANISHED, str(outcome)
+    if isinstance(outcome, OSError):
+        return p.UNREADABLE, str(outcome)
+    if outcome[0] != size:
+        return p.CHANGED, f"{size} bytes when listed, {outcome[0]} when read"
+    return None
+
+
+_thread_buffers = threading.local()
+
+
+def _digest_in_thread(path: str, algorithms: tuple[str, ...]) -> tuple[int, dict] | OSError:
+    buffer = getattr(_thread_buffers, "buffer", None)
+    if buffer is None:
+        buffer = _thread_buffers.buffer = bytearray(hashing.CHUNK)
+    try:
+        return hashing.digest_file(path, algorithms, buffer)
+    except OSError as err:
+        return err
+
+
+def _collect_digests(cols: _Columns, algorithms: tuple[str, ...]) -> None:
+    """Put the digests hashed on threads in their rows; drop the rows whose file could
+    not be read (reported, as when hashed in line)."""
+    dropped = set()
+    for row, future, task, rel_path, size in cols.hashing:
+        outcome = future.result()
+        problem = _read_problem(outcome, size)
+        if problem:
+            cols.problems.append(_problem(task, rel_path, *problem))
+            dropped.add(row)
+            continue
+        cols.nbytes += size
+        for algorithm in algorithms:
+            cols.digests[algorithm][row] = outcome[1][algorithm]
+    cols.hashing = []
+    if dropped:
+        keep = [i not in dropped for i in range(len(cols.session))]
+        for name in ("session", "rel_path", "file_size", "mtime_ns", "id_md5"):
+            column = getattr(cols, name)
+            if column:
+                setattr(cols, name, [v for v, k in zip(column, keep) if k])
+        for algorithm in algorithms:
+            cols.digests[algorithm] = [v for v, k in zip(cols.digests[algorithm], keep) if k]
 
 
 def _join(rel: str, name: str) -> str:

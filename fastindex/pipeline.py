@@ -103,7 +103,7 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
     this process may use; ``workers=1`` runs in this process.  ``io_threads``: listings
     and stats in flight per process, for network storage (default: the
     ``FASTINDEX_IO_THREADS`` environment variable, else none until listings are timed
-    slow, then 32; see ``scan.py``).  ``hash`` is one of
+    slow, then 16; see ``scan.py``).  ``hash`` is one of
     ``none``, ``xxh3``, ``md5``, ``xxh3+md5``: md5 goes in ONE's ``hash`` column, xxh3 in
     an extra ``xxh3`` column.  ``exclude``: gitignore patterns of paths that are not data,
     besides the root's ``.fastindexignore``; ``default_ignores=False`` reports OS litter

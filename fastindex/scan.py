@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 #: Environment variable that sets the I/O threads per process (0: none), as --io-threads.
 ENV = "FASTINDEX_IO_THREADS"
 #: Threads per process once the storage is found to be slow.
-DEFAULT_THREADS = 32
+DEFAULT_THREADS = 16
 #: Listings slower than this per entry (and per listing) are round trips to a server or a
 #: disk, not page-cache hits (a microsecond or two).
 SLOW_ENTRY_S = 50e-6
@@ -141,6 +141,11 @@ class Scanner:
     @property
     def threads(self) -> int:
         return self._pool._max_workers if self._pool is not None else 0
+
+    def submit(self, fn, /, *args) -> Future | None:
+        """Run ``fn(*args)`` on the I/O threads (a file's read); None when there are none."""
+        pool = self._pool
+        return pool.submit(fn, *args) if pool is not None else None
 
     def start(self, path: str, rel: str) -> None:
         """Begin listing ``path`` (root-relative ``rel``) and the folders below it."""

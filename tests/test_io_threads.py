@@ -65,6 +65,13 @@ def test_any_number_of_io_threads_gives_the_same_tables(messy_tree, tmp_path,
         assert _build(messy_tree, tmp_path / name.replace(" ", ""), **kwargs) == expected, name
 
 
+def test_hashing_on_io_threads_gives_the_same_digests(messy_tree, tmp_path) -> None:
+    expected = _build(messy_tree, tmp_path / "serial", workers=1, io_threads=0,
+                      hash="xxh3+md5")
+    assert _build(messy_tree, tmp_path / "threads", workers=2, io_threads=8,
+                  hash="xxh3+md5") == expected
+
+
 @pytest.mark.parametrize("slow", [True, False])
 def test_slow_listings_turn_threads_on_and_fast_ones_do_not(messy_tree, tmp_path, monkeypatch,
                                                             fresh_decisions, slow) -> None:

@@ -179,7 +179,9 @@ class _Listing(list):
         return False
 
 
-def test_files_that_vanish_or_change_while_read_are_reported(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("io_threads", [0, 4])  # hashed in line, or on I/O threads
+def test_files_that_vanish_or_change_while_read_are_reported(tmp_path, monkeypatch,
+                                                             io_threads) -> None:
     root = write_tree(tmp_path / "t", [f"{SES}/alf/trials.table.npy", f"{SES}/alf/a.b.npy",
                                        f"{SES}/alf/c.d.npy"])
     monkeypatch.setattr(os, "scandir", _StaleScandir(os.scandir, root / SES / "alf/a.b.npy"))
@@ -192,7 +194,7 @@ def test_files_that_vanish_or_change_while_read_are_reported(tmp_path, monkeypat
         return real_digest(path, *args)
 
     monkeypatch.setattr(fastindex.hashing, "digest_file", grow_then_read)
-    result = fastindex.build(root, workers=1, hash="md5")
+    result = fastindex.build(root, workers=1, hash="md5", io_threads=io_threads)
     assert _reasons(result) == {f"{SES}/alf/a.b.npy": p.VANISHED,
                                 f"{SES}/alf/c.d.npy": p.CHANGED}
     assert result.n_datasets == 1
