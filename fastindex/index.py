@@ -142,7 +142,7 @@ def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns,
             if options.follow_symlinks and _seen_before(folder, visited):
                 problems.append(_problem(task, prefix.rstrip("/"), p.SYMLINK_LOOP))
                 continue
-            entries = scanner.entries(folder, _join(task.rel, prefix.rstrip("/")))
+            entries = scanner.entries(folder, task.rel, prefix[:-1])
         except OSError as err:
             problems.append(_problem(task, prefix.rstrip("/") or ".", p.UNREADABLE, str(err)))
             continue

@@ -154,17 +154,20 @@ class Scanner:
         elif self._timed is not None:
             self._planned[path] = rel
 
-    def entries(self, path: str, rel: str) -> list[os.DirEntry]:
-        """The entries of ``path``; raises ``OSError`` as ``os.scandir`` does."""
+    def entries(self, path: str, rel: str, sub: str = "") -> list[os.DirEntry]:
+        """The entries of ``path``, at root-relative ``rel`` (joined with ``sub``, when
+        given, only if needed); raises ``OSError`` as ``os.scandir`` does."""
+        if self._pool is None and self._timed is None:  # serial: the walk stats what it needs
+            with os.scandir(path) as it:
+                return list(it)
+        if sub:
+            rel = f"{rel}/{sub}" if rel else sub
         with self._lock:
             future = self._pending.pop(path, None)
         if future is None and self._pool is not None:  # not started: start it, with its subtree
             future = self._submit(path, rel, keep=False)
         if future is not None:
             return future.result()
-        if self._timed is None:  # serial: the walk stats what it needs
-            with os.scandir(path) as it:
-                return list(it)
         self._planned.pop(path, None)
         began = time.perf_counter()
         entries = self._list(path)
