@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import os
 import shutil
@@ -41,7 +40,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from measure import machine, median, run
+from measure import machine, median, run, write_rows
 
 from fastindex.scan import ENV
 from fastindex.treegen import make_tree
@@ -176,13 +175,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def report(rows: list[dict], out: Path, title: str) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "latency.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / "latency.json").write_text(json.dumps({"title": title, "rows": rows},
-                                                 indent=1) + "\n")
+    write_rows(rows, out, "latency", title)
     plot(rows, out / "latency.png", title)
     print(f"\n{title}")
     print(f"{'ms':>5} {'files':>6} {'command':28} {'wall s':>8} {'cpu s':>7} {'requests':>9} "

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 from bench_build import worktree
-from measure import machine, median, run
+from measure import machine, median, run, write_rows
 
 from fastindex.executors import default_workers
 from fastindex.treegen import make_tree
@@ -167,13 +166,7 @@ def report(rows: list[dict], out: Path, title: str, workers: int) -> None:
     rows = [r for r in rows if not r["extrapolated"]]
     rows += extrapolate_one_api(rows)
     rows.sort(key=lambda r: (r["files"], r["command"]))
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "scale.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / "scale.json").write_text(json.dumps({"title": title, "rows": rows},
-                                                    indent=1) + "\n")
+    write_rows(rows, out, "scale", title)
     plot(rows, out / "scale.png", title)
 
     fast = f"fastindex {workers} workers"

@@ -125,3 +125,17 @@ def behaviour_tree(tree: Path | None, files: int, tmp: Path) -> Path:
     print(f"generating {files} files ...", file=sys.stderr)
     make_tree(tmp / "tree", files=files, shape="behaviour", seed=0)
     return tmp / "tree"
+
+
+def write_rows(rows: list[dict], out: Path, stem: str, title: str) -> None:
+    """``rows`` as ``stem.csv`` and, with ``title``, ``stem.json`` in ``out``."""
+    import csv
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / f"{stem}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / f"{stem}.json").write_text(json.dumps({"title": title, "rows": rows}, indent=1)
+                                      + "\n")

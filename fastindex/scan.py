@@ -138,10 +138,6 @@ class Scanner:
         self._pending.clear()
         self._planned.clear()
 
-    @property
-    def threads(self) -> int:
-        return self._pool._max_workers if self._pool is not None else 0
-
     def submit(self, fn, /, *args) -> Future | None:
         """Run ``fn(*args)`` on the I/O threads (a file's read); None when there are none."""
         pool = self._pool
