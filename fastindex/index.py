@@ -233,7 +233,7 @@ def _add_digests(path: str, size: int, rel_path: str, task: SessionTask,
             outcome = hashing.digest_file(path, options.hashes, buffer)
         except OSError as err:
             outcome = err
-        problem = _read_problem(outcome, size)
+        problem = read_problem(outcome, size)
         if problem:
             cols.problems.append(_problem(task, rel_path, *problem))
             return False
@@ -244,7 +244,7 @@ def _add_digests(path: str, size: int, rel_path: str, task: SessionTask,
     return True
 
 
-def _read_problem(outcome: tuple[int, dict] | OSError, size: int) -> tuple[str, str] | None:
+def read_problem(outcome: tuple[int, dict] | OSError, size: int) -> tuple[str, str] | None:
     """Why a file's read does not give its row's digests, or None."""
     if isinstance(outcome, FileNotFoundError):
         return p.VANISHED, str(outcome)
@@ -274,7 +274,7 @@ def _collect_digests(cols: _Columns, algorithms: tuple[str, ...]) -> None:
     dropped = set()
     for row, future, task, rel_path, size in cols.hashing:
         outcome = future.result()
-        problem = _read_problem(outcome, size)
+        problem = read_problem(outcome, size)
         if problem:
             cols.problems.append(_problem(task, rel_path, *problem))
             dropped.add(row)

@@ -37,7 +37,7 @@ from fastindex import problems as p
 from fastindex.discover import Folder, Session
 from fastindex.errors import FastindexError, InputError, LabError, ProblemsFound
 from fastindex.executors import default_workers, executor_for, given_executor
-from fastindex.index import BatchResult, IndexOptions, hash_files, index_sessions
+from fastindex.index import BatchResult, IndexOptions, hash_files, index_sessions, read_problem
 from fastindex.problems import Problem
 from fastindex.progress import progress_bar
 
@@ -426,12 +426,9 @@ def collect_hash_jobs(submitted: list[tuple[list[HashJob], Future]], bar: tqdm
     for chunk, future in submitted:
         for job, outcome in zip(chunk, _result(future, chunk[0].shown)):
             digests = None
-            if isinstance(outcome, OSError):
-                reason = p.VANISHED if isinstance(outcome, FileNotFoundError) else p.UNREADABLE
-                problems.append(Problem(p.display_path(job.shown), reason, str(outcome)))
-            elif outcome[0] != job.size:
-                problems.append(Problem(p.display_path(job.shown), p.CHANGED,
-                                        f"{job.size} bytes when listed, {outcome[0]} when read"))
+            problem = read_problem(outcome, job.size)
+            if problem:
+                problems.append(Problem(p.display_path(job.shown), *problem))
             else:
                 digests = outcome[1]
                 bar.update(outcome[0])
