@@ -153,3 +153,8 @@ def revision_group(rel_path: str) -> str:
     This is the same key ONE groups by when it picks a default revision.
     """
     return REVISION_FOLDER_RE.sub("", rel_path)
+
+
+def join(rel: str, name: str) -> str:
+    """A root-relative path below ``rel`` ('' is the root itself)."""
+    return f"{rel}/{name}" if rel else name

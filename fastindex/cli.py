@@ -34,36 +34,29 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="write sessions.pqt and datasets.pqt for a tree")
     b.add_argument("root", type=Path, help="folder to index")
     b.add_argument("--out", type=Path, help="folder for the tables (default: ROOT)")
-    b.add_argument("--workers", type=_positive_int,
-                   help="worker processes (default: the CPUs available)")
-    _add_io_threads(b)
-    b.add_argument("--lab", help="lab name for sessions without a lab/Subjects folder")
+    b.add_argument("--lab", help="check that every session is in LAB/Subjects/ (refused "
+                                 "otherwise; fastindex fix --lab moves them there)")
     b.add_argument("--string-ids", action="store_true",
                    help="ONE's string ids (lab/subject/date/number, rel_path), not uuid3")
     b.add_argument("--namespace", type=_uuid, help="uuid namespace for the uuid3 ids")
     b.add_argument("--hash", choices=hashing.CHOICES, default="none",
                    help="digest every file: md5 goes in ONE's hash column, xxh3 in an "
                         "extra xxh3 column (default: none)")
-    b.add_argument("--follow-symlinks", action="store_true",
-                   help="walk into linked folders (loops are detected and reported)")
-    _add_ignore_options(b)
-    _add_scheduler(b)
+    _add_tree_options(b)
+    _add_run_options(b)
     b.add_argument("--report", type=Path,
                    help="write skipped files and warnings here (.csv or .json)")
     b.add_argument("--strict", action="store_true",
                    help="when any file would be skipped or any warning given: list them, "
                         "write no tables, exit 1")
-    b.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     b.set_defaults(func=_build)
 
     k = sub.add_parser("check", help="list what would not be indexed, write nothing "
                                      "(exit 1 when anything is reported)")
     k.add_argument("root", type=Path, help="folder to check")
-    k.add_argument("--workers", type=_positive_int, help="worker processes")
-    _add_io_threads(k)
     k.add_argument("--lab", help="also check that every session is in LAB/Subjects/")
-    k.add_argument("--follow-symlinks", action="store_true")
-    _add_ignore_options(k)
+    _add_tree_options(k)
+    _add_run_options(k)
     k.add_argument("--json", action="store_true", help="print the report as JSON")
     k.add_argument("--report", type=Path, help="also write the list here (.csv or .json)")
     k.set_defaults(func=_check)
@@ -72,8 +65,6 @@ def _parser() -> argparse.ArgumentParser:
                                       "changed")
     u.add_argument("root", type=Path, help="folder that was indexed")
     u.add_argument("--out", type=Path, help="folder of the tables (default: ROOT)")
-    u.add_argument("--workers", type=_positive_int, help="worker processes")
-    _add_io_threads(u)
     u.add_argument("--hash", choices=hashing.CHOICES,
                    help="other digests than the tables have (a full build)")
     u.add_argument("--namespace", type=_uuid, help="another id namespace (needs --force)")
@@ -81,8 +72,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="keep datasets whose files are gone, with exists=False")
     u.add_argument("--force", action="store_true",
                    help="rebuild tables whose ids would change (another tool or namespace)")
-    _add_scheduler(u)
-    u.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    _add_run_options(u)
     u.set_defaults(func=_update)
 
     v = sub.add_parser("verify", help="compare a tree, or a release zip, with its tables "
@@ -91,11 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--tables", type=Path, help="folder of the tables (default: ROOT)")
     v.add_argument("--hash", action="store_true",
                    help="also compare contents, with the digests the tables hold")
-    v.add_argument("--workers", type=_positive_int, help="worker processes")
-    _add_io_threads(v)
-    _add_scheduler(v)
+    _add_run_options(v)
     v.add_argument("--report", type=Path, help="write the differences here (.csv or .json)")
-    v.add_argument("--quiet", action="store_true", help="no progress bar")
     v.set_defaults(func=_verify)
 
     f = sub.add_parser("fix", help="rename session folders to where ONE looks for them "
@@ -124,11 +111,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="also zip this file (README, LICENSE; repeatable)")
     r.add_argument("--compression", choices=["store", "deflate"], default="store",
                    help="store (default: fastest; data files rarely shrink) or deflate")
-    r.add_argument("--workers", type=_positive_int, help="worker processes")
-    _add_io_threads(r)
-    r.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
-                   help="a gitignore pattern of paths that are not data (repeatable)")
-    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_tree_options(r)
+    _add_run_options(r)
     r.set_defaults(func=_release)
 
     d = sub.add_parser("demo-tree", help="generate an example ALF tree")
@@ -143,7 +127,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_ignore_options(command: argparse.ArgumentParser) -> None:
+def _add_tree_options(command: argparse.ArgumentParser) -> None:
+    """How a tree is walked: the options of the spec that every command that walks a
+    tree from scratch shares (update and verify take them from the tables)."""
+    command.add_argument("--follow-symlinks", action="store_true",
+                         help="walk into linked folders (loops are detected and reported)")
     command.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                          help="a gitignore pattern of paths that are not data (repeatable; "
                               "added to ROOT/.fastindexignore)")
@@ -153,10 +141,34 @@ def _add_ignore_options(command: argparse.ArgumentParser) -> None:
                               "instead of ignoring them")
 
 
-def _add_scheduler(command: argparse.ArgumentParser) -> None:
+#: The options of ``RunSettings`` on the command line, shared by every walking command.
+RUN_OPTIONS = ("--workers", "--io-threads", "--scheduler", "--quiet")
+
+
+def _add_run_options(command: argparse.ArgumentParser) -> None:
+    """How to run (``RunSettings``): the same for every command that walks a tree."""
+    command.add_argument("--workers", type=_positive_int,
+                         help="worker processes (default: the CPUs available)")
+    command.add_argument("--io-threads", type=_non_negative_int, metavar="N",
+                         help="listings and stats in flight per process, for network "
+                              "storage (default: 0 on a fast disk, 16 once listings are "
+                              "found slow; also FASTINDEX_IO_THREADS)")
     command.add_argument("--scheduler", metavar="ADDRESS",
                          help="run on a Dask cluster: tcp://host:8786, or local:N for N "
                               "local worker processes (needs fastindex[dask])")
+    command.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    """The run options, as keywords of the Python API."""
+    return {"workers": args.workers, "io_threads": args.io_threads,
+            "scheduler": args.scheduler, "progress": not args.quiet}
+
+
+def _tree(args: argparse.Namespace) -> dict:
+    """The walking options of the spec, as keywords of the Python API."""
+    return {"follow_symlinks": args.follow_symlinks, "exclude": args.exclude,
+            "default_ignores": args.default_ignores}
 
 
 def _positive_int(text: str) -> int:
@@ -164,13 +176,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
     return value
-
-
-def _add_io_threads(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--io-threads", type=_non_negative_int, metavar="N",
-                   help="listings and stats in flight per process, for network storage "
-                        "(default: 0 on a fast disk, 16 once listings are found slow; "
-                        "also FASTINDEX_IO_THREADS)")
 
 
 def _non_negative_int(text: str) -> int:
@@ -191,16 +196,14 @@ def _uuid(text: str) -> uuid.UUID:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from fastindex.pipeline import build
+    from fastindex.build import build
 
     report = check_report_path(args.report) if args.report else None
     had_tables = ((args.out or args.root) / "datasets.pqt").exists()
     try:
-        result = build(args.root, args.out, workers=args.workers, io_threads=args.io_threads,
-                       hash_ids=not args.string_ids, namespace=args.namespace, lab=args.lab,
-                       follow_symlinks=args.follow_symlinks, hash=args.hash,
-                       exclude=args.exclude, default_ignores=args.default_ignores,
-                       strict=args.strict, scheduler=args.scheduler, progress=not args.quiet)
+        result = build(args.root, args.out, strict=args.strict, hash_ids=not args.string_ids,
+                       namespace=args.namespace, lab=args.lab, hash=args.hash, **_tree(args),
+                       **_settings(args))
     except ProblemsFound as found:
         return _refuse(found, report, args.root, "the previous tables are unchanged")
     if report:
@@ -270,22 +273,17 @@ def _update(args: argparse.Namespace) -> int:
     from fastindex.update import update
 
     result = update(args.root, args.out, hash=args.hash, namespace=args.namespace,
-                    keep_missing=args.keep_missing, force=args.force, workers=args.workers,
-                    io_threads=args.io_threads,
-                    scheduler=args.scheduler, progress=not args.quiet)
+                    keep_missing=args.keep_missing, force=args.force, **_settings(args))
     if not args.quiet:
         print(f"fastindex: {result.summary()}", file=sys.stderr)
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
-    from fastindex.pipeline import BuildOptions, check_root, index_tree
+    from fastindex.build import check
 
     report = check_report_path(args.report) if args.report else None
-    root = check_root(args.root)
-    options = BuildOptions(hash_ids=False, lab=args.lab, follow_symlinks=args.follow_symlinks,
-                           exclude=tuple(args.exclude), default_ignores=args.default_ignores)
-    index = index_tree(root, options, workers=args.workers, io_threads=args.io_threads)
+    index = check(args.root, lab=args.lab, **_tree(args), **_settings(args))
     frame = _problems(index.skipped, index.warnings)
     summary = (f"{index.sessions.height} sessions, {index.datasets.height} datasets, "
                f"{index.skipped.height} skipped, {len(index.warnings)} warnings, "
@@ -301,20 +299,16 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from fastindex.verify import verify
+    from fastindex.verify import verify, verify_zip
 
     report = check_report_path(args.report) if args.report else None
     if args.root.suffix.lower() == ".zip" and args.root.is_file():
-        from fastindex.archive import verify_zip
-
         if args.tables or args.scheduler:
             raise InputError("a release zip holds its tables; --tables and --scheduler "
                              "do not apply")
         result = verify_zip(args.root, hash=args.hash, progress=not args.quiet)
     else:
-        result = verify(args.root, args.tables, hash=args.hash, workers=args.workers,
-                        io_threads=args.io_threads,
-                        scheduler=args.scheduler, progress=not args.quiet)
+        result = verify(args.root, args.tables, hash=args.hash, **_settings(args))
     if report:
         write_report(report, result.differences, result.summary(), key="differences")
     for row in result.differences.head(20).iter_rows(named=True):
@@ -327,13 +321,12 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _release(args: argparse.Namespace) -> int:
-    from fastindex.archive import release
+    from fastindex.publish import release
 
     try:
-        result = release(args.root, args.out, hash=args.hash, allow_skipped=args.allow_skipped,
-                         include=args.include, compression=args.compression,
-                         workers=args.workers, io_threads=args.io_threads,
-                         exclude=args.exclude, progress=not args.quiet)
+        result = release(args.root, args.out, allow_skipped=args.allow_skipped,
+                         include=args.include, compression=args.compression, hash=args.hash,
+                         **_tree(args), **_settings(args))
     except ProblemsFound as found:
         return _refuse(found, None, args.root, "no zip written (--allow-skipped releases "
                                                "the tree without them)")

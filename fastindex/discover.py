@@ -53,10 +53,6 @@ class Discovery:
     ignored: int = 0  # entries the ignore rules passed over (a folder counts once)
 
 
-def _join(rel: str, name: str) -> str:
-    return f"{rel}/{name}" if rel else name
-
-
 def _dir_key(entry: os.DirEntry | str) -> tuple[int, int]:
     st = os.stat(entry) if isinstance(entry, str) else entry.stat()
     return st.st_dev, st.st_ino
@@ -78,20 +74,39 @@ def iter_files(path: str, rel: str, found: Discovery, rules: IgnoreRules = NO_RU
         except OSError as err:
             yield folder_rel, err
             continue
-        for entry in entries:
-            entry_rel = _join(folder_rel, entry.name)
-            is_dir = entry.is_dir(follow_symlinks=False)
-            if rules.ignores(entry_rel, entry.name, is_dir):
-                found.ignored += 1
-            elif is_dir:
+        for entry, entry_rel, is_dir in kept(entries, folder_rel, rules, found):
+            if is_dir:
                 stack.append((entry.path, entry_rel))
             else:
                 yield entry_rel, None
 
 
-def discover(root: str | Path, found: Discovery, follow_symlinks: bool = False,
-             ignore: frozenset[str] = frozenset(), max_batch: int = 64,
-             hand_off_dates: bool = True, rel: str = "", rules: IgnoreRules = NO_RULES,
+def kept(entries: list[os.DirEntry], rel: str, rules: IgnoreRules, found: Discovery
+         ) -> Iterator[tuple[os.DirEntry, str, bool]]:
+    """The entries of the folder at root-relative ``rel`` that ``rules`` keep, each with
+    its root-relative path and whether it is a folder (not following links); the others
+    are counted in ``found``.  The one skip predicate of the walks is
+    ``IgnoreRules.ignores``: the workers' session loop calls it too."""
+    for entry in entries:
+        entry_rel = alf.join(rel, entry.name)
+        is_dir = entry.is_dir(follow_symlinks=False)
+        if rules.ignores(entry_rel, entry.name, is_dir):
+            found.ignored += 1
+        else:
+            yield entry, entry_rel, is_dir
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a walk skips and follows: the same for the parent's walk and the workers'."""
+
+    follow_symlinks: bool = False
+    rules: IgnoreRules = NO_RULES
+    quiet_paths: frozenset[str] = frozenset()  # absolute paths neither rows nor problems
+
+
+def discover(root: str | Path, found: Discovery, policy: Policy = Policy(), *,
+             max_batch: int = 64, hand_off_dates: bool = True, rel: str = "",
              io: IoThreads = AUTOMATIC, scanner: Scanner | None = None
              ) -> Iterator[list[Folder]]:
     """Walk down from ``root`` to the session folders, in sorted order.
@@ -102,13 +117,14 @@ def discover(root: str | Path, found: Discovery, follow_symlinks: bool = False,
     are yielded in batches, one subject's at most ``max_batch`` at a time, as soon as each
     batch is complete, so workers start while the walk goes on.  Per subject keeps a
     worker's reads in one part of the tree; the split keeps one large subject from
-    holding up the others.  ``ignore`` holds absolute paths of files to pass over
-    silently (the tables themselves); ``rel`` is ``root`` relative to the indexed root;
-    entries that ``rules`` ignore are counted in ``found`` and not walked.  The folders
-    are listed by ``scanner`` (one of this walk's own, with ``io`` threads, if None),
-    which lists ahead of the walk down to the date folders it hands off.
+    holding up the others.  ``policy.quiet_paths`` holds absolute paths of files to pass
+    over silently (the tables themselves); ``rel`` is ``root`` relative to the indexed
+    root; entries that ``policy.rules`` ignore are counted in ``found`` and not walked.
+    The folders are listed by ``scanner`` (one of this walk's own, with ``io`` threads,
+    if None), which lists ahead of the walk down to the date folders it hands off.
     """
     root = os.fspath(root)  # a str: Path objects cost more than the listing, per session
+    rules, follow_symlinks = policy.rules, policy.follow_symlinks
     if scanner is None:
         def descend(child: str, name: str) -> bool:
             return not (hand_off_dates and alf.DATE_RE.fullmatch(name)) and not (
@@ -116,8 +132,8 @@ def discover(root: str | Path, found: Discovery, follow_symlinks: bool = False,
 
         with Scanner(io, descend, root) as own:
             own.start(root, rel)
-            yield from discover(root, found, follow_symlinks, ignore, max_batch,
-                                hand_off_dates, rel, rules, scanner=own)
+            yield from discover(root, found, policy, max_batch=max_batch,
+                                hand_off_dates=hand_off_dates, rel=rel, scanner=own)
         return
     visited = {_dir_key(root)} if follow_symlinks else set()
     batch: list[Folder] = []
@@ -146,12 +162,8 @@ def discover(root: str | Path, found: Discovery, follow_symlinks: bool = False,
         except OSError as err:
             found.problems.append(Problem(p.display_path(rel or "."), p.UNREADABLE, str(err)))
             continue
-        for entry in entries:
-            entry_rel = _join(rel, entry.name)
-            is_dir = entry.is_dir(follow_symlinks=False)
-            if rules.ignores(entry_rel, entry.name, is_dir):
-                found.ignored += 1
-            elif is_dir:
+        for entry, entry_rel, is_dir in kept(entries, rel, rules, found):
+            if is_dir:
                 if hand_off_dates and alf.DATE_RE.fullmatch(entry.name):
                     yield from add(Folder(entry.path, entry_rel, None), folder)
                 else:
@@ -162,7 +174,7 @@ def discover(root: str | Path, found: Discovery, follow_symlinks: bool = False,
                     found.problems.append(Problem(p.display_path(entry_rel), problem))
                 else:
                     stack.append((entry.path, entry_rel))
-            elif entry.path not in ignore:
+            elif entry.path not in policy.quiet_paths:
                 found.problems.append(Problem(p.display_path(entry_rel), p.OUTSIDE_SESSION))
     if batch:
         yield batch

@@ -51,7 +51,7 @@ def plan(root: str | os.PathLike, lab: str | None = None) -> FixPlan:
     to ``LAB/Subjects/``.  A single folder above a subject, where a lab would be
     (``labB/m2/...``), is taken as the lab and gets its ``Subjects`` folder.
     """
-    from fastindex.pipeline import check_root
+    from fastindex.engine import check_root
 
     root_path = check_root(root)
     if lab is not None and not alf.LAB_RE.fullmatch(lab):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from fastindex import alf, buffers, hashing
 from fastindex import problems as p
 from fastindex.buffers import RawBatch
-from fastindex.discover import AUTOMATIC, NO_RULES, Discovery, Folder, Session, discover
+from fastindex.discover import AUTOMATIC, NO_RULES, Discovery, Folder, Policy, Session, discover
 from fastindex.ignore import IgnoreRules
 from fastindex.scan import IoThreads, Scanner
 
@@ -93,6 +93,7 @@ def index_sessions(units: list[Folder], options: IndexOptions) -> BatchResult:
     found = Discovery()
     sessions = []
     rules = options.rules
+    policy = Policy(options.follow_symlinks, rules)
 
     def descend(child: str, name: str) -> bool:
         return not (rules.patterns and rules.matches(child, True))
@@ -102,8 +103,8 @@ def index_sessions(units: list[Folder], options: IndexOptions) -> BatchResult:
             scanner.start(unit.path, unit.rel)
         for unit in units:
             found_here = [[unit]] if unit.parts is not None else discover(
-                unit.path, found, options.follow_symlinks, hand_off_dates=False,
-                rel=unit.rel, rules=rules, scanner=scanner)
+                unit.path, found, policy, hand_off_dates=False, rel=unit.rel,
+                scanner=scanner)
             sessions.extend(Session(s.path, s.rel, s.parts) for batch in found_here
                             for s in batch)
         return _index_found(sessions, found, options, scanner)
@@ -151,8 +152,7 @@ def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns,
             name = entry.name
             rel_path = prefix + name
             is_dir = entry.is_dir(follow_symlinks=False)
-            if (rules.litter and not is_dir and rules.is_litter(name)) or (
-                    rules.patterns and rules.matches(_join(task.rel, rel_path), is_dir)):
+            if rules.ignores(alf.join(task.rel, rel_path), name, is_dir):
                 cols.ignored += 1
                 continue
             if is_dir:
@@ -293,10 +293,6 @@ def _collect_digests(cols: _Columns, algorithms: tuple[str, ...]) -> None:
             cols.digests[algorithm] = [v for v, k in zip(cols.digests[algorithm], keep) if k]
 
 
-def _join(rel: str, name: str) -> str:
-    return f"{rel}/{name}" if rel else name
-
-
 def _name_reason(name: str, default: str = p.NOT_ALF_NAME) -> str:
     return p.INVALID_ENCODING if p.has_invalid_encoding(name) else default
 
@@ -326,5 +322,4 @@ def _not_a_file(entry: os.DirEntry, follow_symlinks: bool) -> str | None:
 
 
 def _problem(task: SessionTask, rel_path: str, reason: str, detail: str = "") -> tuple:
-    path = f"{task.rel}/{rel_path}" if task.rel else rel_path
-    return p.display_path(path), reason, detail
+    return p.display_path(alf.join(task.rel, rel_path)), reason, detail

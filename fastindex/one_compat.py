@@ -10,7 +10,7 @@ import os
 import warnings
 from pathlib import Path
 
-from fastindex.pipeline import build
+from fastindex.build import build
 
 
 def make_parquet_db(root_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,

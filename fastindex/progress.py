@@ -42,3 +42,12 @@ def progress_bar(progress: bool, desc: str, unit: str, total: float | None = Non
                 disable=not progress, file=stream if interactive else LogLines(stream),
                 mininterval=0.1 if interactive else LOG_INTERVAL,
                 maxinterval=10.0 if interactive else 60.0)
+
+
+def human_bytes(n: float) -> str:
+    """``1234567`` -> ``1.2 MB``: sizes in summaries."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"

@@ -1,7 +1,7 @@
 """Stage 4b: write the two tables exactly as ONE reads them.
 
 The schemas below are the contract measured against one-api (see
-``shared/reference/one-cache-tables.md``).  ONE skips any table whose ``one_metadata``
+``docs/ONE-CONTRACT.md``).  ONE skips any table whose ``one_metadata``
 lacks ``date_created``.  The pandas metadata names the index columns: without it ONE
 sets the index itself with ``set_index(inplace=True)``, which warns under pandas 3.1.
 Both tables are written to temporary files in the output folder and renamed into place
@@ -162,40 +162,40 @@ def one_metadata(origin: Path, created: datetime.datetime) -> dict:
             "origin": str(origin)}
 
 
-def write_tables(out_dir: Path, sessions: pa.Table, datasets: pa.Table,
-                 metadata: dict[str, dict], tag: str, id_index: bool = True
-                 ) -> tuple[Path, Path]:
+def write_tables(out_dir: Path, arrow: dict[str, pa.Table], metadata: dict[str, dict],
+                 tag: str, id_index: bool = True) -> dict[str, pa.Table]:
     """Write both tables beside their final names, then rename both into place.
 
-    ``metadata`` maps schema-metadata keys to JSON-able dicts; ``tag`` makes the
-    temporary names unique to this build.  ``id_index``: pandas reads the id columns as
-    the index (one-api's uuid tables), else a RangeIndex (its string-id tables).  A
-    failure before the renames leaves the previous tables untouched and removes the
-    temporary files.
+    ``arrow`` maps file names (sessions first) to tables; ``metadata`` maps schema-metadata
+    keys to JSON-able dicts; ``tag`` makes the temporary names unique to this build.
+    ``id_index``: pandas reads the id columns as the index (one-api's uuid tables), else
+    a RangeIndex (its string-id tables).  A failure before the renames leaves the
+    previous tables untouched and removes the temporary files.  Returns the tables as
+    written, metadata included.
     """
-    targets = [out_dir / "sessions.pqt", out_dir / "datasets.pqt"]
-    temps = [t.with_name(f".{t.name}.{tag}.tmp") for t in targets]
     indexes = (["id"], ["eid", "id"]) if id_index else (None, None)
+    written = {}
+    temps = {name: out_dir / f".{name}.{tag}.tmp" for name in arrow}
     try:
-        for table, temp, index in zip((sessions, datasets), temps, indexes):
+        for (name, table), index in zip(arrow.items(), indexes):
             meta = {**metadata, "pandas": pandas_metadata(table.schema, index, table.num_rows)}
             table = table.replace_schema_metadata({k: json.dumps(v) for k, v in meta.items()})
-            pq.write_table(table, temp)
-            fsync(temp)
-        for temp, target in zip(temps, targets):
-            os.replace(temp, target)
+            pq.write_table(table, temps[name])
+            fsync(temps[name])
+            written[name] = table
+        for name, temp in temps.items():
+            os.replace(temp, out_dir / name)
     finally:
-        for temp in temps:
+        for temp in temps.values():
             temp.unlink(missing_ok=True)
-    return targets[0], targets[1]
+    return written
 
 
-def republished(path: Path, updates: dict[str, dict], drop: tuple[str, ...] = ()) -> bytes:
-    """A table file's bytes with metadata entries replaced (``updates``: key -> the
+def republished(table: pa.Table, updates: dict[str, dict], drop: tuple[str, ...] = ()) -> bytes:
+    """A table's parquet bytes with metadata entries replaced (``updates``: key -> the
     fields to replace in that entry) and the columns ``drop`` left out: what a release
     publishes says nothing about when or where it was packed, so the same tree gives the
     same bytes."""
-    table = pq.read_table(path)
     table = table.drop_columns([c for c in drop if c in table.column_names])
     meta = {k.decode(): json.loads(v) for k, v in (table.schema.metadata or {}).items()}
     for key, fields in updates.items():

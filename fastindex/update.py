@@ -1,7 +1,7 @@
 """``fastindex update``: rebuild the tables, re-hashing only the files that changed.
 
 Listing a tree is cheap and ids are derived from paths, so an update walks the whole
-tree again (the same ``index_tree`` as a build, without hashing) and takes each file's
+tree again (the same ``Engine.index`` as a build, without hashing) and takes each file's
 digests from the old table when its size and modification time (``mtime_ns``, recorded
 by hashed builds) are unchanged.  New and changed files are hashed in tasks on the same
 executor.  The result is the table a fresh build would write.  Without digests to keep,
@@ -10,38 +10,21 @@ an update is a build.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastindex import hashing
+from fastindex import alf
+from fastindex.engine import Engine, HashJob, TreeIndex, check_root
 from fastindex.errors import InputError
-from fastindex.executors import default_workers, executor_for, given_executor
-from fastindex.pipeline import (
-    DEFAULT_NAMESPACE,
-    BuildOptions,
-    BuildResult,
-    HashJob,
-    TreeIndex,
-    build_lock,
-    check_paths,
-    hash_jobs,
-    index_tree,
-    own_files,
-    progress_bar,
-    write_index,
-)
+from fastindex.hashing import Digests
+from fastindex.spec import BuildSpec, options
+from fastindex.store import BuildResult, StoredTables, TableStore
 
 if TYPE_CHECKING:
-    from concurrent.futures import Executor
-
     import polars as pl
 
-DIGEST_COLUMNS = {"md5": "hash", "xxh3": "xxh3"}
 HASH_TASK_FILES = 32  # changed files per hashing task
 #: A file modified this close to (or after) the start of the walk that recorded the old
 #: tables is hashed again: a rewrite within the same timestamp tick as its last write
@@ -66,107 +49,77 @@ class UpdateResult:
         return f"{self.build.summary()}; {how}"
 
 
-def _table_files(out_path: Path) -> list[Path]:
-    files = [out_path / "sessions.pqt", out_path / "datasets.pqt"]
-    if not all(f.is_file() for f in files):
-        raise InputError(f"no tables to update in {out_path}; run fastindex build first")
-    return files
-
-
-def _provenance(datasets_file: Path) -> tuple[dict | None, list[str]]:
-    """fastindex's provenance (None: another tool's table) and the column names."""
-    import pyarrow.parquet as pq
-
-    try:
-        schema = pq.read_schema(datasets_file)
-    except Exception as err:  # Arrow raises several types for a damaged file
-        raise InputError(f"cannot read {datasets_file}: {err}") from None
-    meta = schema.metadata or {}
-    return (json.loads(meta[b"fastindex"]) if b"fastindex" in meta else None), schema.names
-
-
-def _old_tables(files: list[Path]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    import polars as pl
-
-    try:
-        sessions, datasets = (pl.read_parquet(f) for f in files)
-    except Exception as err:  # polars raises several types for a damaged file
-        raise InputError(f"cannot read the tables in {files[0].parent}: {err}") from None
-    return sessions, datasets
-
-
 def update(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
            hash: str | None = None, namespace: str | None = None,
-           keep_missing: bool = False, force: bool = False, workers: int | None = None,
-           io_threads: int | None = None, executor: Executor | None = None, client=None,
-           scheduler: str | None = None, progress: bool = False) -> UpdateResult:
+           keep_missing: bool = False, force: bool = False, **run) -> UpdateResult:
     """Bring the tables in ``out_dir`` (default: root) up to date with the tree.
 
-    The old tables' options are kept; ``hash`` asks for other digests (a full build).
+    The old tables' spec is kept; ``hash`` asks for other digests (a full build).
     Tables not made by fastindex, or a different ``namespace``, would change published
     ids: refused unless ``force``.  ``keep_missing`` keeps datasets whose files are gone,
-    with ``exists`` False, instead of removing them.
-
-    One pool walks the tree and hashes what changed.  Its workers start before the old
-    tables are read: reading them loads Arrow and polars, whose threads make a later
-    fork unsafe.  ``io_threads``, ``executor``, ``client`` and ``scheduler`` are as in
-    ``build``.
+    with ``exists`` False, instead of removing them.  ``run``: how to run, as in
+    ``build`` (``workers``, ``io_threads``, ``executor``, ``client``, ``scheduler``,
+    ``start_method``, ``progress``).  One engine walks the tree and hashes what changed.
     """
     started = time.perf_counter()
-    root_path, out_path = check_paths(root, out_dir)
-    with contextlib.ExitStack() as stack:
-        executor = given_executor(stack, root_path, executor, client, scheduler)
-        stack.enter_context(build_lock(out_path))
-        files = _table_files(out_path)
-        with executor_for(executor, workers or default_workers(), None,
-                          fork_now=True) as pool:
-            provenance, columns = _provenance(files[1])
-            options, why_full = _plan(provenance, columns, hash, namespace, force)
-            index = index_tree(root_path, replace(options, hash="none") if not why_full
-                               else options, executor=pool, progress=progress,
-                               ignore_paths=own_files(out_path), io_threads=io_threads)
-            old_sessions, old = _old_tables(files)
+    _, settings = options(settings=run.pop("settings", None), **_run_only(run))
+    root_path = check_root(root)
+    store = TableStore.output(out_dir or root_path)
+    with store.lock():
+        with Engine(root_path, settings) as engine:
+            old = store.read("no tables to update in {folder}; run fastindex build first")
+            spec, why_full = _plan(old, hash, namespace, force)
+            index = engine.index(spec if why_full else replace(spec, digests=Digests()),
+                                 store.own_files())
             reused = rehashed = 0
             if not why_full:
                 index, reused, rehashed = _refresh_digests(
-                    index, old, provenance["listed_at_ns"] - RACY_NS, options, pool, progress)
+                    index, old.datasets, old.provenance["listed_at_ns"] - RACY_NS, spec,
+                    engine)
         if keep_missing:
-            index = _keep_missing(index, old_sessions, old)
-        result = write_index(index, root_path, out_path, options, started)
+            index = _keep_missing(index, old.sessions, old.datasets)
+        result = store.write(index, spec, started)
     reason = why_full or "digests kept where size and mtime are unchanged"
     return UpdateResult(result, not why_full, reason, rehashed, reused)
 
 
-def _plan(provenance: dict | None, columns: list[str], hash: str | None,
-          namespace: str | None, force: bool) -> tuple[BuildOptions, str]:
-    """The options to build with, and why a full build is needed ('' when it is not)."""
+def _run_only(given: dict) -> dict:
+    """``given``, refused if it names anything but how to run (the spec is the tables')."""
+    for name in given:
+        if name in BuildSpec.__dataclass_fields__:
+            raise TypeError(f"update keeps the tables' {name}; it is not an option here")
+    return given
+
+
+def _plan(old: StoredTables, hash: str | None, namespace: str | None, force: bool
+          ) -> tuple[BuildSpec, str]:
+    """The spec to build with, and why a full build is needed ('' when it is not)."""
+    provenance = old.provenance
     if provenance is None:
         if not force:
             raise InputError("these tables were not made by fastindex: a full build would "
                              "change their published ids; use fastindex build, or update "
                              "--force")
-        return BuildOptions(namespace=str(namespace or DEFAULT_NAMESPACE),
-                            hash=hash or "none"), "tables made by another tool"
-    built = provenance["options"]
-    options = BuildOptions(**{**built, "exclude": tuple(built.get("exclude", ()))})
-    if namespace and str(namespace) != options.namespace:
+        return options(hash=hash, namespace=namespace)[0], "tables made by another tool"
+    spec = BuildSpec.from_provenance(provenance.get("options"))
+    asked, _ = options(spec, hash=hash, namespace=namespace)
+    if asked.namespace != spec.namespace:
         if not force:
-            raise InputError(f"these tables use the namespace {options.namespace}: another "
+            raise InputError(f"these tables use the namespace {spec.namespace}: another "
                              f"namespace changes every id; use update --force to go ahead")
-        options = replace(options, namespace=str(namespace))
-        return replace(options, hash=hash or options.hash), "another namespace"
-    if hash and hashing.parse(hash) != hashing.parse(options.hash):
-        return replace(options, hash=hash), f"tables hashed with {options.hash}, asked for {hash}"
-    if options.hash == "none":
-        return options, "no digests to keep: a build lists the tree as fast as an update"
-    if "mtime_ns" not in columns or "listed_at_ns" not in provenance:
-        return options, "tables from an older fastindex, without the state update needs"
-    return options, ""
+        return asked, "another namespace"
+    if asked.digests != spec.digests:
+        return asked, f"tables hashed with {spec.digests.choice}, asked for {hash}"
+    if not spec.digests:
+        return spec, "no digests to keep: a build lists the tree as fast as an update"
+    if "mtime_ns" not in old.datasets.columns or not isinstance(
+            provenance.get("listed_at_ns"), int):
+        return spec, "tables from an older fastindex, without the state update needs"
+    return spec, ""
 
 
 def _refresh_digests(index: TreeIndex, old: pl.DataFrame, racy_from_ns: int,
-                     options: BuildOptions, pool: Executor, progress: bool
-                     ) -> tuple[TreeIndex, int, int]:
+                     spec: BuildSpec, engine: Engine) -> tuple[TreeIndex, int, int]:
     """Take digests from ``old`` where size and mtime match; hash the rest on ``pool``.
 
     Files whose old mtime is ``racy_from_ns`` or later are hashed whatever their mtime:
@@ -174,8 +127,7 @@ def _refresh_digests(index: TreeIndex, old: pl.DataFrame, racy_from_ns: int,
     """
     import polars as pl
 
-    algorithms = hashing.parse(options.hash)
-    columns = [DIGEST_COLUMNS[a] for a in algorithms]
+    algorithms, columns = spec.digests.algorithms, spec.digests.columns
     before = old.select("eid", "id", pl.col("file_size").alias("old_size"),
                         pl.col("mtime_ns").alias("old_mtime"), *columns)
     frame = index.datasets.join(before, on=["eid", "id"], how="left")
@@ -186,11 +138,11 @@ def _refresh_digests(index: TreeIndex, old: pl.DataFrame, racy_from_ns: int,
     frame = frame.with_columns(keep=same.fill_null(False))
     reused = int(frame["keep"].sum())
     stale = frame.filter(~pl.col("keep")).select("eid", "rel_path", "file_size")
-    jobs = [HashJob((eid, rel), os.path.join(index.folders[eid].path, rel),
-                    f"{index.folders[eid].rel}/{rel}".lstrip("/"), size)
+    folders = index.session_folders
+    jobs = [HashJob((eid, rel), os.path.join(folders[eid].path, rel),
+                    alf.join(folders[eid].rel, rel), size)
             for eid, rel, size in stale.iter_rows()]
-    with progress_bar(progress, "hashing", "B", sum(j.size for j in jobs)) as bar:
-        digests, problems = hash_jobs(pool, jobs, algorithms, bar, HASH_TASK_FILES)
+    digests, problems = engine.hash(jobs, algorithms, HASH_TASK_FILES)
     fresh = pl.DataFrame({
         "eid": [j.key[0] for j in jobs], "rel_path": [j.key[1] for j in jobs],
         "ok": [d is not None for d in digests],

@@ -1,33 +1,32 @@
-"""``fastindex verify``: does the tree still match its tables?
+"""``fastindex verify``: does a tree, or a release zip, still match its tables?
 
-The tree is indexed again with the same workers (hashing with the algorithms whose
-digests the tables hold, when asked), and compared with the tables row by row on the
-path ONE loads each row from (``root/[lab/Subjects/]subject/date/NNN/rel_path``): a row
-whose file is not there is ``missing`` (ONE cannot load it), and rows that resolve to
-one file are ``same_path``.  This is what a user runs after unpacking a release.
+Two sources feed one comparison.  A tree is indexed again on an engine, as it was built
+(hashing with the algorithms whose digests the tables hold, when asked); a zip's members
+are read in place, each one once (its CRC-32 checked as it is read).  Either gives, per
+file, the path ONE loads it from, its size and digests, and ``compare`` joins that with
+the tables' rows on the same path (``root/[lab/Subjects/]subject/date/NNN/rel_path``): a
+row whose file is not there is ``missing`` (ONE cannot load it), and rows that resolve
+to one file are ``same_path``.  This is what a user runs after unpacking a release.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
+import io
 import os
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fastindex import hashing
+from fastindex.engine import Engine, check_root
 from fastindex.errors import InputError
-from fastindex.executors import default_workers, executor_for, given_executor
-from fastindex.pipeline import (
-    BuildOptions,
-    check_root,
-    index_tree,
-    own_files,
-)
+from fastindex.hashing import Digests
+from fastindex.progress import progress_bar
+from fastindex.spec import BuildSpec, options
+from fastindex.store import TABLE_FILES, TableStore
 
 if TYPE_CHECKING:
-    from concurrent.futures import Executor
-
     import polars as pl
 
 # What can be wrong, in report order.
@@ -58,11 +57,111 @@ class VerifyResult:
         return f"{self.checked} datasets checked{hashed}: {found}"
 
 
-def _table_meta(path: Path) -> dict:
-    import pyarrow.parquet as pq
+def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None, *,
+           hash: bool = False, **run) -> VerifyResult:
+    """Compare the tree under ``root`` with the tables in ``tables_dir`` (default: root).
 
-    meta = pq.read_schema(path).metadata or {}
-    return json.loads(meta.get(b"fastindex", b"{}"))
+    ``hash``: compare contents too, with every digest the tables hold.  ``run``: how to
+    run, as in ``build``.  Read-only trees (a mounted release) are fine.
+    """
+    _, settings = options(**run)
+    root_path = check_root(root)
+    store = TableStore(Path(tables_dir).expanduser().resolve() if tables_dir else root_path)
+    with Engine(root_path, settings) as engine:  # before the tables load polars
+        tables = store.read("no table at {path}")
+        hashed = _digests_to_compare(tables.datasets, hash, store.folder)
+        built = BuildSpec.from_provenance((tables.provenance or {}).get("options", {}))
+        # as it was built (links, ignore rules), with string ids: rows are keyed by path
+        spec = replace(BuildSpec(), follow_symlinks=built.follow_symlinks,
+                       exclude=built.exclude, default_ignores=built.default_ignores,
+                       uuid_ids=False, digests=Digests(hashed))
+        fresh = engine.index(spec, store.own_files())
+    differences = compare(tables.sessions, tables.datasets,
+                          one_paths(fresh.sessions, fresh.datasets), hashed)
+    ids = tables.build_ids
+    if ids[0] != ids[1]:
+        import polars as pl
+
+        mismatch = pl.DataFrame({"kind": [TABLES], "path": [str(store.folder)],
+                                 "expected": [str(ids[1])], "found": [str(ids[0])]})
+        differences = pl.concat([differences, mismatch]).sort("kind", "path")
+    return VerifyResult(differences, tables.datasets.height, hashed)
+
+
+def verify_zip(path: str | os.PathLike, hash: bool = False, progress: bool = False
+               ) -> VerifyResult:
+    """Check a release zip against the tables inside it, without unpacking it.
+
+    Every row's member must be there with its size; every such member's data is read
+    once and checked against its CRC-32 (zipfile does it as it reads) and, with
+    ``hash``, against the row's digests.
+    """
+    import polars as pl
+
+    archive_path = Path(path).expanduser()
+    try:
+        archive = zipfile.ZipFile(archive_path)
+    except (OSError, zipfile.BadZipFile) as err:
+        raise InputError(f"cannot open {archive_path} as a zip: {err}") from None
+    with archive:
+        try:
+            sessions, datasets = (pl.read_parquet(io.BytesIO(archive.read(name)))
+                                  for name in TABLE_FILES)
+        except KeyError as err:
+            raise InputError(f"{archive_path} holds no {err.args[0]}: not a release") from None
+        hashed = _digests_to_compare(datasets, hash, archive_path)
+        rows = one_paths(sessions, datasets).select("path", "file_size")
+        with progress_bar(progress, "verifying", "B", int(rows["file_size"].sum() or 0)) as bar:
+            members, corrupt = _read_members(archive, rows, hashed, bar)
+    differences = compare(sessions, datasets, members, hashed)
+    if corrupt:
+        differences = pl.concat([differences, pl.DataFrame(
+            corrupt, schema=differences.schema, orient="row")]).sort("kind", "path")
+    return VerifyResult(differences, datasets.height, hashed)
+
+
+def _read_members(archive: zipfile.ZipFile, rows: pl.DataFrame, hashed: tuple[str, ...],
+                  bar) -> tuple[pl.DataFrame, list[tuple]]:
+    """The members that rows name, as a tree's files: path, size and digests (read only
+    where the size is the row's); and the members whose CRC-32 does not match."""
+    import polars as pl
+
+    found = {"path": [], "file_size": [], **{c: [] for c in Digests(hashed).columns}}
+    corrupt = []
+    buffer = bytearray(hashing.CHUNK)
+    for name, size in rows.iter_rows():
+        try:
+            info = archive.getinfo(name)
+        except KeyError:
+            continue
+        digests = {}
+        if info.file_size == size:
+            try:
+                with archive.open(info) as member:
+                    digests = hashing.digest_stream(member, hashed, buffer)[1]
+            except zipfile.BadZipFile as err:  # a CRC-32 that does not match the data
+                corrupt.append((CONTENT, name, f"crc32:{info.CRC:08x}", str(err)))
+                continue
+        found["path"].append(name)
+        found["file_size"].append(info.file_size)
+        for algorithm in hashed:
+            found[hashing.COLUMNS[algorithm]].append(digests.get(algorithm))
+        bar.update(size)
+    return pl.DataFrame(found, schema={"path": pl.String, "file_size": pl.UInt64,
+                                       **{c: pl.String for c in found if c not in
+                                          ("path", "file_size")}}), corrupt
+
+
+def _digests_to_compare(datasets: pl.DataFrame, hash: bool, where) -> tuple[str, ...]:
+    """With ``hash``, every digest the tables hold; refused when they hold none."""
+    if not hash:
+        return ()
+    held = digests_held(datasets)
+    if not held:
+        raise InputError(f"--hash: the tables in {where} hold no digests (built "
+                         f"without --hash), so no content could be compared; verify "
+                         f"without --hash compares sizes, or build with --hash md5")
+    return held
 
 
 def one_paths(sessions: pl.DataFrame, datasets: pl.DataFrame) -> pl.DataFrame:
@@ -82,60 +181,6 @@ def one_paths(sessions: pl.DataFrame, datasets: pl.DataFrame) -> pl.DataFrame:
             .with_columns(path=pl.col("folder") + pl.col("rel_path")))
 
 
-def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None, *,
-           hash: bool = False, workers: int | None = None, io_threads: int | None = None,
-           executor: Executor | None = None, client=None, scheduler: str | None = None,
-           progress: bool = False) -> VerifyResult:
-    """Compare the tree under ``root`` with the tables in ``tables_dir`` (default: root).
-
-    The workers start before the tables are read: reading them loads Arrow and polars,
-    whose threads make a later fork unsafe (see ``executors.executor_for``).
-    ``io_threads``, ``executor``, ``client`` and ``scheduler`` are as in ``build``.
-    """
-    root_path = check_root(root)  # read-only trees (a mounted release) are fine
-    tables_path = Path(tables_dir).expanduser().resolve() if tables_dir else root_path
-    files = [tables_path / "sessions.pqt", tables_path / "datasets.pqt"]
-    for f in files:
-        if not f.is_file():
-            raise InputError(f"no table at {f}")
-    with contextlib.ExitStack() as stack:
-        executor = given_executor(stack, root_path, executor, client, scheduler)
-        pool = stack.enter_context(executor_for(executor, workers or default_workers(), None,
-                                                fork_now=True))
-        import polars as pl
-
-        try:
-            sessions, datasets = (pl.read_parquet(f) for f in files)
-        except Exception as err:  # polars raises several types for a damaged file
-            raise InputError(f"cannot read the tables in {tables_path}: {err}") from None
-        hashed = digests_held(datasets) if hash else ()
-        if hash and not hashed:
-            raise InputError(f"--hash: the tables in {tables_path} hold no digests (built "
-                             f"without --hash), so no content could be compared; verify "
-                             f"without --hash compares sizes, or build with --hash md5")
-        meta = [_table_meta(f) for f in files]
-        options = _options(meta[1].get("options", {}), hashed)
-        fresh = index_tree(root_path, options, executor=pool, progress=progress,
-                           ignore_paths=own_files(tables_path), io_threads=io_threads)
-    ours = one_paths(sessions, datasets)
-    disk = one_paths(fresh.sessions, fresh.datasets)
-    diffs = [_compare(ours, disk, hashed), _same_path(ours)]
-    ids = [m.get("build_id") for m in meta]
-    if ids[0] != ids[1]:
-        diffs.append(pl.DataFrame({"kind": [TABLES], "path": [str(tables_path)],
-                                   "expected": [str(ids[1])], "found": [str(ids[0])]}))
-    return VerifyResult(pl.concat(diffs).sort("kind", "path"), datasets.height, hashed)
-
-
-def _options(built: dict, hashed: tuple[str, ...]) -> BuildOptions:
-    """Index the tree as it was built: the same links followed, the same paths ignored
-    (the build's ``--exclude`` patterns, and the root's ``.fastindexignore`` as it is now)."""
-    return BuildOptions(hash_ids=False, follow_symlinks=bool(built.get("follow_symlinks")),
-                        hash="+".join(hashed) or "none",
-                        exclude=tuple(built.get("exclude", ())),
-                        default_ignores=built.get("default_ignores", True))
-
-
 def digests_held(datasets: pl.DataFrame) -> tuple[str, ...]:
     import polars as pl
 
@@ -147,22 +192,15 @@ def digests_held(datasets: pl.DataFrame) -> tuple[str, ...]:
     return tuple(held)
 
 
-def _same_path(ours: pl.DataFrame) -> pl.DataFrame:
-    """Rows that ONE would load from one file (one-api writes them for ``2`` beside
-    ``002``): at most one of them describes that file."""
+def compare(sessions: pl.DataFrame, datasets: pl.DataFrame, found: pl.DataFrame,
+            hashed: tuple[str, ...]) -> pl.DataFrame:
+    """Every difference between the tables' rows and the files ``found`` (path, size,
+    digests: from a tree or a zip), sorted by kind and path."""
     import polars as pl
 
-    return (ours.group_by("path").agg(pl.len().alias("n"))
-            .filter(pl.col("n") > 1)
-            .select(kind=pl.lit(SAME_PATH), path="path",
-                    expected=pl.lit("1 row"), found=pl.format("{} rows", "n")))
-
-
-def _compare(ours: pl.DataFrame, disk: pl.DataFrame, hashed: tuple[str, ...]) -> pl.DataFrame:
-    import polars as pl
-
+    ours = one_paths(sessions, datasets)
     path = pl.col("path")
-    both = ours.join(disk, on="path", how="full", coalesce=True, suffix="_disk")
+    both = ours.join(found, on="path", how="full", coalesce=True, suffix="_disk")
     checks = [
         (MISSING, pl.col("file_size_disk").is_null(), pl.col("file_size"), pl.lit(None)),
         (UNINDEXED, pl.col("file_size").is_null(), pl.lit(None), pl.col("file_size_disk")),
@@ -170,14 +208,20 @@ def _compare(ours: pl.DataFrame, disk: pl.DataFrame, hashed: tuple[str, ...]) ->
          pl.col("file_size_disk")),
     ]
     for algo in hashed:
-        column = "hash" if algo == "md5" else "xxh3"
+        column = hashing.COLUMNS[algo]
         checks.append((CONTENT, (pl.col("file_size") == pl.col("file_size_disk"))
                        & (pl.col(column) != pl.col(f"{column}_disk")),
                        pl.lit(f"{algo}:") + pl.col(column),
                        pl.lit(f"{algo}:") + pl.col(f"{column}_disk")))
-    return pl.concat([
+    differences = pl.concat([
         both.filter(mask.fill_null(False)).select(
             kind=pl.lit(kind), path=path, expected=expected.cast(pl.String),
             found=found.cast(pl.String))
         for kind, mask, expected, found in checks
     ]).unique(maintain_order=True)
+    same_path = (ours.group_by("path").agg(pl.len().alias("n"))
+                 .filter(pl.col("n") > 1)
+                 .select(kind=pl.lit(SAME_PATH), path="path",
+                         expected=pl.lit("1 row"), found=pl.format("{} rows", "n")))
+    return pl.concat([differences, same_path]).sort("kind", "path")
+

@@ -15,7 +15,7 @@ from conftest import BEHAVIOUR, table_bytes, write_tree
 import fastindex
 from fastindex import problems as p
 from fastindex.cli import main
-from fastindex.pipeline import DEFAULT_NAMESPACE
+from fastindex.spec import DEFAULT_NAMESPACE
 from fastindex.treegen import make_tree
 
 
@@ -177,7 +177,7 @@ def test_worker_failure_is_a_clear_error_and_keeps_old_tables(tmp_path, monkeypa
     def boom(*args):
         raise OSError("disk on fire")
 
-    monkeypatch.setattr("fastindex.pipeline.index_sessions", boom)
+    monkeypatch.setattr("fastindex.engine.index_sessions", boom)
     with pytest.raises(fastindex.FastindexError, match="disk on fire"):
         fastindex.build(root, executor=ThreadPoolExecutor(2))
     assert (root / "datasets.pqt").read_bytes() == before

@@ -12,6 +12,7 @@ from conftest import age_files, table_bytes
 
 import fastindex
 from fastindex.cli import main
+from fastindex.store import TableStore
 from fastindex.treegen import make_tree
 
 distributed = pytest.importorskip("distributed")
@@ -71,7 +72,6 @@ def test_a_killed_dask_worker_is_replaced_and_the_build_completes(tmp_path) -> N
     reference = tmp_path / "ref"
     reference.mkdir()
     fastindex.build(tmp_path / "t", reference, workers=2)
-    before = (tmp_path / "t" / "datasets.pqt").exists()
     with local_cluster(2) as cluster, distributed.Client(cluster) as c:
         pids = list(c.run(os.getpid).values())
 
@@ -81,10 +81,10 @@ def test_a_killed_dask_worker_is_replaced_and_the_build_completes(tmp_path) -> N
 
         killer = threading.Thread(target=kill_one)
         killer.start()
-        fastindex.build(tmp_path / "t", client=c)
+        result = fastindex.build(tmp_path / "t", client=c)
         killer.join()
         assert pids[0] not in c.run(os.getpid).values()  # it was killed, and replaced
-    assert not before
+    assert TableStore(tmp_path / "t").read().build_ids == (result.build_id,) * 2
     assert _both(tmp_path / "t") == _both(reference)
 
 

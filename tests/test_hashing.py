@@ -29,10 +29,13 @@ def test_digests_equal_hashlib_and_xxhash(tmp_path, size) -> None:
 
 
 def test_parse_hash_choices() -> None:
-    assert hashing.parse("xxh3+md5") == ("xxh3", "md5")
-    assert hashing.parse("none") == () == hashing.parse(None)
+    both = hashing.Digests.parse("xxh3+md5")
+    assert both.algorithms == ("xxh3", "md5") and both.choice == "xxh3+md5"
+    assert both.columns == ["xxh3", "hash"]
+    none = hashing.Digests.parse("none")
+    assert none == hashing.Digests.parse(None) and not none and none.choice == "none"
     with pytest.raises(ValueError, match="unknown hash"):
-        hashing.parse("sha1")
+        hashing.Digests.parse("sha1")
 
 
 def _tree(tmp_path):
@@ -50,7 +53,7 @@ def _disk_paths(root, ds) -> list[str]:
 
 @pytest.mark.parametrize("choice", ["md5", "xxh3", "xxh3+md5"])
 def test_build_hashes_every_file(tmp_path, monkeypatch, choice) -> None:
-    monkeypatch.setattr("fastindex.pipeline.DEFER_SIZE", hashing.CHUNK)  # defer the big one
+    monkeypatch.setattr("fastindex.engine.DEFER_SIZE", hashing.CHUNK)  # defer the big one
     root = _tree(tmp_path)
     result = fastindex.build(root, workers=2, hash=choice)
     ds = pl.read_parquet(root / "datasets.pqt")
@@ -68,7 +71,7 @@ def test_build_hashes_every_file(tmp_path, monkeypatch, choice) -> None:
 
 
 def test_hashing_serial_and_parallel_agree(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr("fastindex.pipeline.DEFER_SIZE", hashing.CHUNK)
+    monkeypatch.setattr("fastindex.engine.DEFER_SIZE", hashing.CHUNK)
     root = _tree(tmp_path)
     outs = []
     for i, kwargs in enumerate([dict(workers=1), dict(workers=2),

@@ -107,7 +107,7 @@ def test_a_second_build_of_the_same_tables_is_refused(tmp_path, capsys) -> None:
 
 
 def test_the_lock_file_where_folders_cannot_be_locked(tmp_path) -> None:
-    from fastindex.pipeline import _lock_file
+    from fastindex.store import _lock_file
 
     path = tmp_path / "lock"
     with _lock_file(path):
@@ -208,7 +208,7 @@ def test_a_killed_worker_fails_the_build_and_keeps_the_old_tables(tmp_path, monk
     root = write_tree(tmp_path / "t", BEHAVIOUR)
     fastindex.build(root, workers=1)
     before = (root / "datasets.pqt").read_bytes()
-    monkeypatch.setattr("fastindex.pipeline.index_sessions", _die)
+    monkeypatch.setattr("fastindex.engine.index_sessions", _die)
     with pytest.raises(fastindex.FastindexError, match="worker process died"):
         fastindex.build(root, workers=2, start_method="fork")
     assert (root / "datasets.pqt").read_bytes() == before

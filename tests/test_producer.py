@@ -194,7 +194,7 @@ def test_a_file_nobody_may_read_is_reported_not_indexed(tmp_path) -> None:
 
 
 def test_hashing_progress_counts_each_byte_once(tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr("fastindex.pipeline.DEFER_SIZE", 1000)  # two files hashed apart
+    monkeypatch.setattr("fastindex.engine.DEFER_SIZE", 1000)  # two files hashed apart
     root = write_tree(tmp_path / "t", {f"{SES}/alf/a.b.npy": 3000, f"{SES}/alf/c.d.npy": 2000,
                                        f"{SES}/alf/e.f.npy": 500, f"{SES}/alf/g.h.npy": 500})
     fastindex.build(root, workers=1, hash="xxh3", progress=True)

@@ -1,0 +1,75 @@
+"""``fastindex build`` and ``fastindex check``: a tree to its two tables, or to its problems.
+
+Both take the spec and settings as keywords (``spec.options``), index the tree on an
+``Engine``, and differ only in what they do with the index: ``build`` writes it through
+the output folder's ``TableStore`` (under its lock; with ``strict``, only when nothing
+was skipped or warned about), ``check`` returns it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from fastindex.engine import Engine, TreeIndex, check_root
+from fastindex.errors import ProblemsFound
+from fastindex.spec import BuildSpec, RunSettings, options
+from fastindex.store import BuildResult, TableStore
+
+
+def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
+          strict: bool = False, quiet_paths: Iterable[str | os.PathLike] = (),
+          **given) -> BuildResult:
+    """Index the ALF tree under ``root`` and write ``sessions.pqt`` and ``datasets.pqt``.
+
+    The tables go to ``out_dir`` (default: the root), which is made when missing and
+    its parent exists.  ``given`` holds the options, by name (``spec.options``): what the
+    tables hold (``hash`` one of ``none``, ``xxh3``, ``md5``, ``xxh3+md5``: md5 goes in
+    ONE's ``hash`` column, xxh3 in an extra ``xxh3`` column; ``hash_ids``;
+    ``namespace``; ``lab``; ``follow_symlinks``; ``exclude``, gitignore patterns of paths
+    that are not data, besides the root's ``.fastindexignore``; ``default_ignores=False``
+    reports OS litter instead of ignoring it), and how to run (``workers``, default the
+    CPUs this process may use, 1 runs in this process; ``io_threads``, listings in
+    flight per process, for network storage; ``executor``, any
+    ``concurrent.futures.Executor``; ``client`` or ``scheduler`` for a Dask cluster;
+    ``start_method``; ``progress``); or ``spec=`` and ``settings=`` objects.
+    ``strict``: raise ``ProblemsFound`` and write nothing when any file would be skipped
+    or any warning given.  ``quiet_paths``: files under the root that are neither rows
+    nor problems.
+    """
+    started = time.perf_counter()
+    spec, settings = options(**given)
+    root_path = check_root(root)
+    store = TableStore.output(out_dir or root_path, create=True)
+    with store.lock():
+        return build_in(store, root_path, (spec, settings), strict, quiet_paths, started)[1]
+
+
+def build_in(store: TableStore, root: Path, how: tuple[BuildSpec, RunSettings],
+             strict: bool = False, quiet_paths: Iterable[str | os.PathLike] = (),
+             started: float | None = None) -> tuple[TreeIndex, BuildResult]:
+    """Index ``root`` and write its tables to ``store``, whose lock the caller holds:
+    the index in memory, and what was written."""
+    started = time.perf_counter() if started is None else started
+    spec, settings = how
+    quiet = store.own_files() | {str(Path(f).expanduser().resolve()) for f in quiet_paths}
+    with Engine(root, settings) as engine:
+        index = engine.index(spec, quiet)
+    if strict and (index.skipped.height or index.warnings):
+        raise ProblemsFound(
+            f"strict: {index.skipped.height} files would be skipped and "
+            f"{len(index.warnings)} warnings given; nothing was written",
+            index.skipped, index.warnings)
+    return index, store.write(index, spec, started)
+
+
+def check(root: str | os.PathLike, **given) -> TreeIndex:
+    """What a build of ``root`` would index and skip, without writing anything.
+
+    Takes the options of ``build``; ids are ONE's strings (they are not written).
+    """
+    spec, settings = options(**{"hash_ids": False, **given})
+    with Engine(check_root(root), settings) as engine:
+        return engine.index(spec)

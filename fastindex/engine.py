@@ -1,0 +1,313 @@
+"""The engine: the one place that runs work on workers, in the one safe order.
+
+``with Engine(root, settings) as engine: engine.index(spec)`` starts the executor (a Dask
+cluster's, one given, the calling process for one worker, or worker processes), walks
+the tree, submits each batch as the walk yields it, gathers the results with progress,
+hashes the large files a batch left, and merges everything into a ``TreeIndex``;
+``engine.hash(jobs)`` hashes files on the same workers (``update``).
+
+The order is decided here and nowhere else: worker processes are forked when the engine
+is entered, before this process starts any thread of its own (I/O threads, tqdm's
+monitor, Arrow's and polars' pools, which load with the merge stage or with old tables):
+a fork beside running threads can deadlock.  Commands enter the engine before they read
+tables or import polars.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import os
+import time
+from collections.abc import Iterable
+from concurrent.futures import Executor, Future, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastindex import alf, discover, ignore, scan
+from fastindex import problems as p
+from fastindex.discover import Folder, Session
+from fastindex.errors import FastindexError, InputError, LabError
+from fastindex.executors import default_workers, executor_for, given_executor
+from fastindex.index import BatchResult, IndexOptions, hash_files, index_sessions, read_problem
+from fastindex.problems import Problem
+from fastindex.progress import progress_bar
+from fastindex.store import TableStore
+
+if TYPE_CHECKING:
+    import polars as pl
+    from tqdm import tqdm
+
+    from fastindex.spec import BuildSpec, RunSettings
+
+#: When hashing, files this large are hashed as tasks of their own (work balance).
+DEFER_SIZE = 64 << 20
+
+
+@dataclass
+class TreeIndex:
+    """The tables of a tree, in memory: what ``build`` writes and ``verify`` compares."""
+
+    root: Path
+    sessions: pl.DataFrame
+    datasets: pl.DataFrame
+    skipped: pl.DataFrame
+    warnings: list[Problem]
+    session_folders: dict[str, Session]  # session id -> where it is on disk
+    listed_at_ns: int = 0  # wall clock (ns) when the walk began
+    ignored: int = 0  # entries the ignore rules passed over
+    rules: ignore.IgnoreRules = field(default_factory=ignore.IgnoreRules)
+
+
+@dataclass(frozen=True)
+class HashJob:
+    """A file to hash as a task of its own, with what the listing said of it."""
+
+    key: tuple  # whatever the caller needs to place the result
+    path: str  # absolute
+    shown: str  # root-relative, for reports
+    size: int  # bytes when listed
+
+
+def check_root(root: str | os.PathLike) -> Path:
+    """The resolved root, or a clear refusal before any work is done."""
+    root_path = Path(root).expanduser()
+    if not root_path.exists():
+        raise InputError(f"root does not exist: {root_path}")
+    if not root_path.is_dir():
+        raise InputError(f"root is not a folder: {root_path}")
+    return root_path.resolve()
+
+
+def pauses_gc(fn):
+    """Run ``fn`` with Python's cycle collector paused (as it was, after).
+
+    A tree's sessions and batches are many small objects without cycles: while they pile
+    up, the collector scans them all again and again, for nothing (0.6 s of a
+    million-file build).  Reference counting still frees them.
+    """
+
+    @functools.wraps(fn)
+    def paused(*args, **kwargs):
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    return paused
+
+
+class Engine:
+    """Runs the index stage of one tree on an executor (see the module's docstring)."""
+
+    def __init__(self, root: Path, settings: RunSettings) -> None:
+        self.root = root
+        self.settings = settings
+        try:
+            self.io = scan.io_threads(settings.io_threads)
+        except ValueError as err:
+            raise InputError(str(err)) from None
+        self._stack = contextlib.ExitStack()
+        self.pool: Executor | None = None
+
+    def __enter__(self) -> Engine:
+        s = self.settings
+        with self._stack as stack:
+            given = given_executor(stack, self.root, s.executor, s.client, s.scheduler)
+            self.pool = stack.enter_context(executor_for(
+                given, s.workers or default_workers(), s.start_method, fork_now=True))
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc) -> bool | None:
+        return self._stack.__exit__(*exc)
+
+    @pauses_gc
+    def index(self, spec: BuildSpec, quiet_paths: Iterable[str] = ()) -> TreeIndex:
+        """Discover, index in workers, merge: the tree as ``spec`` asks, in memory.
+
+        ``quiet_paths``: absolute paths that are neither rows nor problems, besides
+        fastindex's own files in the root.  The ignore rules are the root's
+        ``.fastindexignore`` and the spec's ``exclude``.
+        """
+        root, progress = self.root, self.settings.progress
+        listed_at_ns = time.time_ns()
+        rules = ignore.read_rules(root, spec.exclude, spec.default_ignores)
+        quiet = (TableStore(root).own_files() | {ignore.own_file(root)}
+                 | frozenset(quiet_paths))
+        hashes = spec.digests.algorithms
+        found = discover.Discovery()
+        options = IndexOptions(spec.id_namespace, spec.follow_symlinks, hashes, DEFER_SIZE,
+                               rules, self.io)
+        units = discover.discover(root, found, discover.Policy(spec.follow_symlinks, rules,
+                                                               quiet), io=self.io)
+        futures = self._submit(units, options)  # before tqdm's thread
+        with _index_bar(progress, hashes, len(futures)) as bar:
+            if not hashes:  # Arrow and polars load while the workers index
+                _merge_stage()
+            results, deferred = self._gather(futures, bar, hashes)
+            merge = _merge_stage()  # or, when hashing, while the large files are hashed
+            hashed, late_problems = _collect(deferred, bar)
+
+        sessions = [s for r in results for s in r.sessions]
+        check_lab(sessions, spec.lab)
+        eids = [e for r in results for e in r.eids]
+        late = [(results[batch].eids[pos], rel, digests)
+                for (batch, pos, rel), digests in ((job.key, d) for job, d in hashed)]
+        return TreeIndex(
+            root, merge.sessions_frame(sessions, eids),
+            merge.datasets_frame([r.datasets for r in results], hashes, late),
+            merge.problems_frame(found.problems + late_problems, [r.problems for r in results]),
+            _root_warnings(root), dict(zip(eids, sessions)), listed_at_ns,
+            found.ignored + sum(r.ignored for r in results), rules)
+
+    def hash(self, jobs: list[HashJob], algorithms: tuple[str, ...], per_task: int = 1
+             ) -> tuple[list[dict | None], list[Problem]]:
+        """Hash files in tasks of ``per_task`` files, with a progress bar in bytes:
+        digests per job (None: not readable), and the problems."""
+        with progress_bar(self.settings.progress, "hashing", "B",
+                          sum(j.size for j in jobs)) as bar:
+            done, problems = _collect(self._submit_hashing(jobs, algorithms, per_task), bar)
+        return [digests for _, digests in done], problems
+
+    def _submit_hashing(self, jobs: list[HashJob], algorithms: tuple[str, ...],
+                        per_task: int = 1) -> list[tuple[list[HashJob], Future]]:
+        chunks = [jobs[i:i + per_task] for i in range(0, len(jobs), per_task)]
+        return [(chunk, self.pool.submit(hash_files, [j.path for j in chunk], algorithms))
+                for chunk in chunks]
+
+    def _submit(self, batches: Iterable[list[Folder]], options: IndexOptions
+                ) -> list[tuple[Future, list[Folder]]]:
+        """Submit each batch as discovery yields it, so the walk and the indexing overlap.
+
+        Once the walk here has timed the storage, the workers are told what it found, so
+        that on slow storage they start with their threads on.
+        """
+        submitted = []
+        root = str(self.root)
+        for batch in batches:
+            if options.io.threads is None and (found := scan.finding(root)) is not None:
+                options = replace(options, io=found)
+            submitted.append((self.pool.submit(index_sessions, batch, options), batch))
+        return submitted
+
+    def _gather(self, futures: list[tuple[Future, list[Folder]]], bar: tqdm,
+                hashes: tuple[str, ...]
+                ) -> tuple[list[BatchResult], list[tuple[list[HashJob], Future]]]:
+        """The batches' results, in submission order; the first failure stops the build.
+
+        The large files a batch left are submitted for hashing as soon as it returns, so
+        they are hashed while other batches are still being indexed.
+        """
+        order = {future: i for i, (future, _) in enumerate(futures)}
+        deferred = []
+        total = 0  # bytes to hash, known once every task has listed its folders
+        for done, future in enumerate(as_completed(order), 1):
+            result = _result(future, futures[order[future]][1][0].rel or ".")
+            jobs = _deferred_jobs(result, order[future])
+            deferred += self._submit_hashing(jobs, hashes)
+            if not hashes:
+                bar.update(1)
+                continue
+            total += result.nbytes + sum(j.size for j in jobs)
+            if done < len(futures):
+                bar.set_postfix_str(f"{done}/{len(futures)} tasks listed", refresh=False)
+            else:
+                bar.total = total
+                bar.set_postfix_str("", refresh=False)
+            bar.update(result.nbytes)
+        return [future.result() for future, _ in futures], deferred
+
+
+def _collect(submitted: list[tuple[list[HashJob], Future]], bar: tqdm
+             ) -> tuple[list[tuple[HashJob, dict | None]], list[Problem]]:
+    """Each job with its digests (None: not readable), and the problems.
+
+    A file whose byte count differs from its listed size changed while it was read; it
+    is reported, like one that vanished or cannot be read.
+    """
+    done: list[tuple[HashJob, dict | None]] = []
+    problems = []
+    for chunk, future in submitted:
+        for job, outcome in zip(chunk, _result(future, chunk[0].shown)):
+            digests = None
+            problem = read_problem(outcome, job.size)
+            if problem:
+                problems.append(Problem(p.display_path(job.shown), *problem))
+            else:
+                digests = outcome[1]
+                bar.update(outcome[0])
+            done.append((job, digests))
+    return done, problems
+
+
+def check_lab(sessions: list[Session], lab: str | None) -> None:
+    """``lab`` names the lab of every session, or the build is refused.
+
+    A lab is only ever read from a ``lab/Subjects/`` folder: ONE looks for a session
+    with a lab in ``root/lab/Subjects/...``, so writing a lab into the rows of sessions
+    that sit elsewhere would make every one of them unloadable.  ``fastindex fix --lab``
+    moves them there instead.
+    """
+    if not lab:
+        return
+    labless = [s.rel for s in sessions if not s.parts.lab]
+    if labless:
+        raise LabError(
+            f"--lab {lab}: {len(labless)} sessions have no lab folder (first: {labless[0]}); "
+            f"ONE would look for them in {lab}/Subjects/..., where they are not, and no "
+            f"row would load. Move them there with `fastindex fix ROOT --lab {lab} "
+            f"--apply`, then build without --lab")
+    others = sorted({s.parts.lab for s in sessions} - {lab})
+    if others:
+        raise LabError(f"lab name conflict: --lab {lab} but the tree has lab folders "
+                       f"{', '.join(others)}")
+
+
+def _root_warnings(root: Path) -> list[Problem]:
+    """A root that is a lab's ``Subjects`` folder: loadable rows, but without the lab."""
+    lab = alf.lab_around(root.as_posix())
+    if lab is None:
+        return []
+    return [Problem(".", p.LAB_ABOVE_ROOT, f"the root is inside lab {lab}: the rows have "
+                                           f"no lab; index {root.parent.parent} to keep it")]
+
+
+def _deferred_jobs(result: BatchResult, batch: int) -> list[HashJob]:
+    """The large files a batch left to hash, keyed by (batch, session in batch, rel_path)."""
+    return [HashJob((batch, pos, rel), path, alf.join(result.sessions[pos].rel, rel), size)
+            for pos, rel, path, size in result.deferred]
+
+
+def _index_bar(progress: bool, hashes: tuple[str, ...], tasks: int) -> tqdm:
+    """Tasks indexed (each a subject's sessions or date folders: the walk knows how
+    many), or bytes hashed when hashing, whose total is known once every task is listed.
+    """
+    if hashes:
+        return progress_bar(progress, "hashing", "B")
+    return progress_bar(progress, "indexing", "task", tasks)
+
+
+def _merge_stage():
+    """The merge stage's module: importing it loads Arrow and polars (0.3 s of CPU)."""
+    from fastindex import merge
+
+    return merge
+
+
+def _result(future: Future, where: str):
+    """A task's result; a failed or lost worker stops the build with a clear error."""
+    try:
+        return future.result()
+    except BrokenProcessPool as err:
+        raise FastindexError(f"a worker process died while indexing; nothing was "
+                             f"written ({err})") from err
+    except Exception as err:
+        raise FastindexError(f"indexing failed in the task starting at {where}: "
+                             f"{type(err).__name__}: {err}; nothing was written") from err

@@ -1,0 +1,131 @@
+"""What a build is asked for, in two objects: ``BuildSpec`` and ``RunSettings``.
+
+``BuildSpec`` is everything that changes what the tables hold (ids, digests, links,
+ignore rules, the lab check) and is recorded in their provenance, so that ``update`` and
+``verify`` index a tree again exactly as it was built.  ``RunSettings`` is how to run
+(workers, I/O threads, start method, backend, progress): never recorded, since it never
+changes a byte of the tables.  The command line builds both once, from option groups
+that every walking command shares; the Python API takes the same names as keywords
+(``options``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import Executor
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from fastindex.errors import InputError
+from fastindex.hashing import Digests
+
+#: Ids are uuid3 in this namespace unless another is given, so a tree always gets the same ids.
+DEFAULT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "fastindex:alf")
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """What the tables will hold; recorded in their ``fastindex`` metadata."""
+
+    uuid_ids: bool = True  # uuid3 ids (one-api's hash_ids), else ONE's string ids
+    namespace: uuid.UUID = DEFAULT_NAMESPACE
+    digests: Digests = field(default_factory=Digests)
+    follow_symlinks: bool = False
+    exclude: tuple[str, ...] = ()  # ignore patterns besides the root's .fastindexignore
+    default_ignores: bool = True  # ignore OS litter (.DS_Store, Thumbs.db, ...)
+    lab: str | None = None  # every session must be in this lab's folder
+
+    @property
+    def id_namespace(self) -> uuid.UUID | None:
+        """The namespace of uuid3 ids, or None for string ids (what workers need)."""
+        return self.namespace if self.uuid_ids else None
+
+    def to_provenance(self) -> dict:
+        """The ``options`` entry of the provenance (keys as fastindex has always written)."""
+        return {"hash_ids": self.uuid_ids, "namespace": str(self.namespace), "lab": self.lab,
+                "follow_symlinks": self.follow_symlinks, "hash": self.digests.choice,
+                "exclude": list(self.exclude), "default_ignores": self.default_ignores}
+
+    @classmethod
+    def from_provenance(cls, options: dict) -> BuildSpec:
+        """The spec a table's provenance records, checked: the tables may come from
+        anyone, so a value of the wrong type is refused, not obeyed (``InputError``)."""
+        if not isinstance(options, dict):
+            raise InputError("the tables' provenance has no options")
+        kinds = {"hash_ids": bool, "namespace": str, "lab": (str, type(None)),
+                 "follow_symlinks": bool, "hash": str, "exclude": list,
+                 "default_ignores": bool}
+        for key, kind in kinds.items():
+            if key in options and not isinstance(options[key], kind):
+                raise InputError(f"the tables' provenance has a bad {key}: {options[key]!r}")
+        exclude = options.get("exclude", [])
+        if not all(isinstance(line, str) for line in exclude):
+            raise InputError(f"the tables' provenance has a bad exclude: {exclude!r}")
+        try:
+            namespace = uuid.UUID(options.get("namespace", str(DEFAULT_NAMESPACE)))
+            digests = Digests.parse(options.get("hash"))
+        except ValueError as err:
+            raise InputError(f"the tables' provenance is not valid: {err}") from None
+        return cls(options.get("hash_ids", True), namespace, digests,
+                   options.get("follow_symlinks", False), tuple(exclude),
+                   options.get("default_ignores", True), options.get("lab"))
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How to run: where the work goes and what is shown; never recorded."""
+
+    workers: int | None = None  # default: the CPUs this process may use; 1: in-process
+    io_threads: int | None = None  # listings in flight per process (scan.io_threads)
+    start_method: str | None = None  # of the default process pool
+    executor: Executor | None = None  # any concurrent.futures.Executor
+    client: Any = None  # a Dask client
+    scheduler: str | None = None  # a Dask scheduler address, or local:N
+    progress: bool = False
+
+
+_SPEC_NAMES = {f.name for f in fields(BuildSpec)}
+_ALIASES = {"hash": "digests", "hash_ids": "uuid_ids"}
+_RUN_NAMES = {f.name for f in fields(RunSettings)}
+
+
+def options(spec: BuildSpec | None = None, settings: RunSettings | None = None,
+            **given: Any) -> tuple[BuildSpec, RunSettings]:
+    """A spec and settings from keyword options, as the Python API takes them.
+
+    ``given`` may name any field of either object, and one-api's spellings: ``hash``
+    (a ``--hash`` choice), ``hash_ids``, ``namespace`` as text.  ``None`` means the
+    default.  An unknown name is a ``TypeError``, as for any misspelt keyword.
+    """
+    spec, settings = spec or BuildSpec(), settings or RunSettings()
+    spec_changes, run_changes = {}, {}
+    for name, value in given.items():
+        name = _ALIASES.get(name, name)
+        if name in _RUN_NAMES:
+            run_changes[name] = value
+        elif name not in _SPEC_NAMES:
+            raise TypeError(f"unknown option {name!r}")
+        elif value is not None:  # None: the default, or what ``spec`` has
+            spec_changes[name] = _CONVERT.get(name, _same)(value)
+    return replace(spec, **spec_changes), replace(settings, **run_changes)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _digests(value: str | Digests | None) -> Digests:
+    try:
+        return Digests.parse(value)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+
+
+def _namespace(value: str | uuid.UUID) -> uuid.UUID:
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError:
+        raise InputError(f"not a UUID: {value}") from None
+
+
+_CONVERT = {"digests": _digests, "namespace": _namespace, "exclude": tuple}

@@ -1,0 +1,235 @@
+"""The tables of a folder: the only code that finds, locks, reads and writes them.
+
+``TableStore(folder)`` holds a folder's ``sessions.pqt`` and ``datasets.pqt``.  ``lock``
+lets one writer at a time in; ``read`` gives both tables and their provenance, or a
+one-line ``InputError`` when they are missing or damaged; ``write`` writes an index's
+two tables (with provenance) beside their final names and renames both into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+try:
+    import fcntl
+except ImportError:  # Windows: builds are not locked
+    fcntl = None
+
+from fastindex import __version__
+from fastindex.errors import InputError
+from fastindex.progress import human_bytes
+
+if TYPE_CHECKING:
+    import polars as pl
+    import pyarrow as pa
+
+    from fastindex.engine import TreeIndex
+    from fastindex.problems import Problem
+    from fastindex.spec import BuildSpec
+
+TABLE_FILES = ("sessions.pqt", "datasets.pqt")
+LOCK_FILE = ".fastindex.lock"
+
+
+@dataclass
+class StoredTables:
+    """Both tables of a folder as read, with what fastindex recorded in them."""
+
+    sessions: pl.DataFrame
+    datasets: pl.DataFrame
+    provenance: dict | None  # the datasets table's ``fastindex`` entry; None: another tool's
+    build_ids: tuple[str | None, str | None]  # of the sessions and the datasets table
+
+
+@dataclass
+class BuildResult:
+    """What a build wrote and what it left out."""
+
+    sessions_path: Path
+    datasets_path: Path
+    n_sessions: int
+    n_datasets: int
+    total_bytes: int
+    skipped: pl.DataFrame  # path, reason, detail: every file not indexed
+    warnings: list[Problem] = field(default_factory=list)
+    seconds: float = 0.0
+    build_id: str = ""
+    ignored: int = 0  # entries the ignore rules passed over (a folder counts once)
+    tables: dict[str, pa.Table] = field(default_factory=dict, repr=False)  # as written
+
+    def summary(self) -> str:
+        """The one line the CLI prints at the end of a build."""
+        return (f"{self.n_sessions} sessions, {self.n_datasets} datasets, "
+                f"{self.skipped.height} skipped, {len(self.warnings)} warnings, "
+                f"{self.ignored} ignored, {human_bytes(self.total_bytes)}, "
+                f"{self.seconds:.2f} s")
+
+
+class TableStore:
+    """A folder's two tables."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.paths = tuple(folder / name for name in TABLE_FILES)
+
+    @classmethod
+    def output(cls, out_dir: str | os.PathLike, create: bool = False) -> TableStore:
+        """The store of a folder tables may be written to, or a clear refusal.
+
+        With ``create``, a missing folder is made when its parent exists (a typo in a
+        deeper path is refused rather than built).
+        """
+        out_path = Path(out_dir).expanduser().resolve()
+        if create and not out_path.exists() and out_path.parent.is_dir():
+            try:
+                out_path.mkdir()
+            except OSError as err:
+                raise InputError(f"cannot create the output folder {out_path}: {err}") from None
+        if not out_path.is_dir():
+            raise InputError(f"output folder does not exist: {out_path}")
+        if not os.access(out_path, os.W_OK | os.X_OK):
+            raise InputError(f"output folder is not writable: {out_path}")
+        return cls(out_path)
+
+    def exists(self) -> bool:
+        return all(p.is_file() for p in self.paths)
+
+    def own_files(self) -> frozenset[str]:
+        """fastindex's own files here (tables, lock): never reported as skipped."""
+        return frozenset(str(self.folder / name) for name in (*TABLE_FILES, LOCK_FILE))
+
+    def read(self, missing: str = "no tables in {folder}") -> StoredTables:
+        """Both tables and their provenance; ``missing`` is the refusal when there are
+        none (``{folder}`` is filled in)."""
+        import polars as pl
+
+        for path in self.paths:
+            if not path.is_file():
+                raise InputError(missing.format(folder=self.folder, path=path))
+        metas = [_fastindex_meta(path) for path in self.paths]
+        try:
+            sessions, datasets = (pl.read_parquet(path) for path in self.paths)
+        except Exception as err:  # polars raises several types for a damaged file
+            raise InputError(f"cannot read the tables in {self.folder}: {err}") from None
+        ids = tuple(m.get("build_id") if m else None for m in metas)
+        return StoredTables(sessions, datasets, metas[1], ids)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """One writer at a time per folder; a second one is refused, not queued.
+
+        The lock is ``flock`` on the folder itself, so no file of fastindex's is left in
+        a tree that gets published, and the kernel releases it when a build dies.  Where
+        folders cannot be locked (``flock`` on NFS is a byte-range lock, which needs a
+        file open for writing) a lock file is used instead, and removed on the way out.
+        """
+        if fcntl is None:
+            yield
+            return
+        fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            try:
+                _flock(fd, self.folder)
+                folder_locked = True
+            except OSError as err:
+                if err.errno not in (errno.EBADF, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                folder_locked = False
+            if folder_locked:
+                yield
+            else:
+                with _lock_file(self.folder / LOCK_FILE):
+                    yield
+        finally:
+            os.close(fd)
+
+    def write(self, index: TreeIndex, spec: BuildSpec, started: float) -> BuildResult:
+        """Write an index's two tables, with fastindex's provenance, atomically."""
+        from fastindex import tables
+
+        build_id = str(uuid.uuid4())
+        counts = {"sessions": index.sessions.height, "datasets": index.datasets.height,
+                  "skipped": index.skipped.height, "warnings": len(index.warnings),
+                  "ignored": index.ignored,
+                  "bytes": int(index.datasets["file_size"].sum() or 0)}
+        metadata = {
+            "one_metadata": tables.one_metadata(index.root, datetime.datetime.now()),
+            "fastindex": {"version": __version__, "build_id": build_id,
+                          "options": spec.to_provenance(), "counts": counts,
+                          "ignore_rules": list(index.rules.patterns),
+                          "listed_at_ns": index.listed_at_ns},
+        }
+        arrow = {"sessions.pqt": tables.sessions_table(index.sessions),
+                 "datasets.pqt": tables.datasets_table(index.datasets,
+                                                       record_mtime=bool(spec.digests))}
+        written = tables.write_tables(self.folder, arrow, metadata, build_id,
+                                      id_index=spec.uuid_ids)
+        return BuildResult(*self.paths, counts["sessions"], counts["datasets"],
+                           counts["bytes"], index.skipped, index.warnings,
+                           time.perf_counter() - started, build_id, index.ignored, written)
+
+
+def _fastindex_meta(path: Path) -> dict | None:
+    """A table's ``fastindex`` metadata (None: not written by fastindex)."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except Exception as err:  # Arrow raises several types for a damaged file
+        raise InputError(f"cannot read {path}: {err}") from None
+    if b"fastindex" not in meta:
+        return None
+    try:
+        value = json.loads(meta[b"fastindex"])
+    except ValueError:
+        raise InputError(f"{path}: its fastindex metadata is not JSON") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: its fastindex metadata is not an object")
+    return value
+
+
+def _flock(fd: int, where: Path) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise InputError(f"another fastindex build is writing tables in {where}; "
+                         f"try again when it has finished") from None
+
+
+@contextlib.contextmanager
+def _lock_file(path: Path) -> Iterator[None]:
+    """A lock file that is removed when released.
+
+    Removing it is safe because a waiter checks, once it holds the lock, that the file
+    it locked is still the one at ``path``; if not, it locked a removed file and tries
+    again on the new one.
+    """
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise InputError(f"cannot create the lock file {path}: {err}") from None
+        try:
+            _flock(fd, path.parent)
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                try:
+                    yield
+                finally:
+                    os.unlink(path)
+                return
+        finally:
+            os.close(fd)

@@ -1,0 +1,86 @@
+"""The structure every command shares: one spec, one set of run options, a light worker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+
+import polars as pl
+import pytest
+from conftest import BEHAVIOUR, write_tree
+
+import fastindex
+from fastindex.cli import RUN_OPTIONS, _parser
+from fastindex.errors import InputError
+from fastindex.hashing import Digests
+from fastindex.spec import DEFAULT_NAMESPACE, BuildSpec, RunSettings, options
+from fastindex.store import TableStore
+
+WALKING = ("build", "check", "update", "verify", "release")
+
+
+def _options_of(parser) -> set[str]:
+    return {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
+
+
+def test_every_walking_command_takes_the_same_run_options() -> None:
+    subparsers = next(a for a in _parser()._actions if a.dest == "command").choices
+    for name in WALKING:
+        assert set(RUN_OPTIONS) <= _options_of(subparsers[name]), name
+    # and the tree options wherever the spec is not taken from old tables
+    tree = {"--follow-symlinks", "--exclude", "--no-default-ignores"}
+    for name in ("build", "check", "release"):
+        assert tree <= _options_of(subparsers[name]), name
+
+
+def test_the_worker_side_imports_neither_pyarrow_nor_polars() -> None:
+    code = ("import sys, fastindex.index, fastindex.executors; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'pyarrow', 'polars', 'numpy', 'pandas', 'tqdm'}))")
+    # not through the package's __init__ either: workers import fastindex itself
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_spec_survives_its_provenance() -> None:
+    spec = BuildSpec(uuid_ids=False, namespace=uuid.uuid4(), digests=Digests(("xxh3", "md5")),
+                     follow_symlinks=True, exclude=("a/", "*.txt"), default_ignores=False,
+                     lab="mylab")
+    recorded = json.loads(json.dumps(spec.to_provenance()))
+    assert BuildSpec.from_provenance(recorded) == spec
+    assert BuildSpec.from_provenance({}) == BuildSpec()
+
+
+@pytest.mark.parametrize("forged", [
+    {"hash": 7}, {"hash": "sha1"}, {"exclude": "*"}, {"exclude": [1]},
+    {"follow_symlinks": "yes"}, {"namespace": "not-a-uuid"}, {"lab": ["x"]}, [],
+])
+def test_forged_provenance_is_refused_not_obeyed(forged) -> None:
+    with pytest.raises(InputError, match="provenance"):
+        BuildSpec.from_provenance(forged)
+
+
+def test_keyword_options_split_into_spec_and_settings() -> None:
+    spec, settings = options(hash="xxh3+md5", hash_ids=False, namespace=str(DEFAULT_NAMESPACE),
+                             exclude=["x"], workers=3, io_threads=0, progress=True, lab=None)
+    assert spec == BuildSpec(uuid_ids=False, digests=Digests(("xxh3", "md5")), exclude=("x",))
+    assert settings == RunSettings(workers=3, io_threads=0, progress=True)
+    with pytest.raises(TypeError, match="unknown option 'wrokers'"):
+        options(wrokers=2)
+    with pytest.raises(InputError, match="unknown hash"):
+        options(hash="sha1")
+
+
+def test_the_tables_a_build_writes_are_the_tables_the_store_reads(tmp_path) -> None:
+    root = write_tree(tmp_path / "t", BEHAVIOUR)
+    result = fastindex.build(root, workers=1, hash="md5")
+    stored = TableStore(root).read()
+    assert stored.build_ids == (result.build_id, result.build_id)
+    assert BuildSpec.from_provenance(stored.provenance["options"]) == BuildSpec(
+        digests=Digests(("md5",)))
+    assert stored.datasets.height == result.n_datasets == 9
+    for name, frame in zip(("sessions.pqt", "datasets.pqt"), (stored.sessions, stored.datasets)):
+        assert pl.from_arrow(result.tables[name]).equals(frame), name
