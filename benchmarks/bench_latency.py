@@ -2,7 +2,7 @@
 
     sudo python benchmarks/bench_latency.py [--files 20000 74000] [--small-files 2000]
         [--delays-ms 0.5 10] [--cap 16] [--threads 0 4 16 64 256] [--repeat 3]
-        [--one-repeat 1] [--one-max 20000] [--out DIR]
+        [--one-repeat 1] [--one-max 20000] [--out DIR] [--baseline GIT-REF]
     python benchmarks/bench_latency.py --smoke     # no FUSE: checks the script itself
 
 Network file systems answer each lookup, stat and listing after a round trip, and a
@@ -20,7 +20,9 @@ after the other on the same mount settings: `find`, a bare Python os.scandir wal
 --io-threads T for each T, and one-api's make_parquet_db on trees up to --one-max files.
 Medians of --repeat runs (one-api: --one-repeat); with each, the requests latencyfs
 served, the most it had in flight, and the CPU it used.  Writes latency.csv,
-latency.json and latency.png to --out (default benchmarks/results).
+latency.json and latency.png to --out (default benchmarks/results).  --baseline adds
+fastindex as of a git commit, as it starts by default, run in turn with the others on
+the same mounts: an A/B of a change at every delay.
 
 Needs: Linux, root (or /dev/fuse access), the Debian packages fuse3, libfuse3-dev and
 pkg-config, and a C compiler.  See benchmarks/README.md.
@@ -40,6 +42,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from bench_build import worktree
 from measure import machine, median, run, write_rows
 
 from fastindex.scan import ENV
@@ -104,7 +107,11 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def commands(tree: Path, out: Path, threads: list[int], one_api: bool) -> dict[str, list]:
+def commands(tree: Path, out: Path, threads: list[int], one_api: bool,
+             baseline: tuple[str, Path] | None = None) -> dict[str, tuple[list, dict]]:
+    """Each command by name, with its ``run`` options; the environment never sets the
+    I/O threads, so that the default is what a user gets."""
+    env = {k: v for k, v in os.environ.items() if k != ENV}
     build = [sys.executable, "-m", "fastindex", "build", str(tree), "--out", str(out), "--quiet"]
     cmds = {"find": ["find", str(tree)],
             "python scandir walk": [sys.executable, str(HERE / "scandir_walk.py"), str(tree)],
@@ -113,10 +120,16 @@ def commands(tree: Path, out: Path, threads: list[int], one_api: bool) -> dict[s
                  for t in threads})
     if one_api:
         cmds["one-api make_parquet_db"] = [sys.executable, "-c", ONE_API, str(tree), str(out)]
-    return cmds
+    runs = {name: (cmd, {"env": env}) for name, cmd in cmds.items()}
+    if baseline:
+        ref, source = baseline
+        runs[f"fastindex {ref} (default)"] = (build, {"cwd": source,
+                                                      "env": {**env, "PYTHONPATH": str(source)}})
+    return runs
 
 
-def measure(args, binary: Path | None, work: Path, delay_ms: float, files: int) -> list[dict]:
+def measure(args, binary: Path | None, work: Path, delay_ms: float, files: int,
+            baseline: tuple[str, Path] | None = None) -> list[dict]:
     """Every command on one tree at one delay, each run on a fresh mount."""
     tree = work / f"tree-{files}"
     if not tree.exists():
@@ -127,14 +140,14 @@ def measure(args, binary: Path | None, work: Path, delay_ms: float, files: int) 
     mountpoint.mkdir(exist_ok=True)
     out.mkdir(exist_ok=True)
     target = mountpoint if binary else tree
-    env = {k: v for k, v in os.environ.items() if k != ENV}
     rows = []
-    for name, cmd in commands(target, out, args.threads, files <= args.one_max).items():
+    for name, (cmd, where) in commands(target, out, args.threads, files <= args.one_max,
+                                       baseline).items():
         samples, served = [], []
         for _ in range(args.one_repeat if name.startswith("one-api") else args.repeat):
             with (mounted(binary, tree, mountpoint, delay_ms, args.cap) if binary
                   else contextlib.nullcontext({})) as server:
-                samples.append(run(cmd, env=env))
+                samples.append(run(cmd, **where))
             served.append(server)
         timing = median(samples)
         last = served[-1]
@@ -204,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="largest tree one-api is run on")
     parser.add_argument("--workdir", type=Path, help="where the trees go (default: tmp)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--baseline", metavar="GIT-REF",
+                        help="also run fastindex as of this commit, for an A/B")
     parser.add_argument("--smoke", action="store_true",
                         help="no FUSE: run every command on the plain tree, once")
     args = parser.parse_args(argv)
@@ -213,13 +228,15 @@ def main(argv: list[str] | None = None) -> int:
     elif not os.access("/dev/fuse", os.R_OK | os.W_OK):
         sys.exit("bench_latency: /dev/fuse is missing or not writable (run as root, or "
                  "pass --smoke to check the script without FUSE)")
-    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         binary = None if args.smoke else build_latencyfs(work)
+        baseline = args.baseline and (args.baseline, stack.enter_context(
+            worktree(args.baseline, work / "baseline")))
         rows = []
         for delay in delays:
             for files in args.files if delay == delays[0] else [args.small_files]:
-                rows += measure(args, binary, work, delay, files)
+                rows += measure(args, binary, work, delay, files, baseline or None)
             if args.smoke:
                 break
         shutil.rmtree(work / "out", ignore_errors=True)

@@ -88,12 +88,11 @@ def kept(entries: list[os.DirEntry], rel: str, rules: IgnoreRules, found: Discov
     are counted in ``found``.  The one skip predicate of the walks is
     ``IgnoreRules.ignores``: the workers' session loop calls it too."""
     for entry in entries:
-        entry_rel = alf.join(rel, entry.name)
         is_dir = entry.is_dir(follow_symlinks=False)
-        if rules.ignores(entry_rel, entry.name, is_dir):
+        if rules.ignores(rel, entry.name, is_dir):
             found.ignored += 1
         else:
-            yield entry, entry_rel, is_dir
+            yield entry, alf.join(rel, entry.name), is_dir
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,6 @@ tables or import polars.
 from __future__ import annotations
 
 import contextlib
-import functools
-import gc
 import os
 import time
 from collections.abc import Iterable
@@ -32,6 +30,7 @@ from fastindex import problems as p
 from fastindex.discover import Folder, Session
 from fastindex.errors import FastindexError, InputError, LabError
 from fastindex.executors import default_workers, executor_for, given_executor
+from fastindex.gcpause import pauses_gc
 from fastindex.index import BatchResult, IndexOptions, hash_files, index_sessions, read_problem
 from fastindex.problems import Problem
 from fastindex.progress import progress_bar
@@ -80,27 +79,6 @@ def check_root(root: str | os.PathLike) -> Path:
     if not root_path.is_dir():
         raise InputError(f"root is not a folder: {root_path}")
     return root_path.resolve()
-
-
-def pauses_gc(fn):
-    """Run ``fn`` with Python's cycle collector paused (as it was, after).
-
-    A tree's sessions and batches are many small objects without cycles: while they pile
-    up, the collector scans them all again and again, for nothing (0.6 s of a
-    million-file build).  Reference counting still frees them.
-    """
-
-    @functools.wraps(fn)
-    def paused(*args, **kwargs):
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            if was_enabled:
-                gc.enable()
-
-    return paused
 
 
 class Engine:

@@ -29,16 +29,17 @@ class IgnoreRules:
     patterns: tuple[str, ...] = ()  # gitignore lines, in order (later lines win)
     litter: bool = True  # ignore LITTER_NAMES and ._* files
 
-    def ignores(self, rel: str, name: str, is_dir: bool) -> bool:
-        """True when the entry ``name`` at root-relative ``rel`` is not data."""
-        if self.litter and not is_dir and self.is_litter(name):
-            return True
-        return bool(self.patterns) and self.matches(rel, is_dir)
+    def ignores(self, folder: str, name: str, is_dir: bool) -> bool:
+        """True when the entry ``name`` of the root-relative ``folder`` is not data.
 
-    @staticmethod
-    def is_litter(name: str) -> bool:
-        """A file name that operating systems leave behind (checked when ``litter``)."""
-        return name in LITTER_NAMES or name.startswith(LITTER_PREFIX)
+        The one skip predicate of every walk.  Its path is joined only when there are
+        user rules: this runs once per file.
+        """
+        if self.litter and not is_dir and (name in LITTER_NAMES
+                                           or name.startswith(LITTER_PREFIX)):
+            return True
+        return bool(self.patterns) and self.matches(f"{folder}/{name}" if folder else name,
+                                                    is_dir)
 
     def matches(self, rel: str, is_dir: bool) -> bool:
         """The user's rules on a root-relative path (a folder's with a trailing slash,

@@ -148,11 +148,12 @@ def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns,
             problems.append(_problem(task, prefix.rstrip("/") or ".", p.UNREADABLE, str(err)))
             continue
         collection_ok = alf.is_collection_prefix(prefix)
+        folder_rel = alf.join(task.rel, prefix[:-1]) if prefix else task.rel
         for entry in entries:
             name = entry.name
             rel_path = prefix + name
             is_dir = entry.is_dir(follow_symlinks=False)
-            if rules.ignores(alf.join(task.rel, rel_path), name, is_dir):
+            if rules.ignores(folder_rel, name, is_dir):
                 cols.ignored += 1
                 continue
             if is_dir:

@@ -27,6 +27,7 @@ except ImportError:  # Windows: builds are not locked
 
 from fastindex import __version__
 from fastindex.errors import InputError
+from fastindex.gcpause import pauses_gc
 from fastindex.progress import human_bytes
 
 if TYPE_CHECKING:
@@ -153,6 +154,7 @@ class TableStore:
         finally:
             os.close(fd)
 
+    @pauses_gc
     def write(self, index: TreeIndex, spec: BuildSpec, started: float) -> BuildResult:
         """Write an index's two tables, with fastindex's provenance, atomically."""
         from fastindex import tables

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -49,15 +50,27 @@ def test_serial_parallel_and_spawn_give_the_same_tables(ephys_tree, tmp_path) ->
 
 
 def test_ids_are_reproducible_unique_and_uuid3(ephys_tree, tmp_path) -> None:
-    fastindex.build(ephys_tree, tmp_path, workers=2)
-    ses = pl.read_parquet(tmp_path / "sessions.pqt")
-    ds = pl.read_parquet(tmp_path / "datasets.pqt")
-    assert ds["id"].n_unique() == ds.height
-    row = ds.row(0, named=True)
-    assert row["id"] == str(uuid.uuid3(DEFAULT_NAMESPACE, f"{row['eid']}/{row['rel_path']}"))
+    """Every id is uuid3 of ONE's string id, whatever the batching: a second build, with
+    other workers and a copy of the tree elsewhere, gives the same ids."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    fastindex.build(ephys_tree, first, workers=2)
+    copy = shutil.copytree(ephys_tree, tmp_path / "copy")
+    fastindex.build(copy, second, workers=1)
+    ses = pl.read_parquet(first / "sessions.pqt")
+    ds = pl.read_parquet(first / "datasets.pqt")
+    assert ds.height > 1000 and ds["id"].n_unique() == ds.height
+    strings = ["/".join(filter(None, (lab, sub, str(date), f"{n:03d}"))) for lab, sub, date, n
+               in zip(ses["lab"], ses["subject"], ses["date"], ses["number"])]
+    assert ses["id"].to_list() == [str(uuid.uuid3(DEFAULT_NAMESPACE, s)) for s in strings]
+    assert ds["id"].to_list() == [str(uuid.uuid3(DEFAULT_NAMESPACE, f"{e}/{r}"))
+                                  for e, r in zip(ds["eid"], ds["rel_path"])]
     assert set(ds["eid"]) <= set(ses["id"])
     assert ds.select("eid", "id").equals(ds.select("eid", "id").sort("eid", "id"))
     assert ses["id"].is_sorted()
+    assert pl.read_parquet(second / "sessions.pqt").equals(ses)
+    assert pl.read_parquet(second / "datasets.pqt").equals(ds)
 
 
 def test_namespace_and_string_ids(tmp_path) -> None:
@@ -151,7 +164,13 @@ def test_cli_build_summary_report_and_exit_codes(tmp_path, capsys) -> None:
     report = tmp_path / "report.json"
     assert main(["build", str(root), "--workers", "2", "--report", str(report)]) == 0
     err = capsys.readouterr().err
-    assert "9 sessions" not in err and "datasets, 1 skipped" in err
+    summary = re.search(r"^fastindex: (\d+) sessions, (\d+) datasets, 1 skipped, "
+                        r"0 warnings, 0 ignored, .* -> (.*); the list: (.*)$", err, re.M)
+    assert summary, err
+    sessions, datasets, where, listed = summary.groups()
+    assert int(sessions) == pl.read_parquet(root / "sessions.pqt").height
+    assert int(datasets) == pl.read_parquet(root / "datasets.pqt").height == len(BEHAVIOUR)
+    assert (where, listed) == (str(root), str(report))
     data = json.loads(report.read_text())
     assert data["problems"] == [{"kind": "skipped", "path": "cortexlab/Subjects/KS001/x.txt",
                                  "reason": p.OUTSIDE_SESSION, "detail": ""}]

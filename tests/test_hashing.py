@@ -13,6 +13,7 @@ from conftest import BEHAVIOUR, table_bytes, write_tree
 
 import fastindex
 from fastindex import hashing
+from fastindex.engine import Engine
 
 SIZES = [0, 1, hashing.CHUNK - 1, hashing.CHUNK, hashing.CHUNK + 1, 3 * hashing.CHUNK + 7]
 
@@ -54,8 +55,17 @@ def _disk_paths(root, ds) -> list[str]:
 @pytest.mark.parametrize("choice", ["md5", "xxh3", "xxh3+md5"])
 def test_build_hashes_every_file(tmp_path, monkeypatch, choice) -> None:
     monkeypatch.setattr("fastindex.engine.DEFER_SIZE", hashing.CHUNK)  # defer the big one
+    deferred = []
+    submit = Engine._submit_hashing
+
+    def spy(self, jobs, algorithms, per_task=1):
+        deferred.extend(job.shown for job in jobs)
+        return submit(self, jobs, algorithms, per_task)
+
+    monkeypatch.setattr(Engine, "_submit_hashing", spy)
     root = _tree(tmp_path)
     result = fastindex.build(root, workers=2, hash=choice)
+    assert deferred == [BEHAVIOUR[0]]  # hashed as a task of its own, and only it
     ds = pl.read_parquet(root / "datasets.pqt")
     paths = [root / p for p in _disk_paths(root, ds)]
     if "md5" in choice:

@@ -102,13 +102,28 @@ def test_a_listing_error_is_the_walks_to_report(tmp_path) -> None:
                 s.entries(str(tmp_path / "file"), "file")
 
 
-def test_update_and_verify_take_io_threads(messy_tree, tmp_path) -> None:
+def test_update_and_verify_take_io_threads(messy_tree, tmp_path, monkeypatch) -> None:
+    """Each command's --io-threads reaches the walks (in this process: one worker)."""
+    asked = []
+    init = scan.Scanner.__init__
+
+    def spy(self, io, *args, **kwargs):
+        asked.append(io.threads)
+        init(self, io, *args, **kwargs)
+
+    monkeypatch.setattr(scan.Scanner, "__init__", spy)
     out = tmp_path / "out"
     out.mkdir()
-    fastindex.build(messy_tree, out, hash="xxh3", exclude=["scratch/"], io_threads=8)
-    assert verify(messy_tree, out, hash=True, io_threads=8).ok
+    fastindex.build(messy_tree, out, hash="xxh3", exclude=["scratch/"], io_threads=8,
+                    workers=1)
+    assert asked and set(asked) == {8}
+    asked.clear()
+    assert verify(messy_tree, out, hash=True, io_threads=5, workers=1).ok
+    assert asked and set(asked) == {5}
+    asked.clear()
     assert main(["update", str(messy_tree), "--out", str(out), "--io-threads", "3",
-                 "--quiet"]) == 0
+                 "--workers", "1", "--quiet"]) == 0
+    assert asked and set(asked) == {3}
     assert pl.read_parquet(out / "datasets.pqt")["xxh3"].null_count() == 0
 
 

@@ -214,30 +214,46 @@ def test_a_killed_worker_fails_the_build_and_keeps_the_old_tables(tmp_path, monk
     assert (root / "datasets.pqt").read_bytes() == before
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
-def test_a_signal_leaves_the_old_tables(tmp_path, sig) -> None:
+#: ``fastindex build``, with every batch slowed down in the workers, so that a signal
+#: sent once they run always lands in the middle of the build.
+_SLOW_BUILD = """
+import sys, time
+import fastindex.index as ix
+_index_found = ix._index_found
+def _slow(*args):
+    time.sleep(0.3)
+    return _index_found(*args)
+ix._index_found = _slow
+from fastindex.cli import run
+run()
+"""
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 130),
+                                      (signal.SIGKILL, -signal.SIGKILL)])
+def test_a_signal_leaves_the_old_tables(tmp_path, sig, code) -> None:
     from fastindex.treegen import make_tree
 
     root = tmp_path / "t"
-    make_tree(root, files=20_000, seed=2)
+    make_tree(root, files=5_000, seed=2)
     fastindex.build(root, workers=2)
-    before = (root / "datasets.pqt").read_bytes()
-    proc = subprocess.Popen([sys.executable, "-m", "fastindex", "build", str(root),
-                             "--quiet", "--hash", "md5"], stderr=subprocess.DEVNULL)
+    before = (root / "sessions.pqt").read_bytes(), (root / "datasets.pqt").read_bytes()
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_BUILD, "build", str(root),
+                             "--quiet", "--hash", "md5", "--workers", "2"],
+                            stderr=subprocess.PIPE)
     # Signal once the workers run: earlier, Python is still importing, and an interrupt
     # there ends it the standard way (killed by SIGINT) before fastindex can answer.
     deadline = time.monotonic() + 30
-    while proc.poll() is None and len(_processes_on(root)) < 2 and time.monotonic() < deadline:
+    while proc.poll() is None and len(_processes_on(root)) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.2)
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    code = proc.wait(timeout=60)
-    assert code in (0, 130, -signal.SIGKILL)
+    proc.send_signal(sig)
+    err = proc.communicate(timeout=60)[1].decode()
+    assert proc.returncode == code, err
     if sig != signal.SIGKILL:  # after SIGKILL nothing can clean up; the renames still hold
+        assert "interrupted" in err and "Traceback" not in err
         assert not list(root.glob(".*.tmp"))
-    if code != 0:
-        assert (root / "datasets.pqt").read_bytes() == before
+    assert ((root / "sessions.pqt").read_bytes(), (root / "datasets.pqt").read_bytes()) == before
     time.sleep(1.5)  # workers of a killed build notice and exit
     assert _processes_on(root) == []
     from one.api import One
