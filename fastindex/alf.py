@@ -5,7 +5,11 @@ collection, or a file name is a dataset.  The part patterns and the three specs 
 ones of the ONE standard (one-api's ``one.alf.spec``); the property tests hold them to
 one-api's own regexes.  One deliberate difference: fastindex matches whole strings with
 ``fullmatch`` where one-api uses ``match(...$)``, whose ``$`` also accepts a trailing
-newline, so ``trials.table.npy\\n`` is not a dataset here.
+newline, so ``trials.table.npy\\n`` is not a dataset here.  Two more, because the names
+are untrusted: digits are ASCII (Python's ``\\d`` also takes ``٢٠٢٠``, which no date
+parser downstream accepts), and a subject or a collection's folder is never ``.`` or
+``..``, nor a collection's folder empty (one-api's ``[\\w./-]+`` takes ``../../x``, a
+rel_path that climbs out of the session: old tables and zips are untrusted).
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ from typing import NamedTuple
 #: Each ALF part and the pattern it must match.
 PARTS: dict[str, str] = {
     "lab": r"\w+",
-    "subject": r"[\w.-]+",
-    "date": r"\d{4}-\d{2}-\d{2}",
-    "number": r"\d{1,3}",
-    "collection": r"[\w./-]+",
+    "subject": r"(?!\.\.?(?:/|$))[\w.-]+",
+    "date": r"[0-9]{4}-[0-9]{2}-[0-9]{2}",
+    "number": r"[0-9]{1,3}",
+    "collection": r"(?!\.\.?(?:/|$))[\w.-]+(?:/(?!\.\.?(?:/|$))[\w.-]+)*",
     "revision": r"[\w.-]+",
     "namespace": r"(?<=_)[a-zA-Z0-9]+",
     "object": r"\w+",
@@ -85,7 +89,7 @@ def session_parts(posix_path: str) -> SessionParts | None:
     for folders that are not sessions.
     """
     tail = posix_path.rstrip("/").rsplit("/", 5)
-    if not (len(tail[-1]) <= 3 and tail[-1].isdigit()):  # fast no for most folders
+    if not (len(tail[-1]) <= 3 and tail[-1].isascii() and tail[-1].isdigit()):  # fast no
         return None
     # The pattern spans at most five folders, so searching the last five is the same.
     m = SESSION_RE.search("/".join(tail[-5:]))

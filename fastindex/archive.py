@@ -18,6 +18,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from fastindex import hashing
 from fastindex.errors import FastindexError, InputError
@@ -67,10 +68,10 @@ class Contents:
     compress_type: int
 
 
-def write_zip(path: Path, contents: Contents, progress: bool) -> tuple[int, str]:
-    """Write the zip: (bytes zipped, the zip's SHA-256).  Files below ``SMALL_FILE`` are
-    read (and hashed) ahead by threads while this thread writes, larger ones are
-    streamed through one buffer."""
+def write_zip(file: BinaryIO, contents: Contents, progress: bool) -> tuple[int, str]:
+    """Write the zip to ``file``: (bytes zipped, the zip's SHA-256).  Files below
+    ``SMALL_FILE`` are read (and hashed) ahead by threads while this thread writes,
+    larger ones are streamed through one buffer."""
     root, tables, members, extra = contents.root, contents.tables, contents.members, \
         contents.extra
     algorithms, compress_type = contents.algorithms, contents.compress_type
@@ -81,32 +82,31 @@ def write_zip(path: Path, contents: Contents, progress: bool) -> tuple[int, str]
     pool = ThreadPoolExecutor(READ_THREADS)
     stream = None
     try:
-        with open(path, "wb", buffering=1 << 20) as file:
-            stream = _Stream(file)
-            with zipfile.ZipFile(stream, "w", allowZip64=True) as archive, \
-                    progress_bar(progress, "zipping", "B", total) as bar:
-                for name, data in tables.items():
-                    archive.writestr(entry(name, len(data), compress_type), data)
-                pending: list = []
-                for window in (*_windows(members), []):
-                    ahead = _read_ahead(pool, base, window, check)
-                    for (name, size, expected), outcome in pending:
-                        info = entry(name, size, compress_type)
-                        if outcome is None:  # a large file: streamed from here
-                            with archive.open(info, "w") as sink:
-                                outcome = _read_into(os.path.join(base, name), check, buffer,
-                                                     sink)
-                        elif not isinstance(outcome, OSError):
-                            archive.writestr(info, outcome[0])
-                        _check_read(name, size, {a: expected[a] for a in check}, outcome)
-                        bar.update(size)
-                    pending = _results(ahead)
-                for name, file in extra:
-                    size = file.stat().st_size
-                    with archive.open(entry(name, size, compress_type), "w") as sink:
-                        hashing.digest_file(str(file), (), buffer, sink)
+        stream = _Stream(file)
+        with zipfile.ZipFile(stream, "w", allowZip64=True) as archive, \
+                progress_bar(progress, "zipping", "B", total) as bar:
+            for name, data in tables.items():
+                archive.writestr(entry(name, len(data), compress_type), data)
+            pending: list = []
+            for window in (*_windows(members), []):
+                ahead = _read_ahead(pool, base, window, check)
+                for (name, size, expected), outcome in pending:
+                    info = entry(name, size, compress_type)
+                    if outcome is None:  # a large file: streamed from here
+                        with archive.open(info, "w") as sink:
+                            outcome = _read_into(os.path.join(base, name), check, buffer,
+                                                 sink)
+                    elif not isinstance(outcome, OSError):
+                        archive.writestr(info, outcome[0])
+                    _check_read(name, size, {a: expected[a] for a in check}, outcome)
                     bar.update(size)
-            return total, stream.sha256()
+                pending = _results(ahead)
+            for name, path in extra:
+                size = path.stat().st_size
+                with archive.open(entry(name, size, compress_type), "w") as sink:
+                    hashing.digest_file(str(path), (), buffer, sink)
+                bar.update(size)
+        return total, stream.sha256()
     finally:
         pool.shutdown(cancel_futures=True)
         if stream is not None:
@@ -207,7 +207,8 @@ def _read_whole(path: str, algorithms: tuple[str, ...]) -> tuple[bytes, int, dic
     """A small file's bytes, length and digests, from one read (in a thread: reading and
     hashing release the GIL)."""
     try:
-        with open(path, "rb", buffering=0) as f:
+        fd, _ = hashing.open_regular(path)  # a FIFO put in its place must not block
+        with open(fd, "rb", buffering=0) as f:
             data = f.readall()
     except OSError as err:
         return err

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from fastindex.engine import Engine, TreeIndex, check_root
@@ -44,24 +44,37 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
     root_path = check_root(root)
     store = TableStore.output(out_dir or root_path, create=True)
     with store.lock():
-        return build_in(store, root_path, (spec, settings), strict, quiet_paths, started)[1]
+        return build_in(store, root_path, (spec, settings), strict_refusal if strict else None,
+                        quiet_paths, started)[1]
+
+
+#: Looks at an index before anything is written: the reason to write nothing, or None.
+Refusal = Callable[[TreeIndex], "ProblemsFound | None"]
+
+
+def strict_refusal(index: TreeIndex) -> ProblemsFound | None:
+    """``--strict``: any file skipped or any warning refuses the build."""
+    if not (index.skipped.height or index.warnings):
+        return None
+    return ProblemsFound(f"strict: {index.skipped.height} files would be skipped and "
+                         f"{len(index.warnings)} warnings given; nothing was written",
+                         index.skipped, index.warnings)
 
 
 def build_in(store: TableStore, root: Path, how: tuple[BuildSpec, RunSettings],
-             strict: bool = False, quiet_paths: Iterable[str | os.PathLike] = (),
+             refuse: Refusal | None = None, quiet_paths: Iterable[str | os.PathLike] = (),
              started: float | None = None) -> tuple[TreeIndex, BuildResult]:
     """Index ``root`` and write its tables to ``store``, whose lock the caller holds:
-    the index in memory, and what was written."""
+    the index in memory, and what was written.  ``refuse`` sees the index first, and
+    what it returns is raised instead of writing anything."""
     started = time.perf_counter() if started is None else started
     spec, settings = how
     quiet = store.own_files() | {str(Path(f).expanduser().resolve()) for f in quiet_paths}
     with Engine(root, settings) as engine:
         index = engine.index(spec, quiet)
-    if strict and (index.skipped.height or index.warnings):
-        raise ProblemsFound(
-            f"strict: {index.skipped.height} files would be skipped and "
-            f"{len(index.warnings)} warnings given; nothing was written",
-            index.skipped, index.warnings)
+    refusal = refuse(index) if refuse else None
+    if refusal is not None:
+        raise refusal
     return index, store.write(index, spec, started)
 
 

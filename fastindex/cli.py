@@ -87,14 +87,14 @@ def _parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fix", help="rename session folders to where ONE looks for them "
                                    "(a dry run unless --apply; exit 1 when some cannot be)")
-    f.add_argument("root", type=Path, nargs="?", help="folder to fix (not with --undo)")
+    f.add_argument("root", type=Path, help="folder to fix (or whose renames to undo)")
     f.add_argument("--lab", help="move sessions that have no lab folder into LAB/Subjects/")
     f.add_argument("--apply", action="store_true", help="carry out the renames")
     f.add_argument("--journal", type=Path,
                    help="where --apply records its renames, for --undo "
                         "(default: fastindex-fix-TIME.jsonl in the current folder)")
     f.add_argument("--undo", type=Path, metavar="JOURNAL",
-                   help="reverse the renames a journal records")
+                   help="reverse the renames a journal of ROOT records")
     f.set_defaults(func=_fix)
 
     r = sub.add_parser("release", help="check, build and zip a tree: a verified, "
@@ -107,6 +107,9 @@ def _parser() -> argparse.ArgumentParser:
                                        "(default: md5, the one ONE checks)")
     r.add_argument("--allow-skipped", action="store_true",
                    help="release without the files that would be skipped (listed)")
+    r.add_argument("--allow-outside-links", action="store_true",
+                   help="publish files that are links to outside the root (refused by "
+                        "default: a link could ship any file of this machine)")
     r.add_argument("--include", action="append", default=[], type=Path, metavar="FILE",
                    help="also zip this file (README, LICENSE; repeatable)")
     r.add_argument("--compression", choices=["store", "deflate"], default="store",
@@ -212,8 +215,11 @@ def _build(args: argparse.Namespace) -> int:
                       "ignored": result.ignored, "bytes": result.total_bytes,
                       "build_id": result.build_id})
     if not args.quiet:
-        for w in result.warnings:
+        for w in result.warnings[:WARNINGS_SHOWN]:
             print(f"warning: {w.path}: {w.detail}", file=sys.stderr)
+        if len(result.warnings) > WARNINGS_SHOWN:
+            print(f"... {len(result.warnings) - WARNINGS_SHOWN} more warnings "
+                  f"(--report FILE lists them all)", file=sys.stderr)
         if result.n_sessions == 0:
             print(f"warning: no sessions found under {args.root}", file=sys.stderr)
         problems = result.skipped.height + len(result.warnings)
@@ -230,6 +236,8 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``build`` prints at most this many warnings.
+WARNINGS_SHOWN = 20
 #: ``build --strict`` prints at most this many problems (all of them go to ``--report``).
 STRICT_LIST = 50
 
@@ -325,15 +333,18 @@ def _release(args: argparse.Namespace) -> int:
 
     try:
         result = release(args.root, args.out, allow_skipped=args.allow_skipped,
-                         include=args.include, compression=args.compression, hash=args.hash,
+                         allow_outside_links=args.allow_outside_links, include=args.include,
+                         compression=args.compression, hash=args.hash,
                          **_tree(args), **_settings(args))
     except ProblemsFound as found:
-        return _refuse(found, None, args.root, "no zip written (--allow-skipped releases "
-                                               "the tree without them)")
-    skipped = _problems(result.build.skipped, result.build.warnings)
-    if skipped.height:
-        _print_problems(skipped, sys.stderr)
-        print(f"fastindex: {skipped.height} files skipped, not in the zip", file=sys.stderr)
+        return _refuse(found, None, args.root, found.remedy or
+                       "no zip written (--allow-skipped releases the tree without them)")
+    listed = _problems(result.build.skipped, result.build.warnings)
+    if listed.height:
+        _print_problems(listed, sys.stderr)
+    if result.build.skipped.height:
+        print(f"fastindex: {result.build.skipped.height} files skipped, not in the zip",
+              file=sys.stderr)
     print(f"fastindex: {result.build.summary()}", file=sys.stderr)
     print(f"fastindex: released {result.summary()}", file=sys.stderr)
     print(f"{result.sha256}  {result.path.name}")
@@ -344,15 +355,13 @@ def _fix(args: argparse.Namespace) -> int:
     from fastindex import fix
 
     if args.undo:
-        if args.root or args.apply or args.lab:
-            raise InputError("--undo takes only the journal")
-        root, undone, left = fix.undo(args.undo)
+        if args.apply or args.lab:
+            raise InputError("--undo takes only ROOT and the journal")
+        root, undone, left = fix.undo(args.root, args.undo)
         for line in left:
             print(f"not undone: {line}", file=sys.stderr)
         print(f"fastindex: {undone} renames undone under {root}", file=sys.stderr)
         return 1 if left else 0
-    if args.root is None:
-        raise InputError("fix needs ROOT (or --undo JOURNAL)")
     plan = fix.plan(args.root, args.lab)
     for step in plan.renames:
         print(f"rename\t{step.source}\t{step.target}")
@@ -368,8 +377,9 @@ def _fix(args: argparse.Namespace) -> int:
         journal = args.journal or Path(f"fastindex-fix-{time.strftime('%Y%m%dT%H%M%S')}.jsonl")
         done = fix.apply(plan, journal.resolve())
         next_step = "update" if (plan.root / "datasets.pqt").exists() else "build"
-        print(f"fastindex: {summary}; renamed {done} folders (undo: fastindex fix --undo "
-              f"{journal}); now run: fastindex {next_step} {args.root}", file=sys.stderr)
+        print(f"fastindex: {summary}; renamed {done} folders (undo: fastindex fix "
+              f"{args.root} --undo {journal}); now run: fastindex {next_step} {args.root}",
+              file=sys.stderr)
     return 1 if plan.refused else 0
 
 

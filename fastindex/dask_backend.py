@@ -42,8 +42,8 @@ def dask_executor(scheduler: str | None = None, client=None, root: Path | None =
             else:
                 try:
                     client = stack.enter_context(Client(scheduler, timeout="10s"))
-                except OSError as err:
-                    raise InputError(f"cannot reach the Dask scheduler {scheduler}: "
+                except (OSError, ValueError, TypeError) as err:  # unreachable, or no address
+                    raise InputError(f"cannot reach the Dask scheduler {scheduler!r}: "
                                      f"{err}") from None
         if root is not None:
             _check_workers_see(client, root)
@@ -68,8 +68,11 @@ def _local_workers(scheduler: str) -> int:
         n = int(scheduler.split(":", 1)[1])
     except ValueError:
         n = 0
-    if n < 1:
-        raise InputError(f"local:N needs a number of workers of at least 1, not {scheduler!r}")
+    from fastindex.spec import MAX_WORKERS
+
+    if not 1 <= n <= MAX_WORKERS:
+        raise InputError(f"local:N needs a number of workers from 1 to {MAX_WORKERS}, "
+                         f"not {scheduler!r}")
     return n
 
 

@@ -19,6 +19,7 @@ from fastindex import alf
 from fastindex import problems as p
 from fastindex.ignore import IgnoreRules
 from fastindex.problems import Problem
+from fastindex.safefile import is_temporary
 from fastindex.scan import IoThreads, Scanner
 
 NO_RULES = IgnoreRules(litter=False)
@@ -102,6 +103,9 @@ class Policy:
     follow_symlinks: bool = False
     rules: IgnoreRules = NO_RULES
     quiet_paths: frozenset[str] = frozenset()  # absolute paths neither rows nor problems
+    #: files whose temporaries (``safefile.is_temporary``) at the root are passed over:
+    #: a killed build's leftovers, which its next run settles
+    quiet_temporaries: tuple[str, ...] = ()
 
 
 def discover(root: str | Path, found: Discovery, policy: Policy = Policy(), *,
@@ -173,7 +177,8 @@ def discover(root: str | Path, found: Discovery, policy: Policy = Policy(), *,
                     found.problems.append(Problem(p.display_path(entry_rel), problem))
                 else:
                     stack.append((entry.path, entry_rel))
-            elif entry.path not in policy.quiet_paths:
+            elif entry.path not in policy.quiet_paths and not (
+                    folder == root and is_temporary(entry.name, policy.quiet_temporaries)):
                 found.problems.append(Problem(p.display_path(entry_rel), p.OUTSIDE_SESSION))
     if batch:
         yield batch
@@ -208,6 +213,10 @@ def _is_loadable(found: Discovery, session: Session, rules: IgnoreRules) -> bool
     expected = session.parts.folder
     if expected == session.rel:
         return True
+    if p.has_invalid_encoding(session.rel):  # ONE's pattern read parts out of its name
+        reject(found, session, rules, p.INVALID_ENCODING,
+               "a folder of this session is not UTF-8: rename it")
+        return False
     found.unloadable.append(session)
     root = session.path[: len(session.path) - len(session.rel)]
     taken = ", another folder: its files would load instead" if os.path.isdir(

@@ -34,7 +34,7 @@ from fastindex.gcpause import pauses_gc
 from fastindex.index import BatchResult, IndexOptions, hash_files, index_sessions, read_problem
 from fastindex.problems import Problem
 from fastindex.progress import progress_bar
-from fastindex.store import TableStore
+from fastindex.store import TABLE_FILES, TableStore
 
 if TYPE_CHECKING:
     import polars as pl
@@ -122,9 +122,9 @@ class Engine:
         hashes = spec.digests.algorithms
         found = discover.Discovery()
         options = IndexOptions(spec.id_namespace, spec.follow_symlinks, hashes, DEFER_SIZE,
-                               rules, self.io)
-        units = discover.discover(root, found, discover.Policy(spec.follow_symlinks, rules,
-                                                               quiet), io=self.io)
+                               rules, self.io, os.path.join(root, ""))
+        policy = discover.Policy(spec.follow_symlinks, rules, quiet, TABLE_FILES)
+        units = discover.discover(root, found, policy, io=self.io)
         futures = self._submit(units, options)  # before tqdm's thread
         with _index_bar(progress, hashes, len(futures)) as bar:
             if not hashes:  # Arrow and polars load while the workers index
@@ -138,11 +138,15 @@ class Engine:
         eids = [e for r in results for e in r.eids]
         late = [(results[batch].eids[pos], rel, digests)
                 for (batch, pos, rel), digests in ((job.key, d) for job, d in hashed)]
+        problems = merge.problems_frame(found.problems + late_problems,
+                                        [r.problems for r in results])
+        warned = problems["reason"].is_in(p.WARNINGS)  # rows kept, and reported
+        warnings = [Problem(*row) for row in problems.filter(warned).iter_rows()]
         return TreeIndex(
             root, merge.sessions_frame(sessions, eids),
             merge.datasets_frame([r.datasets for r in results], hashes, late),
-            merge.problems_frame(found.problems + late_problems, [r.problems for r in results]),
-            _root_warnings(root), dict(zip(eids, sessions)), listed_at_ns,
+            problems.filter(~warned), _root_warnings(root) + warnings,
+            dict(zip(eids, sessions)), listed_at_ns,
             found.ignored + sum(r.ignored for r in results), rules)
 
     def hash(self, jobs: list[HashJob], algorithms: tuple[str, ...], per_task: int = 1

@@ -27,7 +27,8 @@ class ProblemsFound(FastindexError):
 
     exit_code = 1
 
-    def __init__(self, message: str, skipped, warnings: list) -> None:
+    def __init__(self, message: str, skipped, warnings: list, remedy: str = "") -> None:
         super().__init__(message)
         self.skipped = skipped
         self.warnings = warnings
+        self.remedy = remedy  # what the user can do, when the caller knows better

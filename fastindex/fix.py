@@ -10,6 +10,13 @@ target exists is refused, not carried out).
 The journal is JSON Lines: a header naming the root, then one line per step, written
 and flushed *before* the step is taken, so an interrupted run can still be undone:
 undo reverses only the steps whose result is on disk.
+
+Folder names and journals are untrusted (docs/THREAT-MODEL.md).  A folder is renamed
+only when its name is the ALF part it is read as (``ibl-cortex`` is not the lab
+``cortex``; a name that is not UTF-8 is no subject), and ``--undo`` takes the root from
+the user, not from the journal, and accepts only steps of the shapes ``apply`` writes:
+relative paths without ``..``, whose folders resolve inside that root.  Both ``apply``
+and ``undo`` hold the root's table lock, so no build indexes a tree half renamed.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastindex import alf
+from fastindex import problems as p
 from fastindex.discover import Discovery, Session, discover
 from fastindex.errors import FastindexError, InputError
 
@@ -93,6 +101,9 @@ def _target(session: Session, lab: str | None, root: Path) -> tuple[str | None, 
     """Where a session must go (root-relative), or None and why it cannot be moved."""
     parts = session.parts
     names = session.rel.split("/") if session.rel else []
+    misread = _misread(names, parts)
+    if misread:
+        return None, misread
     above = names[: len(names) - (5 if parts.lab else 3)]
     if len(names) < 3:
         return None, (f"the root is inside this session's subject folder: index "
@@ -104,6 +115,20 @@ def _target(session: Session, lab: str | None, root: Path) -> tuple[str | None, 
     elif not parts.lab and not above and lab:
         parts = parts._replace(lab=lab)
     return parts.folder, ""
+
+
+def _misread(names: list[str], parts: alf.SessionParts) -> str:
+    """Why the folders are not the parts they were read as ('' when they are): ONE's
+    pattern finds a lab ``cortex`` at the end of ``ibl-cortex``, a subject ``03`` in a
+    name that is not UTF-8; renaming by those parts would move the wrong folder."""
+    if any(p.has_invalid_encoding(name) for name in names):
+        return "a folder name is not UTF-8: rename it by hand"
+    subject = names[-3] if len(names) >= 3 else parts.subject
+    if subject != parts.subject:
+        return f"the folder {p.display_path(subject)} is not a subject name: rename it by hand"
+    if parts.lab and len(names) >= 5 and names[-5] != parts.lab:
+        return f"the folder {p.display_path(names[-5])} is not a lab name: rename it by hand"
+    return ""
 
 
 def _keeping_lab(folder: Path) -> Path:
@@ -125,24 +150,27 @@ def apply(fix: FixPlan, journal: Path) -> int:
     """Carry out a plan, journalling each step before it is taken; the renames done.
 
     A rename whose target has appeared since the plan was made stops the run: nothing
-    is ever replaced.
+    is ever replaced.  The root's table lock is held throughout, so no build or update
+    indexes the tree half renamed.
     """
+    from fastindex.store import TableStore
+
     try:
         out = open(journal, "x", encoding="utf-8")  # exclusive: never overwrite a journal
     except OSError as err:
         raise InputError(f"cannot create the journal {journal}: {err}") from None
     done = 0
-    with out:
-        _record(out, {"format": JOURNAL_FORMAT, "root": str(fix.root)})
+    with out, TableStore(fix.root).lock():
+        _record(out, {"format": JOURNAL_FORMAT, "root": str(fix.root)}, journal, done)
         for step in fix.renames:
             source, target = fix.root / step.source, fix.root / step.target
             if os.path.lexists(target):
                 raise FastindexError(f"{step.target} appeared since the plan was made; "
                                      f"stopped after {done} renames (journal: {journal})")
             for folder in _missing_parents(target, fix.root):
-                _record(out, {"mkdir": folder.relative_to(fix.root).as_posix()})
+                _record(out, {"mkdir": folder.relative_to(fix.root).as_posix()}, journal, done)
                 folder.mkdir()
-            _record(out, {"rename": [step.source, step.target]})
+            _record(out, {"rename": [step.source, step.target]}, journal, done)
             try:
                 os.rename(source, target)
             except OSError as err:
@@ -161,39 +189,110 @@ def _missing_parents(target: Path, root: Path) -> list[Path]:
     return missing[::-1]
 
 
-def _record(out, entry: dict) -> None:
-    out.write(json.dumps(entry) + "\n")
-    out.flush()
-    os.fsync(out.fileno())
-
-
-def undo(journal: str | os.PathLike) -> tuple[Path, int, list[str]]:
-    """Reverse a journal's steps, last first: the root, the steps undone, and the
-    steps that could not be (their result is not on disk as the journal says)."""
+def _record(out, entry: dict, journal: Path, done: int) -> None:
+    """A step, on disk before it is taken; a journal that cannot be written stops the
+    run (``undo`` leaves out a last line cut short)."""
     try:
-        lines = Path(journal).read_text(encoding="utf-8").splitlines()
-        header, steps = json.loads(lines[0]), [json.loads(line) for line in lines[1:]]
-    except (OSError, ValueError, IndexError) as err:
-        raise InputError(f"not a fastindex fix journal: {journal} ({err})") from None
-    if not isinstance(header, dict) or header.get("format") != JOURNAL_FORMAT:
-        raise InputError(f"not a fastindex fix journal: {journal}")
-    root = Path(header["root"])
+        out.write(json.dumps(entry) + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    except OSError as err:
+        raise FastindexError(f"cannot write the journal {journal}: {err.strerror}; stopped "
+                             f"after {done} renames, which it records") from None
+
+
+#: A journal is a few lines per session moved; anything larger is not one of ours.
+MAX_JOURNAL_BYTES = 64 << 20
+
+
+def undo(root: str | os.PathLike, journal: str | os.PathLike) -> tuple[Path, int, list[str]]:
+    """Reverse a journal's steps under ``root``, last first: the root, the steps undone,
+    and the steps that could not be (their result is not on disk as the journal says).
+
+    The journal must name ``root``; every step is checked before any is taken.
+    """
+    from fastindex.engine import check_root
+    from fastindex.store import TableStore
+
+    root_path = check_root(root)
+    steps = _read_journal(Path(journal), root_path)
     undone, left = 0, []
-    for step in reversed(steps):
-        if "rename" in step:
-            source, target = (root / p for p in step["rename"])
-            if target.is_dir() and not os.path.lexists(source):
-                os.rename(target, source)
-                undone += 1
-            elif os.path.lexists(target):
-                left.append(f"{step['rename'][1]}: cannot move back, "
-                            f"{step['rename'][0]} exists")
-        elif "mkdir" in step:
-            folder = root / step["mkdir"]
-            try:
-                folder.rmdir()
-            except FileNotFoundError:
-                pass
-            except OSError:
-                left.append(f"{step['mkdir']}: made by fix, not empty now: kept")
-    return root, undone, left
+    with TableStore(root_path).lock():
+        for step in reversed(steps):
+            if "rename" in step:
+                source, target = (root_path / p for p in step["rename"])
+                if target.is_dir() and not os.path.lexists(source):
+                    os.rename(target, source)
+                    undone += 1
+                elif os.path.lexists(target):
+                    left.append(f"{step['rename'][1]}: cannot move back, "
+                                f"{step['rename'][0]} exists")
+            else:
+                folder = root_path / step["mkdir"]
+                try:
+                    folder.rmdir()
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    left.append(f"{step['mkdir']}: made by fix, not empty now: kept")
+    return root_path, undone, left
+
+
+def _read_journal(journal: Path, root: Path) -> list[dict]:
+    """A journal's steps, each checked, or a one-line refusal (``InputError``).
+
+    Each step is written before it is taken, so a last line cut short (a full disk, a
+    kill) is a step never taken: it is left out.  Any other damage refuses the journal.
+    """
+    from fastindex.safefile import read_regular
+
+    data = read_regular(journal, MAX_JOURNAL_BYTES, "journal")
+    if data is None:
+        raise InputError(f"no such journal: {journal}")
+    lines = data.split(b"\n")
+    if lines[-1]:  # no newline at the end: the last step was being written
+        lines.pop()
+    entries = []
+    for number, line in enumerate(filter(None, lines), 1):
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            raise InputError(f"{journal}: line {number} is not JSON: not a fastindex fix "
+                             f"journal, or damaged") from None
+    if not entries or not isinstance(entries[0], dict) or \
+            entries[0].get("format") != JOURNAL_FORMAT:
+        raise InputError(f"not a fastindex fix journal: {journal}")
+    if entries[0].get("root") != str(root):
+        raise InputError(f"{journal} records renames under {entries[0].get('root')!r}, "
+                         f"not {root}")
+    for number, step in enumerate(entries[1:], 2):
+        why = _bad_step(step, root)
+        if why:
+            raise InputError(f"{journal}: line {number}: {why}; nothing was undone")
+    return entries[1:]
+
+
+def _bad_step(step: object, root: Path) -> str:
+    """Why a journal line is not a step ``apply`` writes ('' when it is one)."""
+    if not isinstance(step, dict) or len(step) != 1:
+        return "not a step"
+    if "mkdir" in step:
+        paths = [step["mkdir"]]
+    elif "rename" in step and isinstance(step["rename"], list) and len(step["rename"]) == 2:
+        paths = step["rename"]
+    else:
+        return "not a step"
+    for path in paths:
+        if not isinstance(path, str) or not _is_inside(root, path):
+            return f"{path!r} is not a folder path inside {root}"
+    return ""
+
+
+def _is_inside(root: Path, rel: str) -> bool:
+    """A relative posix path of plain names, whose parent folder resolves inside ``root``
+    (a link among its folders could lead out)."""
+    names = rel.split("/")
+    if not rel or "\0" in rel or any(n in ("", ".", "..") for n in names):
+        return False
+    parent = os.path.realpath(root.joinpath(*names[:-1]))
+    return parent == str(root) or parent.startswith(str(root) + os.sep)

@@ -4,11 +4,20 @@ md5 is what ONE checks on load (its ``hash`` column); xxh3-128 is about 15 times
 and goes in an extra ``xxh3`` column that ONE ignores.  ``Digests`` is the one place a
 ``--hash`` choice is decoded; ``digest_stream`` the one chunked hashing loop, for files
 on disk and zip members alike.
+
+Files are untrusted: one may be swapped for a FIFO after it was listed (an open would
+block forever), or rewritten in place while it is read (the digest would be of neither
+version).  ``open_regular`` opens without blocking and refuses anything but a regular
+file; ``digest_file`` compares the file's ``fstat`` after the read with the one before,
+and with the listing's mtime when it has one.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import stat
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -81,8 +90,50 @@ def digest_stream(source: BinaryIO, algorithms: tuple[str, ...], buffer: bytearr
     return total, {a: h.hexdigest() for a, h in hashers}
 
 
+class NotRegularFile(OSError):
+    """The path is a FIFO, socket, device or folder now: nothing to read."""
+
+
+class ChangedWhileReading(OSError):
+    """The file's size, mtime or ctime moved during the read, or since it was listed."""
+
+
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def open_regular(path: str) -> tuple[int, os.stat_result]:
+    """A descriptor on the regular file at ``path`` and its ``fstat``; never blocks (a
+    FIFO opened without a writer would), and refuses what is not a regular file."""
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise NotRegularFile(errno.EINVAL, "not a regular file", path)
+    return fd, st
+
+
 def digest_file(path: str, algorithms: tuple[str, ...], buffer: bytearray | None = None,
-                sink: BinaryIO | None = None) -> tuple[int, dict[str, str]]:
-    """``digest_stream`` of the file at ``path``."""
-    with open(path, "rb", buffering=0) as f:
-        return digest_stream(f, algorithms, buffer, sink)
+                sink: BinaryIO | None = None, mtime_ns: int | None = None
+                ) -> tuple[int, dict[str, str]]:
+    """``digest_stream`` of the regular file at ``path``; ``ChangedWhileReading`` when it
+    moved while read, or its mtime is not ``mtime_ns`` (the listing's), when given."""
+    fd, before = open_regular(path)
+    try:
+        with open(fd, "rb", buffering=0, closefd=False) as f:
+            result = digest_stream(f, algorithms, buffer, sink)
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if _stamp(after) != _stamp(before):
+        raise ChangedWhileReading(errno.EAGAIN, "modified while it was read", path)
+    if mtime_ns is not None and before.st_mtime_ns != mtime_ns:
+        raise ChangedWhileReading(errno.EAGAIN, "modified since it was listed", path)
+    return result
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns

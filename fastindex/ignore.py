@@ -20,6 +20,8 @@ IGNORE_FILE = ".fastindexignore"
 #: Files that Finder, Explorer and AppleDouble copies leave in every folder.
 LITTER_NAMES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 LITTER_PREFIX = "._"
+#: An ignore file is a few lines; anything larger is refused, not read into memory.
+MAX_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -62,13 +64,13 @@ def read_rules(root: Path, exclude: tuple[str, ...] = (), litter: bool = True
     Comments and blank lines are dropped, so the provenance records only rules.
     """
     from fastindex.errors import InputError
+    from fastindex.safefile import read_regular
 
     path = root / IGNORE_FILE
+    data = read_regular(path, MAX_BYTES, "ignore file") or b""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        text = ""
-    except (OSError, UnicodeDecodeError) as err:
+        text = data.decode("utf-8-sig")  # an editor's byte-order mark is not a rule
+    except UnicodeDecodeError as err:
         raise InputError(f"cannot read {path}: {err}") from None
     lines = [line.rstrip("\n") for line in text.splitlines()]
     patterns = tuple(line for line in (*lines, *exclude)

@@ -37,6 +37,8 @@ class IndexOptions:
     defer_size: int = 64 << 20  # files this large are hashed as tasks of their own
     rules: IgnoreRules = NO_RULES  # what is not data
     io: IoThreads = AUTOMATIC  # listings in flight per worker
+    #: the root's real path and a separator: file links that resolve elsewhere are reported
+    root: str = ""
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,11 @@ def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns,
             if not alf.is_dataset_name(name):
                 problems.append(_problem(task, rel_path, _name_reason(name)))
                 continue
+            if options.root and entry.is_symlink():  # indexed, and reported: a warning
+                target = os.path.realpath(entry.path)
+                if not target.startswith(options.root):
+                    problems.append(_problem(task, rel_path, p.LINK_OUTSIDE_ROOT,
+                                             f"a link to {target}"))
             if not collection_ok:
                 problems.append(_problem(task, rel_path, _name_reason(prefix, p.BAD_COLLECTION),
                                          f"'{p.display_path(prefix[:-1])}' is not a collection"))
@@ -186,7 +193,7 @@ def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns,
                 problems.append(_problem(task, rel_path, p.UNREADABLE,
                                          NO_READ_PERMISSION.format(st.st_mode & 0o777)))
                 continue
-            if options.hashes and not _add_digests(entry.path, size, rel_path, task, options,
+            if options.hashes and not _add_digests(entry.path, st, rel_path, task, options,
                                                    cols, buffer, scanner):
                 continue
             encoded = rel_path.encode()
@@ -214,24 +221,27 @@ def hash_files(paths: list[str], algorithms: tuple[str, ...]
     return results
 
 
-def _add_digests(path: str, size: int, rel_path: str, task: SessionTask,
+def _add_digests(path: str, st: os.stat_result, rel_path: str, task: SessionTask,
                  options: IndexOptions, cols: _Columns, buffer: bytearray | None,
                  scanner: Scanner) -> bool:
     """Hash one file into ``cols``, or defer it when large; False if it could not be read.
 
     On slow storage (the scanner has threads) the file is hashed on them, so that many
     opens are in flight; its row is kept, and dropped by ``_collect_digests`` if the
-    read fails.
+    read fails.  The read must find the file as listed (its mtime), else the row would
+    pair the listing's size and mtime with the digest of another version.
     """
+    size = st.st_size
     if size >= options.defer_size:
         cols.deferred.append((task.position, rel_path, path, size))
         digests = dict.fromkeys(options.hashes, "")
-    elif (future := scanner.submit(_digest_in_thread, path, options.hashes)) is not None:
+    elif (future := scanner.submit(_digest_in_thread, path, options.hashes,
+                                   st.st_mtime_ns)) is not None:
         cols.hashing.append((len(cols.session), future, task, rel_path, size))
         digests = dict.fromkeys(options.hashes, "")
     else:
         try:
-            outcome = hashing.digest_file(path, options.hashes, buffer)
+            outcome = hashing.digest_file(path, options.hashes, buffer, mtime_ns=st.st_mtime_ns)
         except OSError as err:
             outcome = err
         problem = read_problem(outcome, size)
@@ -249,6 +259,10 @@ def read_problem(outcome: tuple[int, dict] | OSError, size: int) -> tuple[str, s
     """Why a file's read does not give its row's digests, or None."""
     if isinstance(outcome, FileNotFoundError):
         return p.VANISHED, str(outcome)
+    if isinstance(outcome, hashing.ChangedWhileReading):
+        return p.CHANGED, outcome.strerror
+    if isinstance(outcome, hashing.NotRegularFile):
+        return p.NOT_REGULAR, "no longer a regular file when read"
     if isinstance(outcome, OSError):
         return p.UNREADABLE, str(outcome)
     if outcome[0] != size:
@@ -259,12 +273,13 @@ def read_problem(outcome: tuple[int, dict] | OSError, size: int) -> tuple[str, s
 _thread_buffers = threading.local()
 
 
-def _digest_in_thread(path: str, algorithms: tuple[str, ...]) -> tuple[int, dict] | OSError:
+def _digest_in_thread(path: str, algorithms: tuple[str, ...], mtime_ns: int
+                      ) -> tuple[int, dict] | OSError:
     buffer = getattr(_thread_buffers, "buffer", None)
     if buffer is None:
         buffer = _thread_buffers.buffer = bytearray(hashing.CHUNK)
     try:
-        return hashing.digest_file(path, algorithms, buffer)
+        return hashing.digest_file(path, algorithms, buffer, mtime_ns=mtime_ns)
     except OSError as err:
         return err
 

@@ -20,14 +20,16 @@ import os
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fastindex import archive
-from fastindex.build import build_in
+from fastindex import problems as p
+from fastindex.build import Refusal, build_in, strict_refusal
 from fastindex.engine import TreeIndex, check_root
-from fastindex.errors import InputError
+from fastindex.errors import InputError, ProblemsFound
 from fastindex.progress import human_bytes
+from fastindex.safefile import replacing
 from fastindex.spec import DEFAULT_NAMESPACE, options
 from fastindex.store import TABLE_FILES, BuildResult, TableStore
 
@@ -51,15 +53,19 @@ class ReleaseResult:
 
 
 def release(root: str | os.PathLike, out: str | os.PathLike, *,
-            allow_skipped: bool = False, include: Iterable[str | os.PathLike] = (),
-            compression: str = "store", **given) -> ReleaseResult:
+            allow_skipped: bool = False, allow_outside_links: bool = False,
+            include: Iterable[str | os.PathLike] = (), compression: str = "store",
+            **given) -> ReleaseResult:
     """Build the tables of ``root`` and write it, verified, to the zip ``out``.
 
     ``hash`` (in ``given``) is the digest written in the tables and checked while
     zipping (``md5``, the default, the one ONE checks; ``xxh3``; or both).  Without
     ``allow_skipped`` a tree with any file that would be skipped raises ``ProblemsFound``
     before anything is written; with it, skipped files stay out of the zip
-    (``result.build.skipped`` lists them).  ``include``: files to add (a README, a
+    (``result.build.skipped`` lists them).  A file that is a link to outside the root
+    refuses the release (``ProblemsFound``, nothing written) unless
+    ``allow_outside_links``: a link planted in a shared folder could otherwise ship any
+    file this user can read.  ``include``: files to add (a README, a
     LICENSE) at their path in the root, or at the top of the zip when they are outside
     it.  The other options are ``build``'s.
     """
@@ -77,7 +83,7 @@ def release(root: str | os.PathLike, out: str | os.PathLike, *,
     store = TableStore.output(root_path)
     with store.lock():  # no build may land between the tables and the zip
         index, built = build_in(store, root_path, (spec, settings),
-                                strict=not allow_skipped,
+                                _refusal(allow_skipped, allow_outside_links),
                                 quiet_paths=[out_path, *(path for _, path in extra)])
         members = _members(index, spec.digests.algorithms)
         taken = {name for name, *_ in members} | set(TABLE_FILES)
@@ -93,18 +99,31 @@ def release(root: str | os.PathLike, out: str | os.PathLike, *,
                          out_path.stat().st_size, sha256, time.perf_counter() - started)
 
 
-def _write(out_path: Path, contents: archive.Contents, progress: bool) -> tuple[int, str]:
-    """The zip under a temporary name, flushed to disk, then renamed into place."""
-    from fastindex.tables import fsync
+def _refusal(allow_skipped: bool, allow_outside_links: bool) -> Refusal:
+    """What stops a release before anything is written: anything skipped or warned about
+    (unless allowed), and links to outside the root (unless allowed)."""
 
-    temporary = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-    try:
-        written = archive.write_zip(temporary, contents, progress)
-        fsync(temporary)
-        os.replace(temporary, out_path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return written
+    def refuse(index: TreeIndex) -> ProblemsFound | None:
+        links = [w for w in index.warnings if w.reason == p.LINK_OUTSIDE_ROOT]
+        if links and not allow_outside_links:
+            empty = index.skipped.clear()
+            return ProblemsFound(f"{len(links)} files are links to outside the root; "
+                                 f"nothing was written", empty, links,
+                                 remedy="no zip written (--allow-outside-links publishes "
+                                        "the files they point to)")
+        if allow_skipped:
+            return None
+        warnings = [w for w in index.warnings if w.reason != p.LINK_OUTSIDE_ROOT]
+        return strict_refusal(replace(index, warnings=warnings))
+
+    return refuse
+
+
+def _write(out_path: Path, contents: archive.Contents, progress: bool) -> tuple[int, str]:
+    """The zip under a temporary name (created exclusively: never through a planted
+    link), flushed to disk, then renamed into place."""
+    with replacing(out_path, buffering=1 << 20) as file:
+        return archive.write_zip(file, contents, progress)
 
 
 def _check_out(out: Path) -> Path:

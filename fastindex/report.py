@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from fastindex.errors import InputError
 from fastindex.problems import Problem
+from fastindex.safefile import replacing
 
 if TYPE_CHECKING:
     import polars as pl
@@ -52,14 +53,9 @@ def problems_frame(skipped: pl.DataFrame, warnings: list[Problem]) -> pl.DataFra
 def write_report(path: Path, frame: pl.DataFrame, summary: dict | str,
                  key: str = "problems") -> None:
     """JSON (``{"summary": ..., key: rows}``) when ``path`` ends in ``.json``, else CSV."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(path) as out:  # created exclusively beside it, then renamed over it
         if path.suffix.lower() == ".json":
-            temporary.write_text(json.dumps({"summary": summary, key: frame.to_dicts()},
-                                            indent=1, ensure_ascii=False) + "\n",
-                                 encoding="utf-8")
+            out.write((json.dumps({"summary": summary, key: frame.to_dicts()}, indent=1,
+                                  ensure_ascii=False) + "\n").encode())
         else:
-            frame.write_csv(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+            frame.write_csv(out)

@@ -83,6 +83,25 @@ class RunSettings:
     scheduler: str | None = None  # a Dask scheduler address, or local:N
     progress: bool = False
 
+    def __post_init__(self) -> None:
+        _check_count("workers", self.workers, 1, MAX_WORKERS)
+        _check_count("io_threads", self.io_threads, 0, MAX_IO_THREADS)
+
+
+#: Worker processes at most: more than any machine's cores is only a fork bomb (the
+#: I/O threads are what keep many requests in flight on slow storage).
+MAX_WORKERS = 256
+#: I/O threads per process at most.
+MAX_IO_THREADS = 1024
+
+
+def _check_count(name: str, value: Any, low: int, high: int) -> None:
+    """A count is a whole number within bounds, or the run is refused (exit 2)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InputError(f"{name} must be a whole number from {low} to {high}: {value!r}")
+
 
 _SPEC_NAMES = {f.name for f in fields(BuildSpec)}
 _ALIASES = {"hash": "digests", "hash_ids": "uuid_ids"}

@@ -13,6 +13,7 @@ import datetime
 import errno
 import json
 import os
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from fastindex import __version__
 from fastindex.errors import InputError
 from fastindex.gcpause import pauses_gc
 from fastindex.progress import human_bytes
+from fastindex.safefile import TEMP_SUFFIX, is_temporary, open_untrusted
 
 if TYPE_CHECKING:
     import polars as pl
@@ -119,7 +121,9 @@ class TableStore:
                 raise InputError(missing.format(folder=self.folder, path=path))
         metas = [_fastindex_meta(path) for path in self.paths]
         try:
-            sessions, datasets = (pl.read_parquet(path) for path in self.paths)
+            sessions, datasets = (_read_table(pl, path) for path in self.paths)
+        except InputError:
+            raise
         except Exception as err:  # polars raises several types for a damaged file
             raise InputError(f"cannot read the tables in {self.folder}: {err}") from None
         ids = tuple(m.get("build_id") if m else None for m in metas)
@@ -147,12 +151,46 @@ class TableStore:
                     raise
                 folder_locked = False
             if folder_locked:
+                self._settle()
                 yield
             else:
                 with _lock_file(self.folder / LOCK_FILE):
+                    self._settle()
                     yield
         finally:
             os.close(fd)
+
+    def _settle(self) -> None:
+        """Finish the table swap a killed writer left half done, and remove the
+        temporary tables it left (the lock is held: no writer is running).
+
+        ``sessions.pqt`` is renamed into place first, so a ``.datasets.pqt.ID.tmp``
+        beside a ``sessions.pqt`` of build ``ID`` is complete (both were flushed before
+        the first rename) and is the other half of the pair: it is renamed in.  Any other
+        leftover is removed.
+        """
+        try:
+            leftovers = [n for n in os.listdir(self.folder) if is_temporary(n, TABLE_FILES)]
+        except OSError:
+            return
+        for name in sorted(leftovers):
+            path = self.folder / name
+            if not stat.S_ISREG(path.lstat().st_mode):
+                continue  # not a file fastindex made
+            tag = name[len(".datasets.pqt."):-len(TEMP_SUFFIX)]
+            if (name.startswith(".datasets.pqt.") and self._build_id(0) == tag
+                    and self._build_id(1) != tag):
+                os.replace(path, self.paths[1])
+            else:
+                path.unlink(missing_ok=True)
+
+    def _build_id(self, table: int) -> str | None:
+        try:
+            meta = _fastindex_meta(self.paths[table])
+        except InputError:
+            return None
+        build_id = meta.get("build_id") if meta else None
+        return build_id if isinstance(build_id, str) else None
 
     @pauses_gc
     def write(self, index: TreeIndex, spec: BuildSpec, started: float) -> BuildResult:
@@ -181,12 +219,21 @@ class TableStore:
                            time.perf_counter() - started, build_id, index.ignored, written)
 
 
+def _read_table(pl, path: Path) -> pl.DataFrame:
+    """A table, read without following a link (old tables are untrusted)."""
+    with open_untrusted(path, "table") as f:
+        return pl.read_parquet(f)
+
+
 def _fastindex_meta(path: Path) -> dict | None:
     """A table's ``fastindex`` metadata (None: not written by fastindex)."""
     import pyarrow.parquet as pq
 
     try:
-        meta = pq.read_schema(path).metadata or {}
+        with open_untrusted(path, "table") as f:
+            meta = pq.read_schema(f).metadata or {}
+    except InputError:
+        raise
     except Exception as err:  # Arrow raises several types for a damaged file
         raise InputError(f"cannot read {path}: {err}") from None
     if b"fastindex" not in meta:

@@ -5,7 +5,9 @@ The schemas below are the contract measured against one-api (see
 lacks ``date_created``.  The pandas metadata names the index columns: without it ONE
 sets the index itself with ``set_index(inplace=True)``, which warns under pandas 3.1.
 Both tables are written to temporary files in the output folder and renamed into place
-only after both are complete.
+only after both are complete, sessions first: a run killed between the two renames
+leaves ``.datasets.pqt.<build id>.tmp`` complete beside a ``sessions.pqt`` of that
+build id, which the next writer finishes (``TableStore.lock``).
 """
 
 from __future__ import annotations
@@ -175,13 +177,17 @@ def write_tables(out_dir: Path, arrow: dict[str, pa.Table], metadata: dict[str, 
     """
     indexes = (["id"], ["eid", "id"]) if id_index else (None, None)
     written = {}
-    temps = {name: out_dir / f".{name}.{tag}.tmp" for name in arrow}
+    temps = {name: temp_name(out_dir, name, tag) for name in arrow}
     try:
         for (name, table), index in zip(arrow.items(), indexes):
             meta = {**metadata, "pandas": pandas_metadata(table.schema, index, table.num_rows)}
             table = table.replace_schema_metadata({k: json.dumps(v) for k, v in meta.items()})
-            pq.write_table(table, temps[name])
-            fsync(temps[name])
+            # Created exclusively, never through a link planted at that name.
+            fd = os.open(temps[name], os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                pq.write_table(table, f)
+                f.flush()
+                os.fsync(fd)
             written[name] = table
         for name, temp in temps.items():
             os.replace(temp, out_dir / name)
@@ -189,6 +195,14 @@ def write_tables(out_dir: Path, arrow: dict[str, pa.Table], metadata: dict[str, 
         for temp in temps.values():
             temp.unlink(missing_ok=True)
     return written
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def temp_name(out_dir: Path, name: str, tag: str) -> Path:
+    """Where a table is written before it is renamed into place: ``.NAME.TAG.tmp``."""
+    return out_dir / f".{name}.{tag}.tmp"
 
 
 def republished(table: pa.Table, updates: dict[str, dict], drop: tuple[str, ...] = ()) -> bytes:
@@ -204,12 +218,3 @@ def republished(table: pa.Table, updates: dict[str, dict], drop: tuple[str, ...]
     pq.write_table(table.replace_schema_metadata({k: json.dumps(v) for k, v in meta.items()}),
                    sink)
     return sink.getvalue()
-
-
-def fsync(path: Path) -> None:
-    """Flush a file's data to the disk before it is renamed into place."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

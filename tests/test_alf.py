@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import polars as pl
+import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 from one.alf import path as one_path
@@ -51,7 +52,29 @@ def test_file_names_match_one(name: str) -> None:
 @example("my coll/spikes.times.npy")
 def test_rel_paths_match_one(rel_path: str) -> None:
     assume("\n" not in rel_path)
+    assume(not _climbs(rel_path.split("/")[:-1]))  # documented difference, tested below
     assert alf.is_rel_path(rel_path) == (ONE_REL.match(rel_path) is not None)
+
+
+def _climbs(folders: list[str]) -> bool:
+    return any(f in ("", ".", "..") for f in folders)
+
+
+@pytest.mark.parametrize("rel_path", ["../../etc/x.y.npy", "alf/../x.y.npy", "./x.y.npy",
+                                      "alf/./x.y.npy", "alf//x.y.npy", "../#v1#/x.y.npy"])
+def test_collections_never_climb_out_of_the_session(rel_path: str) -> None:
+    assert ONE_REL.match(rel_path) is not None  # one-api's pattern takes them
+    assert not alf.is_rel_path(rel_path)
+    assert alf.is_rel_path(rel_path.replace("..", "a..b").replace("/./", "/a/")
+                           .replace("//", "/a/").lstrip("./") or "x.y.npy")
+
+
+@pytest.mark.parametrize("path", ["lab/Subjects/sub/\u0662\u0660\u0662\u0660-\u0660\u0661-"
+                                  "\u0660\u0661/001", "sub/2020-01-01/\u0660\u0660\u0661",
+                                  "lab/Subjects/../2020-01-01/001", "./2020-01-01/001"])
+def test_session_digits_are_ascii_and_subjects_never_climb(path: str) -> None:
+    assert one_spec.is_session_path(path)  # one-api's pattern takes them
+    assert alf.session_parts(path) is None
 
 
 def test_trailing_newline_is_not_a_dataset() -> None:
@@ -73,6 +96,7 @@ session_paths = st.tuples(
 @example("subj/2020-01-01/1")
 @example("lab/Subjects/subj/2020-01-01/0001")
 def test_session_paths_match_one(path: str) -> None:
+    assume(("", *path.split("/"))[-3:][0] not in (".", ".."))  # a difference, tested above
     ours = alf.session_parts(path)
     assert (ours is not None) == one_spec.is_session_path(path)
     if ours is not None:

@@ -197,13 +197,13 @@ def test_undo_restores_the_tree_exactly(tmp_path, capsys) -> None:
     assert main(["fix", str(root), "--lab", "mylab", "--apply", "--journal", str(journal)]) == 1
     assert snapshot(root) != before
     assert set(snapshot(root).values()) == set(before.values())  # the same files, moved
-    assert main(["fix", "--undo", str(journal)]) == 0
+    assert main(["fix", str(root), "--undo", str(journal)]) == 0
     assert snapshot(root) == before
 
 
 def test_undo_refuses_what_is_not_a_journal(tmp_path, capsys) -> None:
     (tmp_path / "j").write_text("{}\n")
-    assert main(["fix", "--undo", str(tmp_path / "j")]) == 2
+    assert main(["fix", str(tmp_path), "--undo", str(tmp_path / "j")]) == 2
     assert "not a fastindex fix journal" in capsys.readouterr().err
 
 

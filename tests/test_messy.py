@@ -187,11 +187,11 @@ def test_files_that_vanish_or_change_while_read_are_reported(tmp_path, monkeypat
     monkeypatch.setattr(os, "scandir", _StaleScandir(os.scandir, root / SES / "alf/a.b.npy"))
     real_digest = fastindex.hashing.digest_file
 
-    def grow_then_read(path, *args):
+    def grow_then_read(path, *args, **kwargs):
         if path.endswith("c.d.npy"):
             with open(path, "ab") as f:
                 f.write(b"more")
-        return real_digest(path, *args)
+        return real_digest(path, *args, **kwargs)
 
     monkeypatch.setattr(fastindex.hashing, "digest_file", grow_then_read)
     result = fastindex.build(root, workers=1, hash="md5", io_threads=io_threads)

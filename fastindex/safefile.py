@@ -1,0 +1,96 @@
+"""Files a stranger may have planted: read without following links, written exclusively.
+
+The tree, its ``.fastindexignore``, old tables, journals and zips are untrusted (see
+docs/THREAT-MODEL.md).  A file fastindex reads to decide what to do is opened with
+``O_NOFOLLOW`` (a link to a secret would put its lines in the tables) and
+``O_NONBLOCK`` (a FIFO would hang the run), must be a regular file, and is read up to a
+cap (a link to ``/dev/zero`` cannot exhaust memory).  A file fastindex writes is first
+created beside its target under a random name with ``O_CREAT | O_EXCL | O_NOFOLLOW``
+(``tempfile.mkstemp``), so a link planted in a shared folder is never written through,
+then renamed over the target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from fastindex.errors import InputError
+
+#: Every temporary file fastindex makes is named ``.<target>.<random>.tmp``.
+TEMP_SUFFIX = ".tmp"
+_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+          | getattr(os, "O_CLOEXEC", 0))
+
+
+def open_untrusted(path: Path, what: str) -> BinaryIO:
+    """The regular file at ``path``, opened for reading without following a link or
+    blocking; ``FileNotFoundError`` when there is none, else a one-line refusal
+    (``InputError``) when it is a link, not a regular file, or unreadable."""
+    try:
+        fd = os.open(path, _FLAGS)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise InputError(f"{what} {path} is a link; fastindex does not follow it "
+                             f"(replace it with the file itself)") from None
+        raise InputError(f"cannot read the {what} {path}: {err.strerror}") from None
+    f = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        raise InputError(f"{what} {path} is not a regular file")
+    return f
+
+
+def read_regular(path: Path, limit: int, what: str) -> bytes | None:
+    """The bytes of the regular file at ``path`` (None when there is none), or a one-line
+    refusal (``InputError``) as ``open_untrusted``, or when it is larger than ``limit``."""
+    try:
+        f = open_untrusted(path, what)
+    except FileNotFoundError:
+        return None
+    with f:
+        try:
+            data = f.read(limit + 1)
+        except OSError as err:
+            raise InputError(f"cannot read the {what} {path}: {err.strerror}") from None
+    if len(data) > limit:
+        raise InputError(f"{what} {path} is larger than {limit} bytes; refused")
+    return data
+
+
+def temp_beside(target: Path) -> tuple[int, Path]:
+    """A new, empty file beside ``target``, created exclusively under a random name
+    (``.NAME.XXXXXXXX.tmp``): its descriptor and path."""
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
+                                suffix=TEMP_SUFFIX)
+    return fd, Path(name)
+
+
+@contextlib.contextmanager
+def replacing(target: Path, mode: str = "wb", **kwargs) -> Iterator:
+    """A file object on a temporary file beside ``target``, renamed over it when the
+    block ends without error (after an ``fsync``); removed otherwise."""
+    fd, temp = temp_beside(target)
+    try:
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def is_temporary(name: str, targets: tuple[str, ...]) -> bool:
+    """True for a temporary file fastindex made for one of ``targets`` (file names)."""
+    return (name.startswith(".") and name.endswith(TEMP_SUFFIX)
+            and any(name.startswith(f".{t}.") for t in targets))
