@@ -83,3 +83,28 @@ BEHAVIOUR = [
     "cortexlab/Subjects/KS002/2020-01-01/001/alf/_ibl_trials.choice.npy",
     "hoferlab/Subjects/SWC_01/2021-06-30/003/raw_video_data/_iblrig_leftCamera.raw.mp4",
 ]
+
+
+class StaleScandir:
+    """``os.scandir`` whose listing goes stale: once ``victim`` is listed (with its stat
+    fetched, as a walk on slow storage does), ``change(victim)`` runs."""
+
+    def __init__(self, real, victim: Path, change) -> None:
+        self.real, self.victim, self.change = real, victim, change
+
+    def __call__(self, path):
+        with self.real(path) as it:
+            entries = list(it)
+        listed = [e for e in entries if e.path == str(self.victim)]
+        if listed and self.victim.is_file():
+            listed[0].stat()
+            self.change(self.victim)
+        return _Listing(entries)
+
+
+class _Listing(list):
+    def __enter__(self):
+        return iter(self)
+
+    def __exit__(self, *exc):
+        return False

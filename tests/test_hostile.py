@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import BEHAVIOUR, write_tree
+from conftest import BEHAVIOUR, StaleScandir, write_tree
 
 import fastindex
 from fastindex import hashing
@@ -140,30 +140,9 @@ def test_links_to_outside_the_root_are_listed_and_never_released_unasked(tmp_pat
 
 # Files swapped or rewritten while they are read ----------------------------------------
 
-class _SwapAfterListing:
-    """os.scandir whose listing goes stale: ``victim`` becomes a FIFO right after it."""
-
-    def __init__(self, real, victim: Path):
-        self.real, self.victim = real, victim
-
-    def __call__(self, path):
-        with self.real(path) as it:
-            entries = list(it)
-        if any(e.path == str(self.victim) for e in entries) and self.victim.is_file():
-            for e in entries:
-                if e.path == str(self.victim):
-                    e.stat()  # listed as a file, with its size
-            self.victim.unlink()
-            os.mkfifo(self.victim)
-        return _Listing(entries)
-
-
-class _Listing(list):
-    def __enter__(self):
-        return iter(self)
-
-    def __exit__(self, *exc):
-        return False
+def _swap_for_fifo(victim: Path) -> None:
+    victim.unlink()
+    os.mkfifo(victim)
 
 
 @pytest.mark.parametrize("io_threads", [0, 4])
@@ -171,7 +150,8 @@ def test_a_file_swapped_for_a_fifo_is_reported_not_waited_for(tmp_path, monkeypa
                                                               io_threads) -> None:
     root = write_tree(tmp_path / "t", {f"{SES}/alf/a.b.npy": b"x" * 10,
                                        f"{SES}/alf/c.d.npy": b"y" * 10})
-    monkeypatch.setattr(os, "scandir", _SwapAfterListing(os.scandir, root / SES / "alf/a.b.npy"))
+    monkeypatch.setattr(os, "scandir", StaleScandir(
+        os.scandir, root / SES / "alf/a.b.npy", _swap_for_fifo))
     result = fastindex.build(root, workers=1, hash="md5", io_threads=io_threads)
     assert _reasons(result) == {f"{SES}/alf/a.b.npy": p.NOT_REGULAR}
     assert result.n_datasets == 1

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import BEHAVIOUR, write_tree
+from conftest import BEHAVIOUR, StaleScandir, write_tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -157,34 +157,13 @@ def _processes_on(path: Path) -> list[int]:
     return found
 
 
-class _StaleScandir:
-    """os.scandir whose listing goes stale: ``victim`` is deleted right after listing."""
-
-    def __init__(self, real, victim: Path):
-        self.real, self.victim = real, victim
-
-    def __call__(self, path):
-        with self.real(path) as it:
-            entries = list(it)
-        if any(e.path == str(self.victim) for e in entries):
-            self.victim.unlink()
-        return _Listing(entries)
-
-
-class _Listing(list):
-    def __enter__(self):
-        return iter(self)
-
-    def __exit__(self, *exc):
-        return False
-
-
 @pytest.mark.parametrize("io_threads", [0, 4])  # hashed in line, or on I/O threads
 def test_files_that_vanish_or_change_while_read_are_reported(tmp_path, monkeypatch,
                                                              io_threads) -> None:
     root = write_tree(tmp_path / "t", [f"{SES}/alf/trials.table.npy", f"{SES}/alf/a.b.npy",
                                        f"{SES}/alf/c.d.npy"])
-    monkeypatch.setattr(os, "scandir", _StaleScandir(os.scandir, root / SES / "alf/a.b.npy"))
+    monkeypatch.setattr(os, "scandir",
+                        StaleScandir(os.scandir, root / SES / "alf/a.b.npy", Path.unlink))
     real_digest = fastindex.hashing.digest_file
 
     def grow_then_read(path, *args, **kwargs):
