@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,13 @@ def make_trees() -> dict[str, Path]:
     (alf / "broken.link.npy").symlink_to(alf / "nothing.here.npy")
     (alf / "probe01").symlink_to(alf / "probe00")
     (messy / ".fastindexignore").write_text("README*\n/exports/\n")
+    # entries that are neither files nor folders, inside, outside and in a rejected session
+    rejected = messy / "cortexlab/Subjects/KS003/2020-02-01/1/alf"
+    for fifo in (messy / "cortexlab/fifo", alf / "pipe.fifo.npy", rejected / "pipe.fifo.npy"):
+        os.mkfifo(fifo)
+    (messy / "cortexlab/Subjects/broken").symlink_to(messy / "nothing")
+    (messy / "cortexlab/Subjects/KS002/alias").symlink_to(messy / "cortexlab/Subjects/KS002")
+    (rejected / "probe_link").symlink_to(alf / "probe00")
     trees = {"messy": messy}
     for name, shape, files in (("behaviour", "behaviour", 1500), ("ephys", "ephys", 800)):
         trees[name] = BASE / "trees" / name
@@ -82,6 +90,17 @@ def make_trees() -> dict[str, Path]:
     for tree in trees.values():
         set_mtimes(tree, MTIME_NS)
     return trees
+
+
+def copy_tree(source: Path, copy: Path) -> None:
+    """Copy a tree as it is: links as links, FIFOs as new FIFOs (never opened)."""
+    def copy_entry(src: str, dst: str) -> None:
+        if stat.S_ISFIFO(os.lstat(src).st_mode):
+            os.mkfifo(dst)
+        else:
+            shutil.copy2(src, dst)
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(source, copy, symlinks=True, copy_function=copy_entry)
 
 
 def set_mtimes(tree: Path, ns: int) -> None:
@@ -227,8 +246,7 @@ def update_cases(results: dict, trees: dict[str, Path]) -> None:
             label = f"{tree_name}/{hash_mode}/{'-'.join(extra) or 'default'}"
             common = ["--exclude", "excluded.thing.npy"] if tree_name == "messy" else []
             copy = BASE / "copies" / label
-            shutil.rmtree(copy, ignore_errors=True)
-            shutil.copytree(trees[tree_name], copy, symlinks=True)
+            copy_tree(trees[tree_name], copy)
             set_mtimes(copy, MTIME_NS)
             out = fresh(f"update/{label}")
             case(results, f"update/{label}/build", ["build", str(copy), "--out", str(out),
@@ -274,8 +292,7 @@ def release_cases(results: dict, trees: dict[str, Path]) -> None:
                                         ("messy", "md5", [])):
         label = f"release/{tree_name}/{hash_mode}/{'-'.join(extra) or 'default'}"
         copy = BASE / "copies" / label
-        shutil.rmtree(copy, ignore_errors=True)
-        shutil.copytree(trees[tree_name], copy, symlinks=True)
+        copy_tree(trees[tree_name], copy)
         set_mtimes(copy, MTIME_NS)
         out = fresh(label)
         case(results, label, ["release", str(copy), str(out / "r.zip"), "--quiet", "--hash",
