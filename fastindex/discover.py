@@ -15,15 +15,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastindex import alf
+from fastindex import alf, walk
 from fastindex import problems as p
-from fastindex.ignore import IgnoreRules
 from fastindex.problems import Problem
 from fastindex.safefile import is_temporary
-from fastindex.scan import IoThreads, Scanner
+from fastindex.scan import IoThreads, Lister, SerialLister
+from fastindex.walk import NO_RULES, Policy
 
-NO_RULES = IgnoreRules(litter=False)
+__all__ = ["NO_RULES", "Policy", "Discovery", "Folder", "Session", "discover", "reject"]
+
 AUTOMATIC = IoThreads()
+DEFAULT_POLICY = Policy()
 
 
 @dataclass(frozen=True)
@@ -54,63 +56,9 @@ class Discovery:
     ignored: int = 0  # entries the ignore rules passed over (a folder counts once)
 
 
-def _dir_key(entry: os.DirEntry | str) -> tuple[int, int]:
-    st = os.stat(entry) if isinstance(entry, str) else entry.stat()
-    return st.st_dev, st.st_ino
-
-
-def iter_files(path: str, rel: str, found: Discovery, rules: IgnoreRules = NO_RULES
-               ) -> Iterator[tuple[str, OSError | None]]:
-    """Every file below ``path`` (root-relative names), for folders that are rejected whole.
-
-    Listing errors come back as values beside the names, so the caller reports them;
-    ignored entries are counted in ``found``.
-    """
-    stack = [(path, rel)]
-    while stack:
-        folder, folder_rel = stack.pop()
-        try:
-            with os.scandir(folder) as it:
-                entries = list(it)
-        except OSError as err:
-            yield folder_rel, err
-            continue
-        for entry, entry_rel, is_dir in kept(entries, folder_rel, rules, found):
-            if is_dir:
-                stack.append((entry.path, entry_rel))
-            else:
-                yield entry_rel, None
-
-
-def kept(entries: list[os.DirEntry], rel: str, rules: IgnoreRules, found: Discovery
-         ) -> Iterator[tuple[os.DirEntry, str, bool]]:
-    """The entries of the folder at root-relative ``rel`` that ``rules`` keep, each with
-    its root-relative path and whether it is a folder (not following links); the others
-    are counted in ``found``.  The one skip predicate of the walks is
-    ``IgnoreRules.ignores``: the workers' session loop calls it too."""
-    for entry in entries:
-        is_dir = entry.is_dir(follow_symlinks=False)
-        if rules.ignores(rel, entry.name, is_dir):
-            found.ignored += 1
-        else:
-            yield entry, alf.join(rel, entry.name), is_dir
-
-
-@dataclass(frozen=True)
-class Policy:
-    """What a walk skips and follows: the same for the parent's walk and the workers'."""
-
-    follow_symlinks: bool = False
-    rules: IgnoreRules = NO_RULES
-    quiet_paths: frozenset[str] = frozenset()  # absolute paths neither rows nor problems
-    #: files whose temporaries (``safefile.is_temporary``) at the root are passed over:
-    #: a killed build's leftovers, which its next run settles
-    quiet_temporaries: tuple[str, ...] = ()
-
-
-def discover(root: str | Path, found: Discovery, policy: Policy = Policy(), *,
+def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY, *,
              max_batch: int = 64, hand_off_dates: bool = True, rel: str = "",
-             io: IoThreads = AUTOMATIC, scanner: Scanner | None = None
+             io: IoThreads = AUTOMATIC, lister: Lister | None = None
              ) -> Iterator[list[Folder]]:
     """Walk down from ``root`` to the session folders, in sorted order.
 
@@ -123,22 +71,21 @@ def discover(root: str | Path, found: Discovery, policy: Policy = Policy(), *,
     holding up the others.  ``policy.quiet_paths`` holds absolute paths of files to pass
     over silently (the tables themselves); ``rel`` is ``root`` relative to the indexed
     root; entries that ``policy.rules`` ignore are counted in ``found`` and not walked.
-    The folders are listed by ``scanner`` (one of this walk's own, with ``io`` threads,
+    The folders are listed by ``lister`` (one of this walk's own, with ``io`` threads,
     if None), which lists ahead of the walk down to the date folders it hands off.
     """
     root = os.fspath(root)  # a str: Path objects cost more than the listing, per session
-    rules, follow_symlinks = policy.rules, policy.follow_symlinks
-    if scanner is None:
+    rules = policy.rules
+    if lister is None:
         def descend(child: str, name: str) -> bool:
             return not (hand_off_dates and alf.DATE_RE.fullmatch(name)) and not (
                 rules.patterns and rules.matches(child, True))
 
-        with Scanner(io, descend, root) as own:
+        with Lister(io, descend, root) as own:
             own.start(root, rel)
             yield from discover(root, found, policy, max_batch=max_batch,
-                                hand_off_dates=hand_off_dates, rel=rel, scanner=own)
+                                hand_off_dates=hand_off_dates, rel=rel, lister=own)
         return
-    visited = {_dir_key(root)} if follow_symlinks else set()
     batch: list[Folder] = []
     subject = None
 
@@ -150,61 +97,71 @@ def discover(root: str | Path, found: Discovery, policy: Policy = Policy(), *,
         subject = key
         batch.append(unit)
 
-    stack = [(root, rel)]
-    while stack:
-        folder, rel = stack.pop()
-        parts = alf.session_parts(folder if os.sep == "/" else Path(folder).as_posix())
-        if parts is not None:
-            session = Session(folder, rel, alf.rooted_parts(parts, rel))
-            if _is_possible(found, session, rules) and _is_loadable(found, session, rules):
-                subject_folder = os.path.dirname(os.path.dirname(folder))
-                yield from add(Folder(folder, rel, session.parts), subject_folder)
+    def session(path: str, rel: str) -> Iterator[list[Folder]]:
+        parts = alf.session_parts(path if os.sep == "/" else Path(path).as_posix())
+        session = Session(path, rel, alf.rooted_parts(parts, rel))
+        if _is_possible(found, session, policy) and _is_loadable(found, session, policy):
+            yield from add(Folder(path, rel, session.parts),
+                           os.path.dirname(os.path.dirname(path)))
+
+    if _is_session(root):
+        yield from session(root, rel)
+        return
+
+    def stop(entry: os.DirEntry, entry_rel: str) -> bool:
+        return bool(hand_off_dates and alf.DATE_RE.fullmatch(entry.name)) or _is_session(
+            entry.path)
+
+    for listing in walk.walk(root, rel, policy, lister, stop=stop, ordered=True):
+        found.ignored += listing.ignored
+        if listing.error is not None:
+            found.problems.append(Problem(p.display_path(listing.rel or "."), p.UNREADABLE,
+                                          str(listing.error)))
             continue
-        try:
-            entries = sorted(scanner.entries(folder, rel), key=lambda e: e.name, reverse=True)
-        except OSError as err:
-            found.problems.append(Problem(p.display_path(rel or "."), p.UNREADABLE, str(err)))
-            continue
-        for entry, entry_rel, is_dir in kept(entries, rel, rules, found):
-            if is_dir:
-                if hand_off_dates and alf.DATE_RE.fullmatch(entry.name):
-                    yield from add(Folder(entry.path, entry_rel, None), folder)
-                else:
-                    stack.append((entry.path, entry_rel))
-            elif entry.is_dir():  # a link to a folder
-                problem = _follow(entry, follow_symlinks, visited)
-                if problem:
-                    found.problems.append(Problem(p.display_path(entry_rel), problem))
-                else:
-                    stack.append((entry.path, entry_rel))
-            elif entry.path not in policy.quiet_paths and not (
-                    folder == root and is_temporary(entry.name, policy.quiet_temporaries)):
-                found.problems.append(Problem(p.display_path(entry_rel), p.OUTSIDE_SESSION))
+        for entry in listing.stopped:
+            entry_rel = alf.join(listing.rel, entry.name)
+            if _is_session(entry.path):
+                yield from session(entry.path, entry_rel)
+            else:  # a date folder, handed off unlisted
+                yield from add(Folder(entry.path, entry_rel, None), listing.path)
+        _outside_sessions(found, listing, policy, listing.path == root)
     if batch:
         yield batch
 
 
-def _follow(entry: os.DirEntry, follow_symlinks: bool, visited: set) -> str | None:
-    """Why a linked folder is not walked, or None when it is."""
-    if not follow_symlinks:
-        return p.SYMLINK_DIR
-    key = _dir_key(entry)
-    if key in visited:
-        return p.SYMLINK_LOOP
-    visited.add(key)
-    return None
+def _is_session(path: str) -> bool:
+    return alf.session_parts(path if os.sep == "/" else Path(path).as_posix()) is not None
 
 
-def _is_possible(found: Discovery, session: Session, rules: IgnoreRules) -> bool:
+def _outside_sessions(found: Discovery, listing: walk.Listing, policy: walk.Policy,
+                      at_root: bool) -> None:
+    """Report the entries of a folder above the sessions: files and FIFOs there are
+    ``outside_session``, links to folders not walked keep their reason; the tables
+    themselves and, at the root, a killed build's temporaries are passed over."""
+    for name, reason in [(e.name, p.OUTSIDE_SESSION) for e in listing.files] + [
+            (name, reason if reason in FOLDER_REASONS else p.OUTSIDE_SESSION)
+            for name, reason in listing.skipped]:
+        path = os.path.join(listing.path, name)
+        if path in policy.quiet_paths or (
+                at_root and is_temporary(name, policy.quiet_temporaries)):
+            continue
+        found.problems.append(Problem(p.display_path(alf.join(listing.rel, name)), reason))
+
+
+#: Reasons of skipped entries that are about folders, kept outside sessions too.
+FOLDER_REASONS = frozenset({p.SYMLINK_DIR, p.SYMLINK_LOOP, p.UNREADABLE})
+
+
+def _is_possible(found: Discovery, session: Session, policy: walk.Policy) -> bool:
     """True unless the session's date does not exist; then its files are reported."""
     if alf.parse_date(session.parts.date) is not None:
         return True
-    reject(found, session, rules, p.IMPOSSIBLE_DATE,
+    reject(found, session, policy, p.IMPOSSIBLE_DATE,
            f"{session.parts.date} is not a calendar date")
     return False
 
 
-def _is_loadable(found: Discovery, session: Session, rules: IgnoreRules) -> bool:
+def _is_loadable(found: Discovery, session: Session, policy: walk.Policy) -> bool:
     """True when ONE looks for the session in its own folder; else its files are reported.
 
     Each session is checked on its own path, so ``2`` beside ``002`` needs no
@@ -214,27 +171,32 @@ def _is_loadable(found: Discovery, session: Session, rules: IgnoreRules) -> bool
     if expected == session.rel:
         return True
     if p.has_invalid_encoding(session.rel):  # ONE's pattern read parts out of its name
-        reject(found, session, rules, p.INVALID_ENCODING,
+        reject(found, session, policy, p.INVALID_ENCODING,
                "a folder of this session is not UTF-8: rename it")
         return False
     found.unloadable.append(session)
     root = session.path[: len(session.path) - len(session.rel)]
     taken = ", another folder: its files would load instead" if os.path.isdir(
         os.path.join(root, expected)) else ""
-    reject(found, session, rules, p.UNLOADABLE_SESSION,
+    reject(found, session, policy, p.UNLOADABLE_SESSION,
            f"ONE looks for this session in {expected}{taken}")
     return False
 
 
-def reject(found: Discovery, session: Session, rules: IgnoreRules, reason: str,
+def reject(found: Discovery, session: Session, policy: walk.Policy, reason: str,
            detail: str) -> None:
     """Report every file of a session folder that is not indexed, with ``reason``
     (the folder itself when it holds no file, so an empty session is not lost)."""
     before = len(found.problems)
-    for file_rel, err in iter_files(session.path, session.rel, found, rules):
-        if err is not None:
-            found.problems.append(Problem(p.display_path(file_rel), p.UNREADABLE, str(err)))
-        else:
-            found.problems.append(Problem(p.display_path(file_rel), reason, detail))
+    lister = SerialLister()
+    for listing in walk.walk(session.path, session.rel, policy, lister):
+        found.ignored += listing.ignored
+        if listing.error is not None:
+            found.problems.append(Problem(p.display_path(listing.rel or "."), p.UNREADABLE,
+                                          str(listing.error)))
+            continue
+        for name in [e.name for e in listing.files] + [name for name, _ in listing.skipped]:
+            found.problems.append(Problem(p.display_path(alf.join(listing.rel, name)),
+                                          reason, detail))
     if len(found.problems) == before:
         found.problems.append(Problem(p.display_path(session.rel or "."), reason, detail))

@@ -10,7 +10,6 @@ the process boundary but Arrow columns.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import threading
@@ -20,9 +19,10 @@ from dataclasses import dataclass, field
 from fastindex import alf, buffers, hashing
 from fastindex import problems as p
 from fastindex.buffers import RawBatch
-from fastindex.discover import AUTOMATIC, NO_RULES, Discovery, Folder, Policy, Session, discover
+from fastindex.discover import AUTOMATIC, Discovery, Folder, Session, discover
 from fastindex.ignore import IgnoreRules
-from fastindex.scan import IoThreads, Scanner
+from fastindex.scan import IoPool, IoThreads, Lister
+from fastindex.walk import NO_RULES, Policy, walk
 
 NO_READ_PERMISSION = "no read permission for anyone (mode {:03o})"
 
@@ -100,27 +100,27 @@ def index_sessions(units: list[Folder], options: IndexOptions) -> BatchResult:
     def descend(child: str, name: str) -> bool:
         return not (rules.patterns and rules.matches(child, True))
 
-    with Scanner(options.io, descend, units[0].path, stat_files=True) as scanner:
+    with Lister(options.io, descend, units[0].path, stat_files=True) as lister:
         for unit in units:  # the whole batch is listed ahead, as one subtree per unit
-            scanner.start(unit.path, unit.rel)
+            lister.start(unit.path, unit.rel)
         for unit in units:
             found_here = [[unit]] if unit.parts is not None else discover(
                 unit.path, found, policy, hand_off_dates=False, rel=unit.rel,
-                scanner=scanner)
+                lister=lister)
             sessions.extend(Session(s.path, s.rel, s.parts) for batch in found_here
                             for s in batch)
-        return _index_found(sessions, found, options, scanner)
+        return _index_found(sessions, found, options, lister)
 
 
 def _index_found(sessions: list[Session], found: Discovery, options: IndexOptions,
-                 scanner: Scanner) -> BatchResult:
+                 lister: Lister) -> BatchResult:
     eids = [session_eid(s.parts.string_id, options.namespace) for s in sessions]
     cols = _Columns([], [], [], [], [], list(found.problems), {a: [] for a in options.hashes},
                     [])
     buffer = bytearray(hashing.CHUNK) if options.hashes else None
     for i, session in enumerate(sessions):
         _index_session(SessionTask(i, session.path, session.rel, eids[i]), options, cols,
-                       buffer, scanner)
+                       buffer, lister)
     if cols.hashing:
         _collect_digests(cols, options.hashes)
     datasets = buffers.dataset_batch(cols.session, [e.encode() for e in eids], cols.rel_path,
@@ -131,43 +131,25 @@ def _index_found(sessions: list[Session], found: Discovery, options: IndexOption
 
 
 def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns,
-                   buffer: bytearray | None, scanner: Scanner) -> None:
+                   buffer: bytearray | None, lister: Lister) -> None:
     # A dataset's id is uuid3(namespace, 'eid/rel_path'); the worker computes the md5
     # (per-row Python), the merge formats all of them at once.
     id_prefix = (options.namespace.bytes + f"{task.eid}/".encode()) if options.namespace else None
     problems = cols.problems
-    rules = options.rules
-    visited: set[tuple[int, int]] = set()  # real folders walked, when following links
-    stack = [(task.path, "")]
-    while stack:
-        folder, prefix = stack.pop()
-        try:
-            if options.follow_symlinks and _seen_before(folder, visited):
-                problems.append(_problem(task, prefix.rstrip("/"), p.SYMLINK_LOOP))
-                continue
-            entries = scanner.entries(folder, task.rel, prefix[:-1])
-        except OSError as err:
-            problems.append(_problem(task, prefix.rstrip("/") or ".", p.UNREADABLE, str(err)))
+    policy = Policy(options.follow_symlinks, options.rules)
+    for listing in walk(task.path, task.rel, policy, lister):
+        cols.ignored += listing.ignored
+        if listing.error is not None:
+            problems.append(_problem(task, listing.sub[:-1] or ".", p.UNREADABLE,
+                                     str(listing.error)))
             continue
+        prefix = listing.sub
+        for name, reason in listing.skipped:
+            problems.append(_problem(task, prefix + name, reason))
         collection_ok = alf.is_collection_prefix(prefix)
-        folder_rel = alf.join(task.rel, prefix[:-1]) if prefix else task.rel
-        for entry in entries:
+        for entry in listing.files:
             name = entry.name
             rel_path = prefix + name
-            is_dir = entry.is_dir(follow_symlinks=False)
-            if rules.ignores(folder_rel, name, is_dir):
-                cols.ignored += 1
-                continue
-            if is_dir:
-                stack.append((entry.path, f"{rel_path}/"))
-                continue
-            if not entry.is_file():
-                reason = _not_a_file(entry, options.follow_symlinks)
-                if reason is None:
-                    stack.append((entry.path, f"{rel_path}/"))
-                else:
-                    problems.append(_problem(task, rel_path, reason))
-                continue
             if not alf.is_dataset_name(name):
                 problems.append(_problem(task, rel_path, _name_reason(name)))
                 continue
@@ -194,7 +176,7 @@ def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns,
                                          NO_READ_PERMISSION.format(st.st_mode & 0o777)))
                 continue
             if options.hashes and not _add_digests(entry.path, st, rel_path, task, options,
-                                                   cols, buffer, scanner):
+                                                   cols, buffer, lister.pool):
                 continue
             encoded = rel_path.encode()
             cols.session.append(task.position)
@@ -223,10 +205,10 @@ def hash_files(paths: list[str], algorithms: tuple[str, ...]
 
 def _add_digests(path: str, st: os.stat_result, rel_path: str, task: SessionTask,
                  options: IndexOptions, cols: _Columns, buffer: bytearray | None,
-                 scanner: Scanner) -> bool:
+                 pool: IoPool) -> bool:
     """Hash one file into ``cols``, or defer it when large; False if it could not be read.
 
-    On slow storage (the scanner has threads) the file is hashed on them, so that many
+    On slow storage (the I/O pool has threads) the file is hashed on them, so that many
     opens are in flight; its row is kept, and dropped by ``_collect_digests`` if the
     read fails.  The read must find the file as listed (its mtime), else the row would
     pair the listing's size and mtime with the digest of another version.
@@ -235,8 +217,8 @@ def _add_digests(path: str, st: os.stat_result, rel_path: str, task: SessionTask
     if size >= options.defer_size:
         cols.deferred.append((task.position, rel_path, path, size))
         digests = dict.fromkeys(options.hashes, "")
-    elif (future := scanner.submit(_digest_in_thread, path, options.hashes,
-                                   st.st_mtime_ns)) is not None:
+    elif (future := pool.submit(_digest_in_thread, path, options.hashes,
+                                st.st_mtime_ns)) is not None:
         cols.hashing.append((len(cols.session), future, task, rel_path, size))
         digests = dict.fromkeys(options.hashes, "")
     else:
@@ -311,30 +293,6 @@ def _collect_digests(cols: _Columns, algorithms: tuple[str, ...]) -> None:
 
 def _name_reason(name: str, default: str = p.NOT_ALF_NAME) -> str:
     return p.INVALID_ENCODING if p.has_invalid_encoding(name) else default
-
-
-def _seen_before(folder: str, visited: set[tuple[int, int]]) -> bool:
-    """Record a real folder; True when a followed link already led to it (a loop)."""
-    st = os.stat(folder)
-    key = (st.st_dev, st.st_ino)
-    if key in visited:
-        return True
-    visited.add(key)
-    return False
-
-
-def _not_a_file(entry: os.DirEntry, follow_symlinks: bool) -> str | None:
-    """Why an entry that is neither a folder nor a file is skipped; None to walk into it."""
-    try:
-        if entry.is_dir():  # a link to a folder
-            return None if follow_symlinks else p.SYMLINK_DIR
-        if entry.is_symlink():
-            os.stat(entry.path)  # raises for a broken link
-        return p.NOT_REGULAR
-    except FileNotFoundError:
-        return p.BROKEN_SYMLINK
-    except OSError as err:
-        return p.SYMLINK_LOOP if err.errno == errno.ELOOP else p.UNREADABLE
 
 
 def _problem(task: SessionTask, rel_path: str, reason: str, detail: str = "") -> tuple:

@@ -1,9 +1,13 @@
 """Folder listings for the walks, many of them in flight at once.
 
+Three jobs, one class each: ``StorageProbe`` finds whether the storage is slow,
+``IoPool`` holds the process's I/O threads (listings and, on slow storage, hashing),
+and ``Lister`` lists a subtree ahead of the walk on them.
+
 On network storage (NFS, Lustre, SMB, object-store mounts) every listing and every
 stat is a round trip to a server, and a walk is a chain of them: a folder must be
 listed before its subfolders can be, and a file looked up before its size is known.
-A walk that makes them one at a time waits out every round trip.  ``Scanner`` lists a
+A walk that makes them one at a time waits out every round trip.  ``Lister`` lists a
 subtree ahead of the walk on a pool of threads (``os.scandir`` and ``os.stat`` release
 the GIL): each listing, as it returns, starts the listings of its subfolders, so there
 are as many requests in flight as threads, while the walk itself stays one loop that
@@ -89,17 +93,92 @@ def finding(path: str) -> IoThreads | None:
     return None if slow is None else IoThreads(DEFAULT_THREADS if slow else 0)
 
 
-class Scanner:
-    """Lists folders for a walk, ahead of it when it has threads.
+class StorageProbe:
+    """Decides whether the storage under a path is slow, by timing its first listings.
+
+    A decision is remembered per device for the rest of the process, so that later walks
+    on it (and workers told of it, ``finding``) start threaded, or serial, at once.
+    """
+
+    def __init__(self, io: IoThreads, where: str) -> None:
+        self.threads = io.start()  # threads to begin with
+        self._device = None
+        self._timed: list[float] | None = None  # seconds per entry, while deciding
+        if io.threads is None:
+            try:
+                self._device = os.stat(where).st_dev
+            except OSError:
+                pass
+            slow = _slow_devices.get(self._device)
+            if slow:
+                self.threads = DEFAULT_THREADS
+            elif slow is None:
+                self._timed = []
+
+    @property
+    def deciding(self) -> bool:
+        return self._timed is not None
+
+    def timed(self, seconds_per_entry: float) -> bool:
+        """Record one listing; True when the storage is now found slow."""
+        timed = self._timed
+        timed.append(seconds_per_entry)
+        if len(timed) < TIMED_LISTINGS and timed[-1] <= CLEARLY_SLOW_S:
+            return False
+        slow = min(timed) > SLOW_ENTRY_S
+        if self._device is not None:
+            _slow_devices[self._device] = slow
+        self._timed = None
+        return slow
+
+
+class IoPool:
+    """The threads a process reads on: listings made ahead, and files hashed on slow
+    storage.  Off until ``turn_on``; ``submit`` answers None while off."""
+
+    def __init__(self, threads: int = 0) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        if threads:
+            self.turn_on(threads)
+
+    @property
+    def on(self) -> bool:
+        return self._pool is not None
+
+    def turn_on(self, threads: int = DEFAULT_THREADS) -> None:
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fastindex-io")
+
+    def submit(self, fn, /, *args) -> Future | None:
+        """Run ``fn(*args)`` on the threads; None when there are none (run it in line).
+        Raises ``RuntimeError`` once closed."""
+        pool = self._pool
+        return pool.submit(fn, *args) if pool is not None else None
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+class SerialLister:
+    """Lists a folder when the walk asks for it: for walks too small to plan ahead."""
+
+    def entries(self, path: str, rel: str) -> list[os.DirEntry]:
+        with os.scandir(path) as it:
+            return list(it)
+
+
+class Lister:
+    """Lists folders for a walk, ahead of it when its pool has threads.
 
     ``start(path, rel)`` begins listing ``path`` and, through ``descend``, the folders
     below it; ``entries(path, rel)`` gives a listing (waiting for it, or making it now),
     with each entry's type, and with ``stat_files`` each file's stat, already fetched
     into the ``os.DirEntry`` (which keeps them), or raises the listing's ``OSError``.  A
     walk asks for a folder only after its parent's listing, so a started subtree is
-    always found started.  ``where``: a path on the storage, whose device remembers a
-    finding of slowness for the rest of the process.  Listings never asked for are
-    dropped at ``close``.
+    always found started.  ``where``: a path on the storage, which ``StorageProbe``
+    times when ``io`` is automatic.  ``pool`` is the process's I/O threads, lent to
+    hashing too.  Listings never asked for are dropped at ``close``.
     """
 
     def __init__(self, io: IoThreads, descend: Descend, where: str,
@@ -109,80 +188,51 @@ class Scanner:
         self._pending: dict[str, Future] = {}
         self._planned: dict[str, str] = {}  # started before the threads were on
         self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-        self._device = self._timed = None
-        threads = io.start()
-        if io.threads is None:
-            try:
-                self._device = os.stat(where).st_dev
-            except OSError:
-                pass
-            slow = _slow_devices.get(self._device)
-            if slow:
-                threads = DEFAULT_THREADS
-            elif slow is None:
-                self._timed = []  # seconds per entry of each listing, while deciding
-        if threads:
-            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fastindex-io")
+        self._probe = StorageProbe(io, where)
+        self.pool = IoPool(self._probe.threads)
 
-    def __enter__(self) -> Scanner:
+    def __enter__(self) -> Lister:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        self.pool.close()
         self._pending.clear()
         self._planned.clear()
 
-    def submit(self, fn, /, *args) -> Future | None:
-        """Run ``fn(*args)`` on the I/O threads (a file's read); None when there are none."""
-        pool = self._pool
-        return pool.submit(fn, *args) if pool is not None else None
-
     def start(self, path: str, rel: str) -> None:
         """Begin listing ``path`` (root-relative ``rel``) and the folders below it."""
-        if self._pool is not None:
+        if self.pool.on:
             self._submit(path, rel)
-        elif self._timed is not None:
+        elif self._probe.deciding:
             self._planned[path] = rel
 
-    def entries(self, path: str, rel: str, sub: str = "") -> list[os.DirEntry]:
-        """The entries of ``path``, at root-relative ``rel`` (joined with ``sub``, when
-        given, only if needed); raises ``OSError`` as ``os.scandir`` does."""
-        if self._pool is None and self._timed is None:  # serial: the walk stats what it needs
+    def entries(self, path: str, rel: str) -> list[os.DirEntry]:
+        """The entries of ``path``, at root-relative ``rel``; raises ``OSError`` as
+        ``os.scandir`` does."""
+        if not self.pool.on and not self._probe.deciding:  # serial: the walk stats itself
             with os.scandir(path) as it:
                 return list(it)
-        if sub:
-            rel = f"{rel}/{sub}" if rel else sub
         with self._lock:
             future = self._pending.pop(path, None)
-        if future is None and self._pool is not None:  # not started: start it, with its subtree
+        if future is None and self.pool.on:  # not started: start it, with its subtree
             future = self._submit(path, rel, keep=False)
         if future is not None:
             return future.result()
         self._planned.pop(path, None)
         began = time.perf_counter()
         entries = self._list(path)
-        self._timed.append((time.perf_counter() - began) / (len(entries) + 1))
-        if len(self._timed) == TIMED_LISTINGS or self._timed[-1] > CLEARLY_SLOW_S:
-            slow = min(self._timed) > SLOW_ENTRY_S
-            if self._device is not None:
-                _slow_devices[self._device] = slow
-            if slow:
-                self._turn_on()
-            else:
-                self._timed = None  # fast: this walk stays serial
-                self._planned.clear()
+        if self._probe.timed((time.perf_counter() - began) / (len(entries) + 1)):
+            self._turn_on()
+        elif not self._probe.deciding:
+            self._planned.clear()  # fast: this walk stays serial
         return entries
 
     def _turn_on(self) -> None:
         """Slow storage: threads from now on, starting what the walk has planned."""
-        self._timed = None
-        self._pool = ThreadPoolExecutor(DEFAULT_THREADS, thread_name_prefix="fastindex-io")
+        self.pool.turn_on()
         planned, self._planned = self._planned, {}
         for path, rel in planned.items():
             self._submit(path, rel)
@@ -204,21 +254,19 @@ class Scanner:
                 pass
 
     def _submit(self, path: str, rel: str, keep: bool = True) -> Future | None:
-        pool = self._pool
-        if pool is None:
+        if not self.pool.on:
             return None
         future: Future = Future()
         if keep:
             with self._lock:
                 self._pending[path] = future
         try:
-            pool.submit(self._list_ahead, pool, path, rel, future)
+            self.pool.submit(self._list_ahead, path, rel, future)
         except RuntimeError:  # closed while a listing was starting its subfolders
             future.cancel()
         return future
 
-    def _list_ahead(self, pool: ThreadPoolExecutor, path: str, rel: str, future: Future
-                    ) -> None:
+    def _list_ahead(self, path: str, rel: str, future: Future) -> None:
         """List ``path`` in a thread, and fetch its entries' types and stats in chunks
         on other threads (one at a time, a large folder is a long chain of lookups)."""
         try:
@@ -230,9 +278,10 @@ class Scanner:
         listing = _Listing(entries, rel, future, max(1, -(-len(entries) // FETCH_CHUNK)))
         for i in range(FETCH_CHUNK, len(entries), FETCH_CHUNK):
             try:
-                pool.submit(self._fetch_chunk, listing, i)
+                if self.pool.submit(self._fetch_chunk, listing, i) is None:
+                    return  # closed: nobody waits for this listing
             except RuntimeError:
-                return  # closed: nobody waits for this listing
+                return
         self._fetch_chunk(listing, 0)
 
     def _fetch_chunk(self, listing: _Listing, i: int) -> None:

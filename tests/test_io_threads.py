@@ -77,9 +77,9 @@ def test_slow_listings_turn_threads_on_and_fast_ones_do_not(messy_tree, tmp_path
                                                             fresh_decisions, slow) -> None:
     """The automatic default: timed listings decide, and the walk's result is the same."""
     turned_on = []
-    original = scan.Scanner._turn_on
+    original = scan.Lister._turn_on
     monkeypatch.setattr(scan, "SLOW_ENTRY_S", -1.0 if slow else float("inf"))
-    monkeypatch.setattr(scan.Scanner, "_turn_on",
+    monkeypatch.setattr(scan.Lister, "_turn_on",
                         lambda self: (turned_on.append(1), original(self)))
     expected = _build(messy_tree, tmp_path / "serial", workers=1, io_threads=0)
     assert not turned_on
@@ -93,7 +93,7 @@ def test_slow_listings_turn_threads_on_and_fast_ones_do_not(messy_tree, tmp_path
 
 def test_a_listing_error_is_the_walks_to_report(tmp_path) -> None:
     for threads in (0, 4):
-        with scan.Scanner(scan.IoThreads(threads), lambda rel, name: True, str(tmp_path)) as s:
+        with scan.Lister(scan.IoThreads(threads), lambda rel, name: True, str(tmp_path)) as s:
             s.start(str(tmp_path / "missing"), "missing")
             with pytest.raises(FileNotFoundError):
                 s.entries(str(tmp_path / "missing"), "missing")
@@ -105,13 +105,13 @@ def test_a_listing_error_is_the_walks_to_report(tmp_path) -> None:
 def test_update_and_verify_take_io_threads(messy_tree, tmp_path, monkeypatch) -> None:
     """Each command's --io-threads reaches the walks (in this process: one worker)."""
     asked = []
-    init = scan.Scanner.__init__
+    init = scan.Lister.__init__
 
     def spy(self, io, *args, **kwargs):
         asked.append(io.threads)
         init(self, io, *args, **kwargs)
 
-    monkeypatch.setattr(scan.Scanner, "__init__", spy)
+    monkeypatch.setattr(scan.Lister, "__init__", spy)
     out = tmp_path / "out"
     out.mkdir()
     fastindex.build(messy_tree, out, hash="xxh3", exclude=["scratch/"], io_threads=8,

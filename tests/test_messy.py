@@ -58,6 +58,24 @@ def test_symlinks_follow_the_documented_policy(tmp_path) -> None:
     assert "alf/probe00/spikes.times.npy" in ds["rel_path"].to_list()
 
 
+def test_followed_links_report_loops_at_the_link_and_walk_shared_folders(tmp_path) -> None:
+    """A loop is a link back to a folder the walk is inside, wherever it is (above the
+    sessions or in them); a folder also linked from a sibling is walked from both,
+    never reported in place of its own files, whatever order the folder lists in."""
+    root = write_tree(tmp_path / "t", [f"{SES}/alf/probe00/spikes.times.npy"])
+    alf = root / SES / "alf"
+    (alf / "probe01").symlink_to(alf / "probe00")
+    (alf / "again").symlink_to(alf)
+    (root / "lab/Subjects/sub/alias").symlink_to(root / "lab/Subjects/sub")
+    result = fastindex.build(root, workers=1, follow_symlinks=True)
+    reasons = _reasons(result)
+    assert reasons == {f"{SES}/alf/again": p.SYMLINK_LOOP,
+                       "lab/Subjects/sub/alias": p.SYMLINK_LOOP}
+    ds = pl.read_parquet(result.datasets_path)
+    assert sorted(ds["rel_path"]) == ["alf/probe00/spikes.times.npy",
+                                      "alf/probe01/spikes.times.npy"]
+
+
 def test_odd_names_are_reported_and_the_report_parses(tmp_path) -> None:
     root = write_tree(tmp_path / "t", [f"{SES}/alf/trials.table.npy"])
     folder = os.fsencode(root / SES / "alf")
