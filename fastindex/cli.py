@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="keep datasets whose files are gone, with exists=False")
     u.add_argument("--force", action="store_true",
                    help="rebuild tables whose ids would change (another tool or namespace)")
+    _add_confirm_links(u)
     _add_run_options(u)
     u.set_defaults(func=_update)
 
@@ -81,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--tables", type=Path, help="folder of the tables (default: ROOT)")
     v.add_argument("--hash", action="store_true",
                    help="also compare contents, with the digests the tables hold")
+    _add_confirm_links(v)
     _add_run_options(v)
     v.add_argument("--report", type=Path, help="write the differences here (.csv or .json)")
     v.set_defaults(func=_verify)
@@ -142,6 +144,14 @@ def _add_tree_options(command: argparse.ArgumentParser) -> None:
                          action="store_false",
                          help="report .DS_Store, Thumbs.db, desktop.ini and ._* files "
                               "instead of ignoring them")
+
+
+def _add_confirm_links(command: argparse.ArgumentParser) -> None:
+    """update and verify walk as the tables were built, except for links: a recorded
+    --follow-symlinks is obeyed only when the user gives it again."""
+    command.add_argument("--follow-symlinks", action="store_true",
+                         help="follow linked folders, for tables built with "
+                              "--follow-symlinks (refused otherwise)")
 
 
 #: The options of ``RunSettings`` on the command line, shared by every walking command.
@@ -281,7 +291,8 @@ def _update(args: argparse.Namespace) -> int:
     from fastindex.update import update
 
     result = update(args.root, args.out, hash=args.hash, namespace=args.namespace,
-                    keep_missing=args.keep_missing, force=args.force, **_settings(args))
+                    keep_missing=args.keep_missing, force=args.force,
+                    follow_symlinks=args.follow_symlinks, **_settings(args))
     if not args.quiet:
         print(f"fastindex: {result.summary()}", file=sys.stderr)
     return 0
@@ -316,7 +327,8 @@ def _verify(args: argparse.Namespace) -> int:
                              "do not apply")
         result = verify_zip(args.root, hash=args.hash, progress=not args.quiet)
     else:
-        result = verify(args.root, args.tables, hash=args.hash, **_settings(args))
+        result = verify(args.root, args.tables, hash=args.hash,
+                        follow_symlinks=args.follow_symlinks, **_settings(args))
     if report:
         write_report(report, result.differences, result.summary(), key="differences")
     for row in result.differences.head(20).iter_rows(named=True):
@@ -410,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fastindex: interrupted; the previous tables are unchanged", file=sys.stderr)
         return 130
+    except OSError as err:  # the machine's, not the input's: a device, a permission
+        print(f"fastindex: error: {err}", file=sys.stderr)
+        return FastindexError.exit_code
 
 
 def run() -> None:

@@ -1,5 +1,15 @@
 """The errors fastindex raises on purpose, each with the exit code the CLI gives it."""
 
+from __future__ import annotations
+
+import errno
+import os
+
+#: What a write can meet that is about the disk, not about fastindex or its input.
+WRITE_FAILURES = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "over quota",
+                  errno.EFBIG: "file too large for the file system",
+                  errno.EROFS: "read-only file system"}
+
 
 class FastindexError(Exception):
     """A build could not be completed; nothing was written in place of the old tables."""
@@ -32,3 +42,13 @@ class ProblemsFound(FastindexError):
         self.skipped = skipped
         self.warnings = warnings
         self.remedy = remedy  # what the user can do, when the caller knows better
+
+
+def write_failure(err: BaseException, folder: str | os.PathLike, what: str,
+                  kept: str) -> FastindexError | None:
+    """A one-line failure for ``err`` when it is a disk's refusal to take a write
+    (``WRITE_FAILURES``), else None: ``cannot write WHAT in FOLDER: WHY; KEPT``."""
+    if isinstance(err, OSError) and err.errno in WRITE_FAILURES:
+        return FastindexError(f"cannot write {what} in {folder}: "
+                              f"{WRITE_FAILURES[err.errno]}; {kept}")
+    return None

@@ -169,7 +169,11 @@ def apply(fix: FixPlan, journal: Path) -> int:
                                      f"stopped after {done} renames (journal: {journal})")
             for folder in _missing_parents(target, fix.root):
                 _record(out, {"mkdir": folder.relative_to(fix.root).as_posix()}, journal, done)
-                folder.mkdir()
+                try:
+                    folder.mkdir()
+                except OSError as err:
+                    raise FastindexError(f"cannot create {folder}: {err.strerror}; stopped "
+                                         f"after {done} renames (journal: {journal})") from None
             _record(out, {"rename": [step.source, step.target]}, journal, done)
             try:
                 os.rename(source, target)

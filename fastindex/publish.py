@@ -91,7 +91,7 @@ def release(root: str | os.PathLike, out: str | os.PathLike, *,
             if name in taken:
                 raise InputError(f"--include {name}: the release already has a file there")
         contents = archive.Contents(root_path, _published_tables(built, out_path.stem, index,
-                                                                 members),
+                                                                 members, extra),
                                     members, extra, spec.digests.algorithms,
                                     archive.COMPRESSION[compression])
         nbytes, sha256 = _write(out_path, contents, settings.progress)
@@ -169,13 +169,14 @@ def _members(index: TreeIndex, algorithms: tuple[str, ...]
             for path, size, *digests in rows.iter_rows()]
 
 
-def _published_tables(built: BuildResult, name: str, index: TreeIndex, members: list
-                      ) -> dict[str, bytes]:
+def _published_tables(built: BuildResult, name: str, index: TreeIndex, members: list,
+                      extra: list[tuple[str, Path]]) -> dict[str, bytes]:
     """The tables as the zip holds them: the same rows, and metadata that depends only
     on the release: created at ``SOURCE_DATE_EPOCH`` or when its newest file was written,
     its origin the release's name, a build id derived from its contents; without the
     producer's modification times and walk time (an ``update`` of an unpacked release
-    is a full build)."""
+    is a full build).  The ``--include`` files are named, so that ``verify`` tells them
+    from members no one described."""
     from fastindex.tables import one_metadata, republished
 
     content = hashlib.sha256()
@@ -187,6 +188,7 @@ def _published_tables(built: BuildResult, name: str, index: TreeIndex, members: 
             newest_ns / 1e9, datetime.timezone.utc).replace(tzinfo=None))
     updates = {"one_metadata": one_metadata(Path(name), created),
                "fastindex": {"build_id": str(uuid.uuid5(DEFAULT_NAMESPACE, content.hexdigest())),
-                             "listed_at_ns": 0}}
+                             "listed_at_ns": 0,
+                             **({"included": sorted(n for n, _ in extra)} if extra else {})}}
     return {table: republished(built.tables[table], updates, drop=("mtime_ns",))
             for table in TABLE_FILES}

@@ -57,5 +57,5 @@ def write_report(path: Path, frame: pl.DataFrame, summary: dict | str,
         if path.suffix.lower() == ".json":
             out.write((json.dumps({"summary": summary, key: frame.to_dicts()}, indent=1,
                                   ensure_ascii=False) + "\n").encode())
-        else:
-            frame.write_csv(out)
+        else:  # rendered here, written by Python: a full disk is then an errno, not text
+            out.write(frame.write_csv().encode())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
 import tempfile
@@ -21,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from fastindex.errors import InputError
+from fastindex.errors import InputError, write_failure
 
 #: Every temporary file fastindex makes is named ``.<target>.<random>.tmp``.
 TEMP_SUFFIX = ".tmp"
@@ -77,17 +78,66 @@ def temp_beside(target: Path) -> tuple[int, Path]:
 @contextlib.contextmanager
 def replacing(target: Path, mode: str = "wb", **kwargs) -> Iterator:
     """A file object on a temporary file beside ``target``, renamed over it when the
-    block ends without error (after an ``fsync``); removed otherwise."""
+    block ends without error (after an ``fsync``); removed otherwise.
+
+    The temporary is ``flock``ed while it is written, so that a later run tells a killed
+    writer's leftover (removed first, by ``remove_leftovers``) from a live one's.
+    """
+    remove_leftovers(target)
     fd, temp = temp_beside(target)
+    with contextlib.suppress(OSError):  # a file system without flock: leftovers stay
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, target)
-    except BaseException:
+    except BaseException as err:
         temp.unlink(missing_ok=True)
+        failure = write_failure(err, target.parent, target.name,
+                                f"nothing was put in place of {target}")
+        if failure is not None:
+            raise failure from None
         raise
+
+
+def remove_leftovers(target: Path) -> int:
+    """Remove the temporaries of ``target`` that no live writer holds (a killed run's:
+    a full-size zip, a report); how many were removed."""
+    removed = 0
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return 0
+    for name in names:
+        if is_temporary(name, (target.name,)):
+            removed += _remove_unlocked(target.parent / name)
+    return removed
+
+
+def _remove_unlocked(path: Path) -> int:
+    try:
+        fd = os.open(path, _FLAGS)
+    except OSError:
+        return 0
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return 0
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return 0  # a live writer holds it
+        now = os.lstat(path)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            return 0  # replaced meanwhile: not the file examined
+        os.unlink(path)
+        return 1
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
 
 
 def is_temporary(name: str, targets: tuple[str, ...]) -> bool:

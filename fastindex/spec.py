@@ -70,6 +70,15 @@ class BuildSpec:
                    options.get("follow_symlinks", False), tuple(exclude),
                    options.get("default_ignores", True), options.get("lab"))
 
+    def confirmed(self, follow_symlinks: bool, command: str) -> BuildSpec:
+        """This spec, read from tables, once the user has confirmed what widens the
+        walk: links are followed only when the user asks again (a recorded option is
+        not the user's; followed links may lead anywhere on the machine)."""
+        if self.follow_symlinks and not follow_symlinks:
+            raise InputError(f"these tables were built with --follow-symlinks; {command} "
+                             f"follows links only when asked: {command} --follow-symlinks")
+        return self
+
 
 @dataclass(frozen=True)
 class RunSettings:

@@ -27,10 +27,11 @@ except ImportError:  # Windows: builds are not locked
     fcntl = None
 
 from fastindex import __version__
-from fastindex.errors import InputError
+from fastindex.errors import InputError, write_failure
 from fastindex.gcpause import pauses_gc
 from fastindex.progress import human_bytes
 from fastindex.safefile import TEMP_SUFFIX, is_temporary, open_untrusted
+from fastindex.tablecheck import check_tables
 
 if TYPE_CHECKING:
     import polars as pl
@@ -126,6 +127,7 @@ class TableStore:
             raise
         except Exception as err:  # polars raises several types for a damaged file
             raise InputError(f"cannot read the tables in {self.folder}: {err}") from None
+        check_tables(sessions, datasets, f"the tables in {self.folder}")
         ids = tuple(m.get("build_id") if m else None for m in metas)
         return StoredTables(sessions, datasets, metas[1], ids)
 
@@ -212,8 +214,15 @@ class TableStore:
         arrow = {"sessions.pqt": tables.sessions_table(index.sessions),
                  "datasets.pqt": tables.datasets_table(index.datasets,
                                                        record_mtime=bool(spec.digests))}
-        written = tables.write_tables(self.folder, arrow, metadata, build_id,
-                                      id_index=spec.uuid_ids)
+        try:
+            written = tables.write_tables(self.folder, arrow, metadata, build_id,
+                                          id_index=spec.uuid_ids)
+        except OSError as err:
+            failure = write_failure(err, self.folder, "the tables",
+                                    "the previous tables are as they were")
+            if failure is None:
+                raise
+            raise failure from None
         return BuildResult(*self.paths, counts["sessions"], counts["datasets"],
                            counts["bytes"], index.skipped, index.warnings,
                            time.perf_counter() - started, build_id, index.ignored, written)

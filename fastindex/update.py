@@ -51,15 +51,18 @@ class UpdateResult:
 
 def update(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
            hash: str | None = None, namespace: str | None = None,
-           keep_missing: bool = False, force: bool = False, **run) -> UpdateResult:
+           keep_missing: bool = False, force: bool = False, follow_symlinks: bool = False,
+           **run) -> UpdateResult:
     """Bring the tables in ``out_dir`` (default: root) up to date with the tree.
 
     The old tables' spec is kept; ``hash`` asks for other digests (a full build).
     Tables not made by fastindex, or a different ``namespace``, would change published
-    ids: refused unless ``force``.  ``keep_missing`` keeps datasets whose files are gone,
-    with ``exists`` False, instead of removing them.  ``run``: how to run, as in
-    ``build`` (``workers``, ``io_threads``, ``executor``, ``client``, ``scheduler``,
-    ``start_method``, ``progress``).  One engine walks the tree and hashes what changed.
+    ids: refused unless ``force``; tables built following links are updated only with
+    ``follow_symlinks`` (the tables' word is not the user's).  ``keep_missing`` keeps
+    datasets whose files are gone, with ``exists`` False, instead of removing them.
+    ``run``: how to run, as in ``build`` (``workers``, ``io_threads``, ``executor``,
+    ``client``, ``scheduler``, ``start_method``, ``progress``).  One engine walks the
+    tree and hashes what changed.
     """
     started = time.perf_counter()
     _, settings = options(settings=run.pop("settings", None), **_run_only(run))
@@ -69,6 +72,7 @@ def update(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
         with Engine(root_path, settings) as engine:
             old = store.read("no tables to update in {folder}; run fastindex build first")
             spec, why_full = _plan(old, hash, namespace, force)
+            spec = spec.confirmed(follow_symlinks, "update")
             index = engine.index(spec if why_full else replace(spec, digests=Digests()),
                                  store.own_files())
             reused = rehashed = 0

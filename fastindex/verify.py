@@ -12,7 +12,9 @@ to one file are ``same_path``.  This is what a user runs after unpacking a relea
 from __future__ import annotations
 
 import io
+import json
 import os
+import stat
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +27,7 @@ from fastindex.hashing import Digests
 from fastindex.progress import progress_bar
 from fastindex.spec import BuildSpec, options
 from fastindex.store import TABLE_FILES, TableStore
+from fastindex.tablecheck import check_tables
 
 if TYPE_CHECKING:
     import polars as pl
@@ -36,6 +39,12 @@ SIZE = "size_mismatch"
 CONTENT = "content_mismatch"
 TABLES = "tables_mismatch"  # sessions and datasets come from different builds
 SAME_PATH = "same_path"  # several rows that ONE loads from one file
+UNEXPECTED = "unexpected_member"  # in a zip, a member that no row describes
+
+#: A zip's table member is read up to this many times its compressed size (a release
+#: stores parquet, already compressed, so it barely deflates): a bound on memory
+#: whatever the member declares.
+TABLE_RATIO = 16
 
 
 @dataclass
@@ -58,11 +67,12 @@ class VerifyResult:
 
 
 def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None, *,
-           hash: bool = False, **run) -> VerifyResult:
+           hash: bool = False, follow_symlinks: bool = False, **run) -> VerifyResult:
     """Compare the tree under ``root`` with the tables in ``tables_dir`` (default: root).
 
     ``hash``: compare contents too, with every digest the tables hold.  ``run``: how to
-    run, as in ``build``.  Read-only trees (a mounted release) are fine.
+    run, as in ``build``.  Read-only trees (a mounted release) are fine.  Tables built
+    following links are verified only with ``follow_symlinks`` (as ``update``).
     """
     _, settings = options(**run)
     root_path = check_root(root)
@@ -70,7 +80,8 @@ def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None,
     with Engine(root_path, settings) as engine:  # before the tables load polars
         tables = store.read("no table at {path}")
         hashed = _digests_to_compare(tables.datasets, hash, store.folder)
-        built = BuildSpec.from_provenance((tables.provenance or {}).get("options", {}))
+        built = BuildSpec.from_provenance((tables.provenance or {}).get("options", {})
+                                          ).confirmed(follow_symlinks, "verify")
         # as it was built (links, ignore rules), with string ids: rows are keyed by path
         spec = replace(BuildSpec(), follow_symlinks=built.follow_symlinks,
                        exclude=built.exclude, default_ignores=built.default_ignores,
@@ -92,9 +103,13 @@ def verify_zip(path: str | os.PathLike, hash: bool = False, progress: bool = Fal
                ) -> VerifyResult:
     """Check a release zip against the tables inside it, without unpacking it.
 
-    Every row's member must be there with its size; every such member's data is read
-    once and checked against its CRC-32 (zipfile does it as it reads) and, with
-    ``hash``, against the row's digests.
+    The zip is untrusted: a member name that is absolute, climbs out (``..``) or repeats,
+    and a link entry, refuse it (``InputError``) before any data is read; its tables are
+    read within a bound set by the zip's own size and checked (``check_tables``).  Every
+    row's member must be there with its size; every such member's data is read once and
+    checked against its CRC-32 (zipfile does it as it reads) and, with ``hash``, against
+    the row's digests.  A member no row describes (nor the release's ``--include``) is
+    an ``unexpected_member``.
     """
     import polars as pl
 
@@ -104,20 +119,84 @@ def verify_zip(path: str | os.PathLike, hash: bool = False, progress: bool = Fal
     except (OSError, zipfile.BadZipFile) as err:
         raise InputError(f"cannot open {archive_path} as a zip: {err}") from None
     with archive:
-        try:
-            sessions, datasets = (pl.read_parquet(io.BytesIO(archive.read(name)))
-                                  for name in TABLE_FILES)
-        except KeyError as err:
-            raise InputError(f"{archive_path} holds no {err.args[0]}: not a release") from None
+        names = _member_names(archive, archive_path)
+        (sessions, _), (datasets, meta) = (_table_member(archive, name, archive_path)
+                                           for name in TABLE_FILES)
+        check_tables(sessions, datasets, f"the tables in {archive_path}")
         hashed = _digests_to_compare(datasets, hash, archive_path)
         rows = one_paths(sessions, datasets).select("path", "file_size")
         with progress_bar(progress, "verifying", "B", int(rows["file_size"].sum() or 0)) as bar:
             members, corrupt = _read_members(archive, rows, hashed, bar)
+        expected = set(rows["path"]) | set(TABLE_FILES) | set(_included(meta))
+        corrupt += [(UNEXPECTED, name, None, str(archive.getinfo(name).file_size))
+                    for name in names if name not in expected and not name.endswith("/")]
     differences = compare(sessions, datasets, members, hashed)
     if corrupt:
         differences = pl.concat([differences, pl.DataFrame(
             corrupt, schema=differences.schema, orient="row")]).sort("kind", "path")
     return VerifyResult(differences, datasets.height, hashed)
+
+
+def _member_names(archive: zipfile.ZipFile, where: Path) -> list[str]:
+    """Every member's name, once each; a zip that could write outside the folder it is
+    unpacked in (absolute or ``..`` names, links) or that holds a name twice (which
+    copy is checked, which unpacked?) is refused."""
+    names, seen = [], set()
+    for info in archive.infolist():
+        name = info.filename
+        parts = name.rstrip("/").split("/")
+        if (name.startswith("/") or "\\" in name or "\0" in name or ":" in parts[0]
+                or any(part in ("", ".", "..") for part in parts)):
+            raise InputError(f"{where}: member {name!r} is not a safe relative path; "
+                             f"not a release")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise InputError(f"{where}: member {name!r} is a link; not a release")
+        if name in seen:
+            raise InputError(f"{where}: member {name!r} appears twice; not a release")
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def _table_member(archive: zipfile.ZipFile, name: str, where: Path
+                  ) -> tuple[pl.DataFrame, dict]:
+    """A table member and its ``fastindex`` metadata, read within bounds: its bytes at
+    most ``TABLE_RATIO`` times what it takes in the zip (a member declaring a small size
+    cannot inflate past it), and its decoded size, as its footer declares, likewise."""
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        raise InputError(f"{where} holds no {name}: not a release") from None
+    cap = TABLE_RATIO * info.compress_size + (1 << 20)
+    try:
+        with archive.open(info) as member:
+            data = member.read(cap + 1)
+        if len(data) > cap:
+            raise InputError(f"{where}: {name} inflates to more than {cap} bytes; refused")
+        footer = pq.read_metadata(io.BytesIO(data))
+        decoded = sum(footer.row_group(i).total_byte_size for i in range(footer.num_row_groups))
+        if decoded > TABLE_RATIO * cap:
+            raise InputError(f"{where}: {name} declares {decoded} bytes of data; refused")
+        meta = footer.metadata or {}
+        table = pl.read_parquet(io.BytesIO(data))
+    except InputError:
+        raise
+    except Exception as err:  # zipfile, Arrow and polars raise several types
+        raise InputError(f"{where}: cannot read {name}: {err}") from None
+    try:
+        fastindex_meta = json.loads(meta.get(b"fastindex", b"{}"))
+    except ValueError:
+        fastindex_meta = {}
+    return table, fastindex_meta if isinstance(fastindex_meta, dict) else {}
+
+
+def _included(meta: dict) -> list[str]:
+    """The member names a release added with ``--include`` (none when malformed)."""
+    included = meta.get("included", [])
+    return [n for n in included if isinstance(n, str)] if isinstance(included, list) else []
 
 
 def _read_members(archive: zipfile.ZipFile, rows: pl.DataFrame, hashed: tuple[str, ...],

@@ -5,16 +5,20 @@ root and the output."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import BEHAVIOUR, StaleScandir, write_tree
+from conftest import BEHAVIOUR, StaleScandir, age_files, write_tree
+from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import strategies as st
 
 import fastindex
 from fastindex import hashing
@@ -22,6 +26,7 @@ from fastindex import problems as p
 from fastindex.cli import main
 from fastindex.errors import InputError
 from fastindex.store import TableStore
+from fastindex.verify import verify
 
 SES = "lab/Subjects/sub/2021-01-01/001"
 
@@ -230,6 +235,26 @@ def test_leftovers_of_a_build_killed_before_its_renames_are_removed(tmp_path) ->
     assert _build_id(root / "sessions.pqt") == _build_id(root / "datasets.pqt")
 
 
+def test_a_killed_releases_temporary_zip_is_removed_by_the_next_and_a_live_one_kept(
+        tmp_path) -> None:
+    import fcntl
+
+    root = write_tree(tmp_path / "t", [f"{SES}/alf/trials.table.npy"])
+    zip_path = tmp_path / "r.zip"
+    killed = tmp_path / ".r.zip.k1ll3d00.tmp"
+    killed.write_bytes(b"a full-size zip, cut short")
+    live = tmp_path / ".r.zip.l1ve0000.tmp"
+    live.write_bytes(b"being written")
+    other = tmp_path / ".other.zip.k1ll3d00.tmp"
+    other.write_bytes(b"not this release's")
+    with open(live, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert main(["release", str(root), str(zip_path), "--quiet", "--workers", "1"]) == 0
+    assert not killed.exists() and live.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".other.zip.k1ll3d00.tmp", ".r.zip.l1ve0000.tmp", "r.zip", "t"])
+
+
 # fix and its journal -------------------------------------------------------------------
 
 def test_fix_never_renames_a_folder_by_parts_read_out_of_its_name(tmp_path, capsys) -> None:
@@ -318,3 +343,298 @@ def test_fix_takes_the_build_lock(tmp_path) -> None:
                                       str(tmp_path / "j.jsonl")))
     assert "another fastindex build" in line
     assert (root / "s/2020-01-01/1").is_dir()
+
+
+# Old tables ----------------------------------------------------------------------------
+
+def _hashed_tables(tmp_path: Path) -> tuple[Path, Path]:
+    root = write_tree(tmp_path / "t", [f"{SES}/alf/trials.table.npy",
+                                       f"{SES}/alf/spikes.times.npy"])
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["build", str(root), "--out", str(out), "--hash", "xxh3+md5", "--quiet",
+                 "--workers", "1"]) == 0
+    return root, out
+
+
+def _forge(path: Path, change) -> None:
+    """Rewrite a table with ``change(table)``, keeping its metadata (its provenance)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    pq.write_table(change(table).replace_schema_metadata(table.schema.metadata), path)
+
+
+def _set(column: str, value, table_type=None):
+    import pyarrow as pa
+
+    def change(table):
+        values = [value] + table.column(column).to_pylist()[1:]
+        i = table.column_names.index(column)
+        return table.set_column(i, column, pa.array(values, table_type or
+                                                    table.schema.field(column).type))
+    return change
+
+
+FORGED = [
+    ("datasets.pqt", _set("hash", "not-an-md5"), "datasets.hash 'not-an-md5' is not a digest"),
+    ("datasets.pqt", _set("xxh3", "0123"), "datasets.xxh3 '0123' is not a digest"),
+    ("datasets.pqt", lambda t: t.drop_columns(["hash"]).append_column(
+        "hash", __import__("pyarrow").array(range(t.num_rows))), "datasets.hash is Int64"),
+    ("datasets.pqt", _set("rel_path", "../../../../etc/passwd"),
+     "datasets.rel_path '../../../../etc/passwd' is not an ALF path"),
+    ("datasets.pqt", _set("eid", "an-unknown-session"), "is not a session id"),
+    ("datasets.pqt", _set("file_size", None), "datasets.file_size has empty values"),
+    ("sessions.pqt", _set("subject", ".."), "sessions.subject '..' is not an ALF subject"),
+    ("sessions.pqt", _set("lab", "a/b"), "sessions.lab 'a/b' is not an ALF lab"),
+    ("sessions.pqt", _set("number", 5000), "sessions.number 5000 is not a session number"),
+]
+
+
+@pytest.mark.parametrize("table,change,why", FORGED)
+@pytest.mark.parametrize("command", [["update", "--keep-missing"], ["verify", "--hash"]])
+def test_forged_old_tables_are_refused_and_left_as_they_are(tmp_path, table, change, why,
+                                                            command) -> None:
+    root, out = _hashed_tables(tmp_path)
+    _forge(out / table, change)
+    before = {name: (out / name).read_bytes() for name in ("sessions.pqt", "datasets.pqt")}
+    flag = "--out" if command[0] == "update" else "--tables"
+    line = _one_line_refusal(_cli(command[0], str(root), flag, str(out), *command[1:]))
+    assert why in line and str(out) in line
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
+def test_one_apis_own_tables_pass_the_checks(tmp_path) -> None:
+    """The checks hold fastindex's tables to ONE's forms, not to fastindex's layout:
+    one-api's make_parquet_db output is accepted (update --force rebuilds it)."""
+    from one.alf.cache import make_parquet_db
+
+    root = write_tree(tmp_path / "t", [f"{SES}/alf/trials.table.npy"])
+    make_parquet_db(root, hash_ids=True, hash_files=True)
+    assert verify(root, hash=True).ok
+    assert main(["update", str(root), "--force", "--quiet", "--workers", "1"]) == 0
+
+
+@pytest.mark.parametrize("command", ["update", "verify"])
+def test_a_recorded_follow_symlinks_is_obeyed_only_when_the_user_gives_it(tmp_path,
+                                                                        command) -> None:
+    """Forged provenance must not make update or verify read through links: the
+    option is the user's to give."""
+    root = write_tree(tmp_path / "t", [f"{SES}/alf/trials.table.npy"])
+    outside = write_tree(tmp_path / "secret", ["probe/spikes.times.npy"])
+    (root / SES / "alf" / "probe00").symlink_to(outside / "probe")
+    assert main(["build", str(root), "--hash", "md5", "--quiet", "--workers", "1"]) == 0
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(root / "datasets.pqt")
+    provenance = json.loads(table.schema.metadata[b"fastindex"])
+    provenance["options"]["follow_symlinks"] = True
+    pq.write_table(table.replace_schema_metadata({
+        **table.schema.metadata, b"fastindex": json.dumps(provenance).encode()}),
+        root / "datasets.pqt")
+    line = _one_line_refusal(_cli(command, str(root)))
+    assert f"{command} --follow-symlinks" in line
+    assert _cli(command, str(root), "--follow-symlinks", "--quiet").returncode in (0, 1)
+
+
+# Zips ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def release(tmp_path) -> Path:
+    root = write_tree(tmp_path / "t", [f"{SES}/alf/trials.table.npy",
+                                       f"{SES}/alf/spikes.times.npy"])
+    (root / "README.md").write_text("read me\n")
+    zip_path = tmp_path / "r.zip"
+    assert main(["release", str(root), str(zip_path), "--hash", "md5", "--quiet",
+                 "--include", str(root / "README.md"), "--workers", "1"]) == 0
+    assert main(["verify", str(zip_path), "--hash", "--quiet"]) == 0  # README is expected
+    return zip_path
+
+
+def _rezip(source: Path, target: Path, add=(), replace=None) -> Path:
+    """A copy of a zip's members (``replace``: name -> new bytes), then ``add``:
+    (ZipInfo or name, bytes) pairs."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for info in old.infolist():
+            data = (replace or {}).get(info.filename) or old.read(info)
+            new.writestr(info, data)
+        for info, data in add:
+            new.writestr(info, data)
+    return target
+
+
+def _link_entry(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3
+    info.external_attr = (0o120777 << 16)
+    return info
+
+
+@pytest.mark.parametrize("name,why", [
+    ("../escape.txt", "not a safe relative path"),
+    ("/etc/cron.d/x", "not a safe relative path"),
+    (f"{SES}/alf/../../../../../x", "not a safe relative path"),
+    ("C:/x", "not a safe relative path"),
+    (_link_entry(f"{SES}/alf/link.x.npy"), "is a link"),
+    ("README.md", "appears twice"),
+])
+def test_verify_refuses_a_zip_that_could_write_outside_its_folder(tmp_path, release, name,
+                                                                 why) -> None:
+    with pytest.warns(UserWarning) if name == "README.md" else contextlib.nullcontext():
+        crafted = _rezip(release, tmp_path / "c.zip", add=[(name, b"x")])
+    assert why in _one_line_refusal(_cli("verify", str(crafted)))
+
+
+def test_verify_reports_members_no_row_describes(tmp_path, release, capsys) -> None:
+    crafted = _rezip(release, tmp_path / "c.zip",
+                     add=[(f"{SES}/alf/planted.thing.npy", b"x"), ("run-me.sh", b"!")])
+    report = tmp_path / "v.json"
+    assert main(["verify", str(crafted), "--report", str(report), "--quiet"]) == 1
+    found = {(r["kind"], r["path"]) for r in json.loads(report.read_text())["differences"]}
+    assert found == {("unexpected_member", f"{SES}/alf/planted.thing.npy"),
+                     ("unexpected_member", "run-me.sh")}
+
+
+def test_verify_refuses_tables_in_a_zip_whose_rows_climb_out(tmp_path, release) -> None:
+    import pyarrow.parquet as pq
+
+    with zipfile.ZipFile(release) as z:
+        (tmp_path / "d.pqt").write_bytes(z.read("datasets.pqt"))
+    _forge(tmp_path / "d.pqt", _set("rel_path", "../../../../etc/passwd"))
+    assert pq.read_table(tmp_path / "d.pqt").num_rows == 2
+    crafted = _rezip(release, tmp_path / "c.zip",
+                     replace={"datasets.pqt": (tmp_path / "d.pqt").read_bytes()})
+    assert "is not an ALF path" in _one_line_refusal(_cli("verify", str(crafted)))
+
+
+def test_a_table_member_that_inflates_is_refused_in_bounded_memory(tmp_path, release) -> None:
+    """A 64 MiB member that deflates to a few kB: refused after reading a bound set by
+    its compressed size, never inflated whole."""
+    crafted = tmp_path / "c.zip"
+    with zipfile.ZipFile(release) as old, zipfile.ZipFile(crafted, "w") as new:
+        for info in old.infolist():
+            if info.filename == "datasets.pqt":
+                new.writestr("datasets.pqt", bytes(64 << 20), zipfile.ZIP_DEFLATED)
+            else:
+                new.writestr(info, old.read(info))
+    assert crafted.stat().st_size < 1 << 20
+    assert "inflates to more than" in _one_line_refusal(_cli("verify", str(crafted)))
+
+
+# Fuzzing the untrusted formats ---------------------------------------------------------
+
+HOSTILE_TEXT = st.sampled_from(["", ".", "..", "../x", "/etc/passwd", "a/../../b", "a\x00b",
+                                "٢٠٢٠-٠١-٠١", "alf/trials.table.npy", "0" * 32, "F" * 16,
+                                "a" * 300, "C:/x", "#1#/a.b.npy", "lab/Subjects"]) | st.text(
+    max_size=12)
+HOSTILE_VALUES = HOSTILE_TEXT | st.integers(-2**63, 2**64 - 1) | st.none() | st.booleans()
+COLUMNS = {"sessions.pqt": ["id", "lab", "subject", "date", "number"],
+           "datasets.pqt": ["eid", "id", "rel_path", "file_size", "hash", "xxh3", "exists",
+                            "mtime_ns"]}
+
+
+@pytest.fixture(scope="module")
+def built_once(tmp_path_factory) -> tuple[Path, Path]:
+    root, out = _hashed_tables(tmp_path_factory.mktemp("built"))
+    age_files(root)
+    return root, out
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(sorted(COLUMNS)), st.data(), HOSTILE_VALUES, st.booleans())
+def test_fuzzed_old_tables_are_refused_or_checked_never_a_crash(tmp_path_factory, built_once,
+                                                                table, data, value,
+                                                                keep_type) -> None:
+    """Any value in any column: update refuses in one line (exit 2) or writes tables
+    that pass every check; the tree is never touched."""
+    import pyarrow as pa
+
+    root, built = built_once
+    column = data.draw(st.sampled_from(COLUMNS[table]))
+    out = tmp_path_factory.mktemp("out")
+    for name in ("sessions.pqt", "datasets.pqt"):
+        shutil.copy(built / name, out / name)
+    try:
+        _forge(out / table, _set(column, value) if keep_type else _set(column, value,
+                                                                      pa.infer_type([value])))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+        assume(False)  # no table can hold it
+    tree = _files(root)
+    code = main(["update", str(root), "--out", str(out), "--keep-missing", "--quiet",
+                 "--workers", "1"])
+    event(f"update exit {code}")
+    assert code in (0, 2)
+    if code == 0:
+        TableStore(out).read()  # every value that reached the new tables is checked
+    assert _files(root) == tree
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(HOSTILE_TEXT, st.binary(max_size=64), st.booleans()), max_size=3),
+       st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4),
+       st.booleans())
+def test_fuzzed_zips_are_refused_or_verified_never_a_crash(tmp_path_factory, members,
+                                                           flips, hash_too) -> None:
+    """Crafted members (names, links), and bytes changed anywhere in the zip (its
+    central directory, headers, tables, data): exit 0, 1 or 2, nothing written."""
+    tmp = tmp_path_factory.mktemp("zip")
+    root = write_tree(tmp / "t", [f"{SES}/alf/trials.table.npy"])
+    release = tmp / "r.zip"
+    assert main(["release", str(root), str(release), "--hash", "md5", "--quiet",
+                 "--workers", "1"]) == 0
+    crafted = tmp / "c.zip"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # duplicate names are the point
+        _rezip(release, crafted, add=[(_link_entry(name) if link else name, data)
+                                      for name, data, link in members if name])
+    data = bytearray(crafted.read_bytes())
+    for where, byte in flips:
+        data[where % len(data)] = byte
+    crafted.write_bytes(data)
+    before = _files(tmp)
+    code = main(["verify", str(crafted), "--quiet", *(["--hash"] if hash_too else [])])
+    event(f"verify exit {code}")
+    assert code in (0, 1, 2)
+    assert _files(tmp) == before
+
+
+# A full disk ---------------------------------------------------------------------------
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 kB file system, filled up."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                             capture_output=True)
+    if mounted.returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    with contextlib.suppress(OSError), open(folder / "filler", "wb", buffering=0) as f:
+        while True:
+            f.write(bytes(4096))
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("command", ["build", "release", "check"])
+def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_path, full_disk,
+                                                                 command) -> None:
+    from fastindex.treegen import make_tree
+
+    root = tmp_path / "t"
+    make_tree(root, files=3000, shape="behaviour", seed=1)
+    (root / "notes.txt").write_text("not data\n")  # a problem: a report to write
+    before = sorted(p.name for p in full_disk.iterdir())
+    args = {"build": ["build", str(root), "--out", str(full_disk)],
+            "release": ["release", str(root), str(full_disk / "r.zip"), "--allow-skipped"],
+            "check": ["check", str(root), "--report", str(full_disk / "r.csv")]}[command]
+    line = _one_line_refusal(_cli(*args, "--quiet"), code=3)
+    assert "no space left on the device" in line and str(full_disk) in line
+    assert sorted(p.name for p in full_disk.iterdir()) == before

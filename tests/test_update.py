@@ -72,7 +72,7 @@ def test_update_equals_a_fresh_build(tmp_path_factory, sequence, algorithms, opt
     fastindex.build(root, workers=1, hash=algorithms, **options)
     for edit in sequence:
         _apply(root, edit)
-    result = update(root, workers=1)
+    result = update(root, workers=1, follow_symlinks=options.get("follow_symlinks", False))
     assert result.incremental
     fresh = tmp / "fresh"
     fresh.mkdir()
