@@ -1,4 +1,4 @@
-from fastindex.cli import run
+from fastindex_entry import main
 
 if __name__ == "__main__":
-    run()
+    main()

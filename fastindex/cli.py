@@ -411,9 +411,11 @@ def _terminate(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of raising."""
-    args = _parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
+        if getattr(signal.getsignal(signal.SIGINT), "__module__", "") == "fastindex_entry":
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # the command starts
         signal.signal(signal.SIGTERM, _terminate)
+    args = _parser().parse_args(argv)
     try:
         return args.func(args)
     except FastindexError as err:

@@ -50,7 +50,8 @@ def main(argv: list[str]) -> int:
     ensure_venv()
     if argv[0] == "demo":
         return run(PYTHON, REPO / "scripts" / "demo.py", *argv[1:])
-    lint = run(PYTHON, "-m", "ruff", "check", "fastindex", "tests", "scripts", "benchmarks")
+    lint = run(PYTHON, "-m", "ruff", "check", "fastindex", "fastindex_entry.py", "tests",
+               "scripts", "benchmarks")
     tests = run(PYTHON, "-m", "pytest", "-q", *argv[1:])
     return tests or lint
 

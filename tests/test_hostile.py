@@ -9,8 +9,10 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -638,3 +640,62 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_path, full_
     line = _one_line_refusal(_cli(*args, "--quiet"), code=3)
     assert "no space left on the device" in line and str(full_disk) in line
     assert sorted(p.name for p in full_disk.iterdir()) == before
+
+
+JOURNAL_PATHS = HOSTILE_TEXT | st.sampled_from(["s", "s/2020-01-01", "link/x", "outside",
+                                                "s/2020-01-01/1", "s/2020-01-01/001"])
+JOURNAL_STEPS = st.one_of(
+    st.builds(lambda a, b: {"rename": [a, b]}, JOURNAL_PATHS, JOURNAL_PATHS),
+    st.builds(lambda a: {"mkdir": a}, JOURNAL_PATHS),
+    st.dictionaries(st.text(max_size=6), HOSTILE_VALUES, max_size=2))
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(JOURNAL_STEPS, max_size=4), st.sampled_from([None, "/", "other"]),
+       st.binary(max_size=8))
+def test_fuzzed_journals_never_reach_outside_the_root(tmp_path_factory, steps, header_root,
+                                                      tail) -> None:
+    tmp = tmp_path_factory.mktemp("journal")
+    root = write_tree(tmp / "t", ["s/2020-01-01/1/alf/a.b.npy"])
+    outside = write_tree(tmp / "outside", ["x/keep.me.npy"])
+    (root / "link").symlink_to(outside)
+    journal = tmp / "j.jsonl"
+    journal.write_bytes(_journal(root, *steps, header_root=header_root).encode() + tail)
+    before = _files(outside), sorted(p.name for p in tmp.iterdir())
+    code = main(["fix", str(root), "--undo", str(journal)])
+    event(f"undo exit {code}")
+    assert code in (0, 1, 2, 3)
+    assert (_files(outside), sorted(p.name for p in tmp.iterdir())) == before
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(HOSTILE_TEXT | st.sampled_from(["*", "!*", "alf/", "**/", "\\", "[", "#x",
+                                                 "/lab/"]), max_size=5),
+       st.binary(max_size=8))
+def test_fuzzed_ignore_files_are_refused_or_obeyed_never_a_crash(tmp_path_factory, lines,
+                                                                 tail) -> None:
+    tmp = tmp_path_factory.mktemp("ignore")
+    root = write_tree(tmp / "t", [f"{SES}/alf/trials.table.npy"])
+    (root / ".fastindexignore").write_bytes("\n".join(lines).encode() + tail)
+    code = main(["build", str(root), "--quiet", "--workers", "1"])
+    event(f"build exit {code}")
+    assert code in (0, 2)
+    if code == 0:
+        assert TableStore(root).read().datasets.height in (0, 1)
+
+
+def test_ctrl_c_before_the_command_starts_is_one_line(tmp_path) -> None:
+    """SIGINT while the console script is still importing (about 0.15 s): no traceback."""
+    script = Path(sys.executable).parent / "fastindex"
+    root = write_tree(tmp_path / "t", [f"{SES}/alf/trials.table.npy"])
+    for delay in (0.03, 0.06, 0.1):
+        proc = subprocess.Popen([str(script), "build", str(root), "--quiet"],
+                                stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert "Traceback" not in err
+        if proc.returncode == 130:
+            assert len(err.strip().splitlines()) == 1, err
