@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from fastindex.bucket import BucketRoot
 from fastindex.engine import Engine, TreeIndex, check_root
-from fastindex.errors import ProblemsFound
+from fastindex.errors import InputError, ProblemsFound
 from fastindex.spec import BuildSpec, RunSettings, options
 from fastindex.store import BuildResult, TableStore
 
@@ -41,11 +42,21 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
     """
     started = time.perf_counter()
     spec, settings = options(**given)
-    root_path = check_root(root)
-    store = TableStore.output(out_dir or root_path, create=True)
+    root_path = check_root(root, settings)
+    store = TableStore.output(tables_folder(out_dir, root_path, "--out"), create=True)
     with store.lock():
         return build_in(store, root_path, (spec, settings), strict_refusal if strict else None,
                         quiet_paths, started)[1]
+
+
+def tables_folder(given: str | os.PathLike | None, root: Path | BucketRoot, option: str
+                  ) -> str | os.PathLike:
+    """Where the tables are: ``given``, else the root; a bucket's go to a local folder."""
+    if given is not None:
+        return given
+    if isinstance(root, BucketRoot):
+        raise InputError(f"the tables of a bucket are written to a local folder: {option} DIR")
+    return root
 
 
 #: Looks at an index before anything is written: the reason to write nothing, or None.
@@ -84,5 +95,5 @@ def check(root: str | os.PathLike, **given) -> TreeIndex:
     Takes the options of ``build``; ids are ONE's strings (they are not written).
     """
     spec, settings = options(**{"hash_ids": False, **given})
-    with Engine(check_root(root), settings) as engine:
+    with Engine(check_root(root, settings), settings) as engine:
         return engine.index(spec)

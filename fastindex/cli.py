@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="write sessions.pqt and datasets.pqt for a tree")
-    b.add_argument("root", type=Path, help="folder to index")
+    b.add_argument("root", type=_root, help="folder to index, or s3://bucket/prefix")
     b.add_argument("--out", type=Path, help="folder for the tables (default: ROOT)")
     b.add_argument("--lab", help="check that every session is in LAB/Subjects/ (refused "
                                  "otherwise; fastindex fix --lab moves them there)")
@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="digest every file: md5 goes in ONE's hash column, xxh3 in an "
                         "extra xxh3 column (default: none)")
     _add_tree_options(b)
+    _add_source_options(b)
     _add_run_options(b)
     b.add_argument("--report", type=Path,
                    help="write skipped files and warnings here (.csv or .json)")
@@ -53,9 +54,10 @@ def _parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("check", help="list what would not be indexed, write nothing "
                                      "(exit 1 when anything is reported)")
-    k.add_argument("root", type=Path, help="folder to check")
+    k.add_argument("root", type=_root, help="folder to check, or s3://bucket/prefix")
     k.add_argument("--lab", help="also check that every session is in LAB/Subjects/")
     _add_tree_options(k)
+    _add_source_options(k)
     _add_run_options(k)
     k.add_argument("--json", action="store_true", help="print the report as JSON")
     k.add_argument("--report", type=Path, help="also write the list here (.csv or .json)")
@@ -63,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("update", help="bring the tables up to date, re-hashing only what "
                                       "changed")
-    u.add_argument("root", type=Path, help="folder that was indexed")
+    u.add_argument("root", type=_root, help="folder (or s3://bucket/prefix) that was indexed")
     u.add_argument("--out", type=Path, help="folder of the tables (default: ROOT)")
     u.add_argument("--hash", choices=hashing.CHOICES,
                    help="other digests than the tables have (a full build)")
@@ -73,23 +75,26 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--force", action="store_true",
                    help="rebuild tables whose ids would change (another tool or namespace)")
     _add_confirm_links(u)
+    _add_source_options(u)
     _add_run_options(u)
     u.set_defaults(func=_update)
 
     v = sub.add_parser("verify", help="compare a tree, or a release zip, with its tables "
                                       "(exit 1 on differences)")
-    v.add_argument("root", type=Path, help="folder that was indexed, or a release .zip")
+    v.add_argument("root", type=_root, help="folder (or s3://bucket/prefix) that was indexed, "
+                                            "or a release .zip")
     v.add_argument("--tables", type=Path, help="folder of the tables (default: ROOT)")
     v.add_argument("--hash", action="store_true",
                    help="also compare contents, with the digests the tables hold")
     _add_confirm_links(v)
+    _add_source_options(v)
     _add_run_options(v)
     v.add_argument("--report", type=Path, help="write the differences here (.csv or .json)")
     v.set_defaults(func=_verify)
 
     f = sub.add_parser("fix", help="rename session folders to where ONE looks for them "
                                    "(a dry run unless --apply; exit 1 when some cannot be)")
-    f.add_argument("root", type=Path, help="folder to fix (or whose renames to undo)")
+    f.add_argument("root", type=_root, help="folder to fix (or whose renames to undo)")
     f.add_argument("--lab", help="move sessions that have no lab folder into LAB/Subjects/")
     f.add_argument("--apply", action="store_true", help="carry out the renames")
     f.add_argument("--journal", type=Path,
@@ -102,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("release", help="check, build and zip a tree: a verified, "
                                        "reproducible release (exit 1 when anything "
                                        "would be skipped)")
-    r.add_argument("root", type=Path, help="folder to release")
+    r.add_argument("root", type=_root, help="folder to release")
     r.add_argument("out", type=Path, help="the zip to write (OUT.zip)")
     r.add_argument("--hash", choices=[c for c in hashing.CHOICES if c != "none"],
                    default="md5", help="digest in the tables, checked while zipping "
@@ -146,6 +151,20 @@ def _add_tree_options(command: argparse.ArgumentParser) -> None:
                               "instead of ignoring them")
 
 
+def _root(text: str) -> Path | str:
+    """A folder, or an ``s3://`` URL kept as it is (a Path would fold its ``//``)."""
+    return text if text.startswith("s3://") else Path(text)
+
+
+def _add_source_options(command: argparse.ArgumentParser) -> None:
+    """Where an ``s3://`` root is: an S3-compatible endpoint, and signing."""
+    command.add_argument("--endpoint-url", metavar="URL",
+                         help="an S3-compatible store's endpoint, for s3:// roots "
+                              "(default: AWS)")
+    command.add_argument("--no-sign-request", dest="anonymous", action="store_true",
+                         help="read a public bucket without credentials")
+
+
 def _add_confirm_links(command: argparse.ArgumentParser) -> None:
     """update and verify walk as the tables were built, except for links: a recorded
     --follow-symlinks is obeyed only when the user gives it again."""
@@ -175,7 +194,9 @@ def _add_run_options(command: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace) -> dict:
     """The run options, as keywords of the Python API."""
     return {"workers": args.workers, "io_threads": args.io_threads,
-            "scheduler": args.scheduler, "progress": not args.quiet}
+            "scheduler": args.scheduler, "progress": not args.quiet,
+            "endpoint_url": getattr(args, "endpoint_url", None),
+            "anonymous": getattr(args, "anonymous", False)}
 
 
 def _tree(args: argparse.Namespace) -> dict:
@@ -212,7 +233,8 @@ def _build(args: argparse.Namespace) -> int:
     from fastindex.build import build
 
     report = check_report_path(args.report) if args.report else None
-    had_tables = ((args.out or args.root) / "datasets.pqt").exists()
+    tables = args.out or args.root
+    had_tables = isinstance(tables, Path) and (tables / "datasets.pqt").exists()
     try:
         result = build(args.root, args.out, strict=args.strict, hash_ids=not args.string_ids,
                        namespace=args.namespace, lab=args.lab, hash=args.hash, **_tree(args),
@@ -321,7 +343,7 @@ def _verify(args: argparse.Namespace) -> int:
     from fastindex.verify import verify, verify_zip
 
     report = check_report_path(args.report) if args.report else None
-    if args.root.suffix.lower() == ".zip" and args.root.is_file():
+    if isinstance(args.root, Path) and args.root.suffix.lower() == ".zip" and args.root.is_file():
         if args.tables or args.scheduler:
             raise InputError("a release zip holds its tables; --tables and --scheduler "
                              "do not apply")

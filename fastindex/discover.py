@@ -19,7 +19,7 @@ from fastindex import alf, walk
 from fastindex import problems as p
 from fastindex.problems import Problem
 from fastindex.safefile import is_temporary
-from fastindex.scan import IoThreads, Lister, SerialLister
+from fastindex.scan import IoThreads, Lister, SerialLister, lister_for
 from fastindex.walk import NO_RULES, Policy
 
 __all__ = ["NO_RULES", "Policy", "Discovery", "Folder", "Session", "discover", "reject"]
@@ -58,7 +58,7 @@ class Discovery:
 
 def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY, *,
              max_batch: int = 64, hand_off_dates: bool = True, rel: str = "",
-             io: IoThreads = AUTOMATIC, lister: Lister | None = None
+             io: IoThreads = AUTOMATIC, lister: Lister | None = None, bucket=None
              ) -> Iterator[list[Folder]]:
     """Walk down from ``root`` to the session folders, in sorted order.
 
@@ -81,8 +81,9 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
             return not (hand_off_dates and alf.DATE_RE.fullmatch(name)) and not (
                 rules.patterns and rules.matches(child, True))
 
-        with Lister(io, descend, root) as own:
-            own.start(root, rel)
+        with lister_for(bucket, io, descend, root) as own:
+            if bucket is None:  # a bucket's walk lists flat only what workers are handed
+                own.start(root, rel)
             yield from discover(root, found, policy, max_batch=max_batch,
                                 hand_off_dates=hand_off_dates, rel=rel, lister=own)
         return
@@ -100,7 +101,8 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
     def session(path: str, rel: str) -> Iterator[list[Folder]]:
         parts = alf.session_parts(path if os.sep == "/" else Path(path).as_posix())
         session = Session(path, rel, alf.rooted_parts(parts, rel))
-        if _is_possible(found, session, policy) and _is_loadable(found, session, policy):
+        if _is_possible(found, session, policy, lister) and _is_loadable(found, session, policy,
+                                                                          lister):
             yield from add(Folder(path, rel, session.parts),
                            os.path.dirname(os.path.dirname(path)))
 
@@ -152,16 +154,16 @@ def _outside_sessions(found: Discovery, listing: walk.Listing, policy: walk.Poli
 FOLDER_REASONS = frozenset({p.SYMLINK_DIR, p.SYMLINK_LOOP, p.UNREADABLE})
 
 
-def _is_possible(found: Discovery, session: Session, policy: walk.Policy) -> bool:
+def _is_possible(found: Discovery, session: Session, policy: walk.Policy, lister) -> bool:
     """True unless the session's date does not exist; then its files are reported."""
     if alf.parse_date(session.parts.date) is not None:
         return True
     reject(found, session, policy, p.IMPOSSIBLE_DATE,
-           f"{session.parts.date} is not a calendar date")
+           f"{session.parts.date} is not a calendar date", lister)
     return False
 
 
-def _is_loadable(found: Discovery, session: Session, policy: walk.Policy) -> bool:
+def _is_loadable(found: Discovery, session: Session, policy: walk.Policy, lister) -> bool:
     """True when ONE looks for the session in its own folder; else its files are reported.
 
     Each session is checked on its own path, so ``2`` beside ``002`` needs no
@@ -172,24 +174,23 @@ def _is_loadable(found: Discovery, session: Session, policy: walk.Policy) -> boo
         return True
     if p.has_invalid_encoding(session.rel):  # ONE's pattern read parts out of its name
         reject(found, session, policy, p.INVALID_ENCODING,
-               "a folder of this session is not UTF-8: rename it")
+               "a folder of this session is not UTF-8: rename it", lister)
         return False
     found.unloadable.append(session)
     root = session.path[: len(session.path) - len(session.rel)]
     taken = ", another folder: its files would load instead" if os.path.isdir(
         os.path.join(root, expected)) else ""
     reject(found, session, policy, p.UNLOADABLE_SESSION,
-           f"ONE looks for this session in {expected}{taken}")
+           f"ONE looks for this session in {expected}{taken}", lister)
     return False
 
 
 def reject(found: Discovery, session: Session, policy: walk.Policy, reason: str,
-           detail: str) -> None:
+           detail: str, lister=None) -> None:
     """Report every file of a session folder that is not indexed, with ``reason``
     (the folder itself when it holds no file, so an empty session is not lost)."""
     before = len(found.problems)
-    lister = SerialLister()
-    for listing in walk.walk(session.path, session.rel, policy, lister):
+    for listing in walk.walk(session.path, session.rel, policy, lister or SerialLister()):
         found.ignored += listing.ignored
         if listing.error is not None:
             found.problems.append(Problem(p.display_path(listing.rel or "."), p.UNREADABLE,

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastindex import alf, discover, ignore, scan
+from fastindex import alf, bucket, discover, ignore, scan
 from fastindex import problems as p
+from fastindex.bucket import BucketRoot
 from fastindex.discover import Folder, Session
 from fastindex.errors import FastindexError, InputError, LabError
 from fastindex.executors import default_workers, executor_for, given_executor
@@ -71,8 +72,17 @@ class HashJob:
     size: int  # bytes when listed
 
 
-def check_root(root: str | os.PathLike) -> Path:
-    """The resolved root, or a clear refusal before any work is done."""
+def check_root(root: str | os.PathLike, settings: RunSettings | None = None
+               ) -> Path | BucketRoot:
+    """The resolved root, or a clear refusal before any work is done.  An ``s3://`` URL
+    is a bucket's tree where ``settings`` (its endpoint and signing) are given: the
+    commands that only read (build, check, update, verify) take buckets."""
+    if bucket.is_url(root):
+        if settings is None:
+            raise InputError(f"this command takes a local folder, not a bucket: {root}")
+        where = BucketRoot.parse(str(root), settings.endpoint_url, settings.anonymous)
+        bucket.check_bucket(where)
+        return where
     root_path = Path(root).expanduser()
     if not root_path.exists():
         raise InputError(f"root does not exist: {root_path}")
@@ -84,7 +94,7 @@ def check_root(root: str | os.PathLike) -> Path:
 class Engine:
     """Runs the index stage of one tree on an executor (see the module's docstring)."""
 
-    def __init__(self, root: Path, settings: RunSettings) -> None:
+    def __init__(self, root: Path | BucketRoot, settings: RunSettings) -> None:
         self.root = root
         self.settings = settings
         try:
@@ -93,6 +103,7 @@ class Engine:
             raise InputError(str(err)) from None
         self._stack = contextlib.ExitStack()
         self.pool: Executor | None = None
+        self.bucket = root if isinstance(root, BucketRoot) else None
 
     def __enter__(self) -> Engine:
         s = self.settings
@@ -117,14 +128,15 @@ class Engine:
         root, progress = self.root, self.settings.progress
         listed_at_ns = time.time_ns()
         rules = ignore.read_rules(root, spec.exclude, spec.default_ignores)
-        quiet = (TableStore(root).own_files() | {ignore.own_file(root)}
-                 | frozenset(quiet_paths))
+        where = self.bucket
+        quiet = frozenset(quiet_paths) | {ignore.own_file(root)} | (
+            TableStore(root).own_files() if where is None else frozenset())
         hashes = spec.digests.algorithms
         found = discover.Discovery()
         options = IndexOptions(spec.id_namespace, spec.follow_symlinks, hashes, DEFER_SIZE,
-                               rules, self.io, os.path.join(root, ""))
+                               rules, self.io, "" if where else os.path.join(root, ""), where)
         policy = discover.Policy(spec.follow_symlinks, rules, quiet, TABLE_FILES)
-        units = discover.discover(root, found, policy, io=self.io)
+        units = discover.discover(str(root), found, policy, io=self.io, bucket=where)
         futures = self._submit(units, options)  # before tqdm's thread
         with _index_bar(progress, hashes, len(futures)) as bar:
             if not hashes:  # Arrow and polars load while the workers index
@@ -145,7 +157,7 @@ class Engine:
         return TreeIndex(
             root, merge.sessions_frame(sessions, eids),
             merge.datasets_frame([r.datasets for r in results], hashes, late),
-            problems.filter(~warned), _root_warnings(root) + warnings,
+            problems.filter(~warned), (_root_warnings(root) if where is None else []) + warnings,
             dict(zip(eids, sessions)), listed_at_ns,
             found.ignored + sum(r.ignored for r in results), rules)
 
@@ -161,7 +173,8 @@ class Engine:
     def _submit_hashing(self, jobs: list[HashJob], algorithms: tuple[str, ...],
                         per_task: int = 1) -> list[tuple[list[HashJob], Future]]:
         chunks = [jobs[i:i + per_task] for i in range(0, len(jobs), per_task)]
-        return [(chunk, self.pool.submit(hash_files, [j.path for j in chunk], algorithms))
+        return [(chunk, self.pool.submit(hash_files, [j.path for j in chunk], algorithms,
+                                         self.bucket))
                 for chunk in chunks]
 
     def _submit(self, batches: Iterable[list[Folder]], options: IndexOptions

@@ -66,8 +66,14 @@ def read_rules(root: Path, exclude: tuple[str, ...] = (), litter: bool = True
     from fastindex.errors import InputError
     from fastindex.safefile import read_regular
 
-    path = root / IGNORE_FILE
-    data = read_regular(path, MAX_BYTES, "ignore file") or b""
+    if isinstance(root, os.PathLike):
+        path = root / IGNORE_FILE
+        data = read_regular(path, MAX_BYTES, "ignore file") or b""
+    else:  # a bucket's (bucket.BucketRoot)
+        from fastindex.bucket import read_small
+
+        path = own_file(root)
+        data = read_small(root, IGNORE_FILE, MAX_BYTES) or b""
     try:
         text = data.decode("utf-8-sig")  # an editor's byte-order mark is not a rule
     except UnicodeDecodeError as err:
@@ -84,4 +90,4 @@ def read_rules(root: Path, exclude: tuple[str, ...] = (), litter: bool = True
 
 def own_file(root: str | os.PathLike) -> str:
     """The ignore file's absolute path: it is configuration, never reported."""
-    return os.path.join(root, IGNORE_FILE)
+    return os.path.join(root if isinstance(root, os.PathLike) else str(root), IGNORE_FILE)

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 
 from fastindex import alf, buffers, hashing
 from fastindex import problems as p
+from fastindex.bucket import BucketRoot
 from fastindex.buffers import RawBatch
 from fastindex.discover import AUTOMATIC, Discovery, Folder, Session, discover
 from fastindex.ignore import IgnoreRules
-from fastindex.scan import IoPool, IoThreads, Lister
+from fastindex.scan import IoPool, IoThreads, Lister, lister_for
 from fastindex.walk import NO_RULES, Policy, walk
 
 NO_READ_PERMISSION = "no read permission for anyone (mode {:03o})"
@@ -39,6 +40,7 @@ class IndexOptions:
     io: IoThreads = AUTOMATIC  # listings in flight per worker
     #: the root's real path and a separator: file links that resolve elsewhere are reported
     root: str = ""
+    bucket: BucketRoot | None = None  # the tree is a bucket's keys (bucket.py)
 
 
 @dataclass(frozen=True)
@@ -100,13 +102,14 @@ def index_sessions(units: list[Folder], options: IndexOptions) -> BatchResult:
     def descend(child: str, name: str) -> bool:
         return not (rules.patterns and rules.matches(child, True))
 
-    with Lister(options.io, descend, units[0].path, stat_files=True) as lister:
+    with lister_for(options.bucket, options.io, descend, units[0].path,
+                    stat_files=True) as lister:
         for unit in units:  # the whole batch is listed ahead, as one subtree per unit
             lister.start(unit.path, unit.rel)
         for unit in units:
             found_here = [[unit]] if unit.parts is not None else discover(
                 unit.path, found, policy, hand_off_dates=False, rel=unit.rel,
-                lister=lister)
+                lister=lister, bucket=options.bucket)
             sessions.extend(Session(s.path, s.rel, s.parts) for batch in found_here
                             for s in batch)
         return _index_found(sessions, found, options, lister)
@@ -187,9 +190,10 @@ def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns,
                 cols.id_md5.append(hashlib.md5(id_prefix + encoded).digest())
 
 
-def hash_files(paths: list[str], algorithms: tuple[str, ...]
+def hash_files(paths: list[str], algorithms: tuple[str, ...], bucket: BucketRoot | None = None
                ) -> list[tuple[int, dict[str, str]] | OSError]:
-    """Hash files as a task of their own: (bytes read, digests), or the error, for each.
+    """Hash files (or a bucket's objects) as a task of their own: (bytes read, digests),
+    or the error, for each.
 
     Used for the large files a batch left, and for the files ``update`` found changed.
     """
@@ -197,10 +201,22 @@ def hash_files(paths: list[str], algorithms: tuple[str, ...]
     results: list = []
     for path in paths:
         try:
-            results.append(hashing.digest_file(path, algorithms, buffer))
+            results.append(_read(path, algorithms, buffer, None, bucket))
         except OSError as err:
             results.append(err)
     return results
+
+
+def _read(path: str, algorithms: tuple[str, ...], buffer: bytearray, st,
+          bucket: BucketRoot | None) -> tuple[int, dict[str, str]]:
+    """One read of a file, or of an object: (bytes, digests); ``st``: its listing, which
+    the read must still find (the file's mtime, the object's ETag)."""
+    if bucket is not None:
+        from fastindex.bucket import digest_object
+
+        return digest_object(bucket, path, algorithms, buffer, getattr(st, "etag", None))
+    return hashing.digest_file(path, algorithms, buffer,
+                               mtime_ns=st.st_mtime_ns if st is not None else None)
 
 
 def _add_digests(path: str, st: os.stat_result, rel_path: str, task: SessionTask,
@@ -217,13 +233,13 @@ def _add_digests(path: str, st: os.stat_result, rel_path: str, task: SessionTask
     if size >= options.defer_size:
         cols.deferred.append((task.position, rel_path, path, size))
         digests = dict.fromkeys(options.hashes, "")
-    elif (future := pool.submit(_digest_in_thread, path, options.hashes,
-                                st.st_mtime_ns)) is not None:
+    elif (future := pool.submit(_digest_in_thread, path, options.hashes, st,
+                                options.bucket)) is not None:
         cols.hashing.append((len(cols.session), future, task, rel_path, size))
         digests = dict.fromkeys(options.hashes, "")
     else:
         try:
-            outcome = hashing.digest_file(path, options.hashes, buffer, mtime_ns=st.st_mtime_ns)
+            outcome = _read(path, options.hashes, buffer, st, options.bucket)
         except OSError as err:
             outcome = err
         problem = read_problem(outcome, size)
@@ -255,13 +271,13 @@ def read_problem(outcome: tuple[int, dict] | OSError, size: int) -> tuple[str, s
 _thread_buffers = threading.local()
 
 
-def _digest_in_thread(path: str, algorithms: tuple[str, ...], mtime_ns: int
+def _digest_in_thread(path: str, algorithms: tuple[str, ...], st, bucket: BucketRoot | None
                       ) -> tuple[int, dict] | OSError:
     buffer = getattr(_thread_buffers, "buffer", None)
     if buffer is None:
         buffer = _thread_buffers.buffer = bytearray(hashing.CHUNK)
     try:
-        return hashing.digest_file(path, algorithms, buffer, mtime_ns=mtime_ns)
+        return _read(path, algorithms, buffer, st, bucket)
     except OSError as err:
         return err
 

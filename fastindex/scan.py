@@ -160,6 +160,16 @@ class IoPool:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+def lister_for(bucket, io: IoThreads, descend: Descend, where: str,
+                stat_files: bool = False):
+    """The lister of a walk: a bucket's (``bucket.BucketLister``) or the disk's."""
+    if bucket is not None:
+        from fastindex.bucket import BucketLister
+
+        return BucketLister(bucket, descend)
+    return Lister(io, descend, where, stat_files)
+
+
 class SerialLister:
     """Lists a folder when the walk asks for it: for walks too small to plan ahead."""
 

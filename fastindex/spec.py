@@ -91,6 +91,8 @@ class RunSettings:
     client: Any = None  # a Dask client
     scheduler: str | None = None  # a Dask scheduler address, or local:N
     progress: bool = False
+    endpoint_url: str | None = None  # an S3-compatible store's, for s3:// roots
+    anonymous: bool = False  # read a public bucket without signing (--no-sign-request)
 
     def __post_init__(self) -> None:
         _check_count("workers", self.workers, 1, MAX_WORKERS)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from fastindex import alf
+from fastindex.build import tables_folder
 from fastindex.engine import Engine, HashJob, TreeIndex, check_root
 from fastindex.errors import InputError
 from fastindex.hashing import Digests
@@ -66,8 +67,8 @@ def update(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
     """
     started = time.perf_counter()
     _, settings = options(settings=run.pop("settings", None), **_run_only(run))
-    root_path = check_root(root)
-    store = TableStore.output(out_dir or root_path)
+    root_path = check_root(root, settings)
+    store = TableStore.output(tables_folder(out_dir, root_path, "--out"))
     with store.lock():
         with Engine(root_path, settings) as engine:
             old = store.read("no tables to update in {folder}; run fastindex build first")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastindex import hashing
+from fastindex.build import tables_folder
 from fastindex.engine import Engine, check_root
 from fastindex.errors import InputError
 from fastindex.hashing import Digests
@@ -75,8 +76,9 @@ def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None,
     following links are verified only with ``follow_symlinks`` (as ``update``).
     """
     _, settings = options(**run)
-    root_path = check_root(root)
-    store = TableStore(Path(tables_dir).expanduser().resolve() if tables_dir else root_path)
+    root_path = check_root(root, settings)
+    store = TableStore(Path(tables_folder(tables_dir, root_path, "--tables")).expanduser()
+                       .resolve())
     with Engine(root_path, settings) as engine:  # before the tables load polars
         tables = store.read("no table at {path}")
         hashed = _digests_to_compare(tables.datasets, hash, store.folder)

@@ -1,0 +1,199 @@
+"""Buckets as trees: ``fastindex build s3://bucket/prefix`` against a real S3 API.
+
+The server is moto's, in server mode, started here on 127.0.0.1 (nothing leaves the
+machine); the client is the one fastindex uses.  A bucket and a local copy of the same
+tree must give the same tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import BEHAVIOUR, write_tree
+
+import fastindex
+from fastindex import bucket
+from fastindex import problems as p
+from fastindex.cli import main
+
+boto3 = pytest.importorskip("boto3")
+SES = "lab/Subjects/sub/2021-01-01/001"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _moto(**env: str):
+    """moto's S3 server in a process of its own, on 127.0.0.1: its endpoint URL."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **env})
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                break
+            time.sleep(0.05)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    with _moto() as url:
+        yield url
+
+
+@pytest.fixture(autouse=True)
+def credentials(monkeypatch):
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    bucket.client.cache_clear()
+
+
+def _upload(endpoint: str, name: str, tree: Path, prefix: str = "data") -> str:
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket=name)
+    for path in sorted(tree.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            key = f"{prefix}/{path.relative_to(tree).as_posix()}" if prefix else \
+                path.relative_to(tree).as_posix()
+            s3.put_object(Bucket=name, Key=key, Body=path.read_bytes())
+    return f"s3://{name}/{prefix}" if prefix else f"s3://{name}"
+
+
+def _rows(folder: Path) -> dict:
+    """Both tables' rows and schemas, less what says where and when they were built."""
+    out = {}
+    for name in ("sessions.pqt", "datasets.pqt"):
+        table = pq.read_table(folder / name)
+        out[name] = (table.drop_columns([c for c in ("mtime_ns",) if c in table.column_names])
+                     .replace_schema_metadata(None).to_pylist())
+    return out
+
+
+def _report(folder: Path) -> list:
+    import json
+
+    return [(r["path"], r["reason"]) for r in
+            json.loads((folder / "r.json").read_text())["problems"]]
+
+
+MESSY = [*(f"{SES}/{f}" for f in BEHAVIOUR), f"{SES}/alf/#2021-02-01#/trials.table.npy",
+         "lab/Subjects/sub/2021-01-01/1/alf/unloadable.thing.npy",
+         "lab/Subjects/sub/2021-01-01/002/notes.txt", "lab/Subjects/README.md",
+         "other/2020-13-01/001/alf/bad.date.npy"]
+
+
+@pytest.mark.parametrize("hash_mode", ["none", "xxh3+md5"])
+def test_a_bucket_and_its_local_copy_give_the_same_tables(tmp_path, endpoint,
+                                                           hash_mode) -> None:
+    tree = write_tree(tmp_path / "t", MESSY)
+    (tree / ".fastindexignore").write_text("README*\n")
+    url = _upload(endpoint, f"same-{hash_mode.replace('+', '-')}", tree)
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    for out, root, extra in ((local, tree, []), (remote, url, ["--endpoint-url", endpoint])):
+        out.mkdir()
+        assert main(["build", str(root), "--out", str(out), "--hash", hash_mode, "--quiet",
+                     "--report", str(out / "r.json"), "--workers", "2", *extra]) == 0
+    assert _rows(remote) == _rows(local)
+    assert _report(remote) == _report(local)
+    assert ("lab/Subjects/sub/2021-01-01/1/alf/unloadable.thing.npy",
+            p.UNLOADABLE_SESSION) in _report(remote)
+    assert pq.read_table(remote / "datasets.pqt").num_rows == len(BEHAVIOUR) + 1
+
+
+def test_one_loads_the_rows_from_a_mirror_of_the_bucket(tmp_path, endpoint) -> None:
+    """The tables of a bucket, beside a synced copy of it: ONE loads every row."""
+    from one.api import One
+
+    tree = write_tree(tmp_path / "t", [f"{SES}/{f}" for f in BEHAVIOUR])
+    url = _upload(endpoint, "mirror", tree, prefix="")
+    mirror = tmp_path / "mirror"
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    for obj in s3.list_objects_v2(Bucket="mirror")["Contents"]:
+        (mirror / obj["Key"]).parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file("mirror", obj["Key"], str(mirror / obj["Key"]))
+    fastindex.build(url, mirror, hash="md5", workers=1, endpoint_url=endpoint)
+    one = One(cache_dir=mirror, mode="local")
+    eid = one.search()[0]
+    for rel_path in one.list_datasets(eid):
+        assert Path(one.load_dataset(eid, rel_path, download_only=True)).is_file()
+
+
+def test_more_than_a_page_of_keys_under_one_prefix(tmp_path, endpoint) -> None:
+    names = [f"{SES}/alf/obj{i:04d}.times.npy" for i in range(1100)]
+    tree = write_tree(tmp_path / "t", {n: b"x" for n in names})
+    url = _upload(endpoint, "pages", tree)
+    result = fastindex.build(url, tmp_path / "out", workers=1, endpoint_url=endpoint)
+    assert result.n_datasets == 1100
+
+
+def test_a_key_deleted_between_listing_and_hashing_is_vanished(tmp_path, endpoint,
+                                                                monkeypatch) -> None:
+    tree = write_tree(tmp_path / "t", [f"{SES}/{f}" for f in BEHAVIOUR])
+    url = _upload(endpoint, "vanish", tree)
+    victim = f"data/{SES}/{BEHAVIOUR[0]}"
+    listed = bucket.BucketLister._list_flat
+
+    def list_then_delete(self, path):
+        folders = listed(self, path)
+        boto3.client("s3", endpoint_url=endpoint).delete_object(Bucket="vanish", Key=victim)
+        return folders
+
+    monkeypatch.setattr(bucket.BucketLister, "_list_flat", list_then_delete)
+    result = fastindex.build(url, tmp_path / "out", hash="md5", workers=1,
+                             endpoint_url=endpoint)
+    reasons = dict(zip(result.skipped["path"], result.skipped["reason"]))
+    assert reasons == {f"{SES}/{BEHAVIOUR[0]}": p.VANISHED}
+    assert result.n_datasets == len(BEHAVIOUR) - 1
+
+
+def _one_line(args: list[str], code: int = 2) -> str:
+    done = subprocess.run([sys.executable, "-m", "fastindex", *args], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **CREDENTIALS})
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def test_a_wrong_bucket_prefix_or_endpoint_is_one_line(tmp_path, endpoint) -> None:
+    tree = write_tree(tmp_path / "t", [f"{SES}/alf/trials.table.npy"])
+    _upload(endpoint, "right", tree)
+    out = str(tmp_path / "out")
+    assert "no such bucket: wrong" in _one_line(
+        ["build", "s3://wrong/data", "--out", out, "--endpoint-url", endpoint])
+    assert "no keys under s3://right/nothing" in _one_line(
+        ["build", "s3://right/nothing", "--out", out, "--endpoint-url", endpoint])
+    assert "cannot reach the S3 endpoint" in _one_line(
+        ["build", "s3://right/data", "--out", out, "--endpoint-url",
+         f"http://127.0.0.1:{_free_port()}"])
+    assert "a local folder: --out DIR" in _one_line(
+        ["build", "s3://right/data", "--endpoint-url", endpoint])
+    assert "not a bucket" in _one_line(["release", "s3://right/data", out + ".zip"])
+
+
+def test_wrong_credentials_are_one_line(tmp_path) -> None:
+    with _moto(INITIAL_NO_AUTH_ACTION_COUNT="0") as strict:
+        line = _one_line(["build", "s3://any/data", "--out", str(tmp_path / "out"),
+                          "--endpoint-url", strict])
+    assert "denied" in line and "credentials" in line
