@@ -98,21 +98,26 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
         subject = key
         batch.append(unit)
 
-    def session(path: str, rel: str) -> Iterator[list[Folder]]:
-        parts = alf.session_parts(path if os.sep == "/" else Path(path).as_posix())
+    def session(path: str, rel: str, parts: alf.SessionParts) -> Iterator[list[Folder]]:
         session = Session(path, rel, alf.rooted_parts(parts, rel))
         if _is_possible(found, session, policy, lister) and _is_loadable(found, session, policy,
                                                                           lister):
             yield from add(Folder(path, rel, session.parts),
                            os.path.dirname(os.path.dirname(path)))
 
-    if _is_session(root):
-        yield from session(root, rel)
+    if (parts := _session_parts(root)) is not None:
+        yield from session(root, rel, parts)
         return
 
+    sessions: dict[str, alf.SessionParts] = {}  # stopped at, by path: parsed once
+
     def stop(entry: os.DirEntry, entry_rel: str) -> bool:
-        return bool(hand_off_dates and alf.DATE_RE.fullmatch(entry.name)) or _is_session(
-            entry.path)
+        if hand_off_dates and alf.DATE_RE.fullmatch(entry.name):
+            return True
+        parts = _session_parts(entry.path)
+        if parts is not None:
+            sessions[entry.path] = parts
+        return parts is not None
 
     for listing in walk.walk(root, rel, policy, lister, stop=stop, ordered=True):
         found.ignored += listing.ignored
@@ -122,8 +127,8 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
             continue
         for entry in listing.stopped:
             entry_rel = alf.join(listing.rel, entry.name)
-            if _is_session(entry.path):
-                yield from session(entry.path, entry_rel)
+            if (parts := sessions.pop(entry.path, None)) is not None:
+                yield from session(entry.path, entry_rel, parts)
             else:  # a date folder, handed off unlisted
                 yield from add(Folder(entry.path, entry_rel, None), listing.path)
         _outside_sessions(found, listing, policy, listing.path == root)
@@ -131,8 +136,8 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
         yield batch
 
 
-def _is_session(path: str) -> bool:
-    return alf.session_parts(path if os.sep == "/" else Path(path).as_posix()) is not None
+def _session_parts(path: str) -> alf.SessionParts | None:
+    return alf.session_parts(path if os.sep == "/" else Path(path).as_posix())
 
 
 def _outside_sessions(found: Discovery, listing: walk.Listing, policy: walk.Policy,

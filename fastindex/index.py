@@ -73,6 +73,7 @@ class _Columns:
     nbytes: int = 0  # bytes hashed here (deferred files are counted where they are hashed)
     ignored: int = 0
     hashing: list = field(default_factory=list)  # (row, digest future, task, rel_path, size)
+    policy: Policy = Policy()  # the walk's, the same for every session of the batch
 
 
 @dataclass
@@ -119,7 +120,7 @@ def _index_found(sessions: list[Session], found: Discovery, options: IndexOption
                  lister: Lister) -> BatchResult:
     eids = [session_eid(s.parts.string_id, options.namespace) for s in sessions]
     cols = _Columns([], [], [], [], [], list(found.problems), {a: [] for a in options.hashes},
-                    [])
+                    [], policy=Policy(options.follow_symlinks, options.rules))
     buffer = bytearray(hashing.CHUNK) if options.hashes else None
     for i, session in enumerate(sessions):
         _index_session(SessionTask(i, session.path, session.rel, eids[i]), options, cols,
@@ -139,8 +140,7 @@ def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns,
     # (per-row Python), the merge formats all of them at once.
     id_prefix = (options.namespace.bytes + f"{task.eid}/".encode()) if options.namespace else None
     problems = cols.problems
-    policy = Policy(options.follow_symlinks, options.rules)
-    for listing in walk(task.path, task.rel, policy, lister):
+    for listing in walk(task.path, task.rel, cols.policy, lister):
         cols.ignored += listing.ignored
         if listing.error is not None:
             problems.append(_problem(task, listing.sub[:-1] or ".", p.UNREADABLE,

@@ -200,6 +200,9 @@ class Lister:
         self._lock = threading.Lock()
         self._probe = StorageProbe(io, where)
         self.pool = IoPool(self._probe.threads)
+        #: no threads and nothing to time: every listing is a plain ``scandir`` (the
+        #: common case, a local disk, checked once per folder)
+        self._serial = not self.pool.on and not self._probe.deciding
 
     def __enter__(self) -> Lister:
         return self
@@ -222,7 +225,7 @@ class Lister:
     def entries(self, path: str, rel: str) -> list[os.DirEntry]:
         """The entries of ``path``, at root-relative ``rel``; raises ``OSError`` as
         ``os.scandir`` does."""
-        if not self.pool.on and not self._probe.deciding:  # serial: the walk stats itself
+        if self._serial:  # the walk stats what it needs itself
             with os.scandir(path) as it:
                 return list(it)
         with self._lock:
@@ -238,6 +241,7 @@ class Lister:
             self._turn_on()
         elif not self._probe.deciding:
             self._planned.clear()  # fast: this walk stays serial
+            self._serial = True
         return entries
 
     def _turn_on(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import fastindex
 from fastindex import bucket
 from fastindex import problems as p
 from fastindex.cli import main
+from fastindex.update import update
 
 boto3 = pytest.importorskip("boto3")
 SES = "lab/Subjects/sub/2021-01-01/001"
@@ -96,7 +98,7 @@ def _report(folder: Path) -> list:
             json.loads((folder / "r.json").read_text())["problems"]]
 
 
-MESSY = [*(f"{SES}/{f}" for f in BEHAVIOUR), f"{SES}/alf/#2021-02-01#/trials.table.npy",
+MESSY = [*BEHAVIOUR, f"{SES}/alf/trials.table.npy", f"{SES}/alf/#2021-02-01#/trials.table.npy",
          "lab/Subjects/sub/2021-01-01/1/alf/unloadable.thing.npy",
          "lab/Subjects/sub/2021-01-01/002/notes.txt", "lab/Subjects/README.md",
          "other/2020-13-01/001/alf/bad.date.npy"]
@@ -117,14 +119,14 @@ def test_a_bucket_and_its_local_copy_give_the_same_tables(tmp_path, endpoint,
     assert _report(remote) == _report(local)
     assert ("lab/Subjects/sub/2021-01-01/1/alf/unloadable.thing.npy",
             p.UNLOADABLE_SESSION) in _report(remote)
-    assert pq.read_table(remote / "datasets.pqt").num_rows == len(BEHAVIOUR) + 1
+    assert pq.read_table(remote / "datasets.pqt").num_rows == len(BEHAVIOUR) + 2
 
 
 def test_one_loads_the_rows_from_a_mirror_of_the_bucket(tmp_path, endpoint) -> None:
     """The tables of a bucket, beside a synced copy of it: ONE loads every row."""
     from one.api import One
 
-    tree = write_tree(tmp_path / "t", [f"{SES}/{f}" for f in BEHAVIOUR])
+    tree = write_tree(tmp_path / "t", BEHAVIOUR)
     url = _upload(endpoint, "mirror", tree, prefix="")
     mirror = tmp_path / "mirror"
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
@@ -133,9 +135,9 @@ def test_one_loads_the_rows_from_a_mirror_of_the_bucket(tmp_path, endpoint) -> N
         s3.download_file("mirror", obj["Key"], str(mirror / obj["Key"]))
     fastindex.build(url, mirror, hash="md5", workers=1, endpoint_url=endpoint)
     one = One(cache_dir=mirror, mode="local")
-    eid = one.search()[0]
-    for rel_path in one.list_datasets(eid):
-        assert Path(one.load_dataset(eid, rel_path, download_only=True)).is_file()
+    paths = [one.load_dataset(eid, rel, download_only=True) for eid in one.search()
+             for rel in one.list_datasets(eid)]
+    assert len(paths) == len(BEHAVIOUR) and all(Path(x).is_file() for x in paths)
 
 
 def test_more_than_a_page_of_keys_under_one_prefix(tmp_path, endpoint) -> None:
@@ -148,9 +150,9 @@ def test_more_than_a_page_of_keys_under_one_prefix(tmp_path, endpoint) -> None:
 
 def test_a_key_deleted_between_listing_and_hashing_is_vanished(tmp_path, endpoint,
                                                                 monkeypatch) -> None:
-    tree = write_tree(tmp_path / "t", [f"{SES}/{f}" for f in BEHAVIOUR])
+    tree = write_tree(tmp_path / "t", BEHAVIOUR)
     url = _upload(endpoint, "vanish", tree)
-    victim = f"data/{SES}/{BEHAVIOUR[0]}"
+    victim = f"data/{BEHAVIOUR[0]}"
     listed = bucket.BucketLister._list_flat
 
     def list_then_delete(self, path):
@@ -162,7 +164,7 @@ def test_a_key_deleted_between_listing_and_hashing_is_vanished(tmp_path, endpoin
     result = fastindex.build(url, tmp_path / "out", hash="md5", workers=1,
                              endpoint_url=endpoint)
     reasons = dict(zip(result.skipped["path"], result.skipped["reason"]))
-    assert reasons == {f"{SES}/{BEHAVIOUR[0]}": p.VANISHED}
+    assert reasons == {BEHAVIOUR[0]: p.VANISHED}
     assert result.n_datasets == len(BEHAVIOUR) - 1
 
 
@@ -197,3 +199,62 @@ def test_wrong_credentials_are_one_line(tmp_path) -> None:
         line = _one_line(["build", "s3://any/data", "--out", str(tmp_path / "out"),
                           "--endpoint-url", strict])
     assert "denied" in line and "credentials" in line
+
+
+@pytest.mark.skipif(shutil.which("s3fs") is None, reason="needs Debian's s3fs (FUSE)")
+def test_one_loads_the_rows_through_an_s3fs_mount(tmp_path, endpoint, strict_warnings) -> None:
+    """The other way to ONE: the bucket mounted read-only as the cache folder, the
+    tables in a folder of their own (``tables_dir``)."""
+    from one.api import One
+
+    tree = write_tree(tmp_path / "t", BEHAVIOUR)
+    url = _upload(endpoint, "mounted", tree, prefix="")
+    tables = tmp_path / "tables"
+    fastindex.build(url, tables, hash="md5", workers=1, endpoint_url=endpoint)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    passwd = tmp_path / "passwd"  # s3fs's credentials file, as it wants it: mode 600
+    passwd.write_text(f"{CREDENTIALS['AWS_ACCESS_KEY_ID']}:{CREDENTIALS['AWS_SECRET_ACCESS_KEY']}")
+    passwd.chmod(0o600)
+    mounted = subprocess.run(["s3fs", "mounted", str(mnt), "-o", f"url={endpoint}", "-o",
+                              "use_path_request_style", "-o", f"passwd_file={passwd}", "-o",
+                              "ro"], capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"s3fs cannot mount here: {mounted.stderr.strip()}")
+    try:
+        for _ in range(100):
+            if (mnt / "lab").exists():
+                break
+            time.sleep(0.1)
+        one = One(cache_dir=mnt, tables_dir=tables, mode="local")
+        paths = [one.load_dataset(eid, rel, download_only=True) for eid in one.search()
+                 for rel in one.list_datasets(eid)]
+        assert len(paths) == len(BEHAVIOUR)
+        for path in paths:  # ONE's path, through the mount, holds the file's bytes
+            assert path.read_bytes() == (tree / path.relative_to(mnt)).read_bytes()
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
+
+
+def test_verify_and_update_take_a_bucket(tmp_path, endpoint) -> None:
+    """verify compares the tables with the bucket; update rehashes only the keys whose
+    size or last-modified changed."""
+    tree = write_tree(tmp_path / "t", BEHAVIOUR)
+    url = _upload(endpoint, "changing", tree)
+    time.sleep(6)  # else every key is racy (written within 5 s of the walk): all rehashed
+    out = tmp_path / "out"
+    common = ["--endpoint-url", endpoint, "--workers", "1", "--quiet"]
+    assert main(["build", url, "--out", str(out), "--hash", "md5", *common]) == 0
+    assert main(["verify", url, "--tables", str(out), "--hash", *common]) == 0
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    s3.put_object(Bucket="changing", Key=f"data/{BEHAVIOUR[0]}", Body=b"rewritten")
+    report = tmp_path / "v.json"
+    assert main(["verify", url, "--tables", str(out), "--hash", "--report", str(report),
+                 *common]) == 1
+    import json
+
+    kinds = {(r["kind"], r["path"]) for r in json.loads(report.read_text())["differences"]}
+    assert kinds == {("size_mismatch", BEHAVIOUR[0])}
+    result = update(url, out, workers=1, endpoint_url=endpoint)
+    assert (result.incremental, result.rehashed) == (True, 1)
+    assert main(["verify", url, "--tables", str(out), "--hash", *common]) == 0
