@@ -5,7 +5,8 @@ time would end in a traceback from the middle of an import.  This module lives o
 the package so that its first statement runs before any of those imports: until the
 command has started, SIGINT and SIGTERM print one line and exit 130 (nothing has been
 written yet); ``cli.main`` then puts Python's own handling back, under which
-interrupted work cleans up after itself.
+interrupted work cleans up after itself.  A signal in the first 30 to 70 ms, while the
+interpreter itself starts, comes before any of this and is Python's to report.
 """
 
 import os

@@ -433,12 +433,12 @@ def _terminate(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of raising."""
-    if threading.current_thread() is threading.main_thread():
-        if getattr(signal.getsignal(signal.SIGINT), "__module__", "") == "fastindex_entry":
-            signal.signal(signal.SIGINT, signal.default_int_handler)  # the command starts
-        signal.signal(signal.SIGTERM, _terminate)
     args = _parser().parse_args(argv)
     try:
+        if threading.current_thread() is threading.main_thread():
+            if getattr(signal.getsignal(signal.SIGINT), "__module__", "") == "fastindex_entry":
+                signal.signal(signal.SIGINT, signal.default_int_handler)  # the command starts
+            signal.signal(signal.SIGTERM, _terminate)
         return args.func(args)
     except FastindexError as err:
         print(f"fastindex: error: {err}", file=sys.stderr)

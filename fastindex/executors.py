@@ -92,7 +92,8 @@ def executor_for(given: Executor | None, workers: int, start_method: str | None,
         pool: Executor = ProcessPoolExecutor(workers, mp_context=get_context("fork"),
                                              initializer=_exit_with_parent)
         if fork_now:
-            pool.submit(int).result()  # a fork pool starts all its workers on the first task
+            with _interrupts_held():  # a fork pool starts all its workers on the first task
+                pool.submit(int).result()
     elif method in ("forkserver", "spawn") and os.name == "posix":
         pool = CleanWorkers(workers, method)
     else:  # Windows: multiprocessing's spawn, the only method there is
@@ -117,12 +118,33 @@ def default_start_method() -> str:
     return "fork" if threads == 1 else "forkserver"
 
 
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait (pending, not lost) while workers are forked.
+
+    A signal handled inside ``os.fork``'s at-fork hooks raises ``KeyboardInterrupt``
+    there, where Python prints it as "Exception ignored" and drops it: the command went
+    on as if no Ctrl-C came.  Held, it is delivered when the forks are done.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def _exit_with_parent() -> None:
     """In each forked worker: exit when the parent is gone (killed with SIGKILL, say).
 
     A killed parent cannot shut its pool down, and its workers would otherwise wait for
-    work forever.  (``CleanWorkers`` need no watch: their connection closes.)
+    work forever.  (``CleanWorkers`` need no watch: their connection closes.)  The
+    signals the parent held while forking are the worker's again.
     """
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     parent = os.getppid()
 
     def watch() -> None:
