@@ -1,7 +1,8 @@
 """fastindex on an S3 endpoint, side by side with a listing by hand and an s3fs mount.
 
-    python benchmarks/bench_objectstore.py [--files 74000] [--mount-files 20000]
-        [--one-files 2000] [--delay-ms 20] [--cap 64] [--repeat 3] [--tree DIR]
+    python benchmarks/bench_objectstore.py [--files 74000] [--mount-files 2000]
+        [--one-files 500] [--delay-ms 20] [--cap 64] [--repeat 3] [--mount-repeat 1]
+        [--tree DIR]
 
 The endpoint is ``thins3.py`` on 127.0.0.1: the files of a generated IBL-behaviour tree
 as one bucket's keys, every request waiting ``--delay-ms`` (S3: 15 to 30 ms) in one of
@@ -11,8 +12,9 @@ as one bucket's keys, every request waiting ``--delay-ms`` (S3: 15 to 30 ms) in 
 - the boto3 paginator over the whole bucket, one page after the other: the listing a
   user scripts by hand, and the floor of any client that lists sequentially;
 - ``find`` and ``fastindex build`` through an s3fs mount of the same endpoint (a fresh
-  mount per run, so nothing is cached), on a tree of ``--mount-files`` (s3fs makes a
-  HEAD request per file, so the full tree would take many minutes through it);
+  mount per run, so nothing is cached), on a tree of ``--mount-files`` (s3fs makes
+  requests per file and per folder, about 40 ms a file here, so the full tree would take
+  an hour through it), ``--mount-repeat`` times;
 - one-api's ``make_parquet_db`` through the mount, on ``--one-files`` (one run).
 
 Writes benchmarks/results/objectstore.json and .csv.  Needs boto3 and, for the mount
@@ -88,11 +90,13 @@ def s3fs_mount(url: str, where: Path):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=74_000)
-    parser.add_argument("--mount-files", type=int, default=20_000)
-    parser.add_argument("--one-files", type=int, default=2_000)
+    parser.add_argument("--mount-files", type=int, default=2_000)
+    parser.add_argument("--one-files", type=int, default=500)
     parser.add_argument("--delay-ms", type=float, default=20.0)
     parser.add_argument("--cap", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--mount-repeat", type=int, default=1,
+                        help="runs of the (slow) mount rows")
     parser.add_argument("--tree", type=Path, help="an existing tree (default: generate)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
@@ -101,9 +105,9 @@ def main() -> int:
 
     def row(what: str, files: int, samples: list, note: str = "") -> None:
         m = median(samples)
-        rows.append({"command": what, "files": files, "wall_s": round(m.wall, 2),
-                     "cpu_s": round(m.cpu, 2), "runs": len(samples), "note": note})
-        print(f"  {what} ({files} files): {m.wall:.2f} s", file=sys.stderr)
+        rows.append({"command": what, "files": files, "wall_s": round(m.wall_s, 2),
+                     "cpu_s": round(m.cpu_s, 2), "runs": len(samples), "note": note})
+        print(f"  {what} ({files} files): {m.wall_s:.2f} s", file=sys.stderr)
 
     try:
         big = args.tree or _tree(work / "big", args.files)
@@ -141,7 +145,7 @@ def _mount_rows(work: Path, args, row) -> None:
     with endpoint(small, args.delay_ms, args.cap) as url:
         mnt = work / "mnt"
         times = {"find": [], "fastindex": [], "url": []}
-        for _ in range(args.repeat):
+        for _ in range(args.mount_repeat):
             with s3fs_mount(url, mnt):
                 times["find"].append(run(["find", str(mnt), "-printf", "%s\n"]))
             with s3fs_mount(url, mnt):

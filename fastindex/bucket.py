@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -79,9 +80,14 @@ class BucketRoot:
         return path[len(SCHEME) + len(self.bucket) + 1:]
 
 
-@functools.lru_cache(maxsize=8)
 def client(root: BucketRoot):
-    """A boto3 S3 client for ``root``, one per process (clients are thread-safe)."""
+    """A boto3 S3 client for ``root``, one per process: clients are thread-safe, but not
+    fork-safe (a forked worker would share its parent's connections)."""
+    return _client(root, os.getpid())
+
+
+@functools.lru_cache(maxsize=8)
+def _client(root: BucketRoot, pid: int):
     try:
         import boto3
         import botocore

@@ -67,7 +67,7 @@ def endpoint():
 def credentials(monkeypatch):
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
-    bucket.client.cache_clear()
+    bucket._client.cache_clear()
 
 
 def _upload(endpoint: str, name: str, tree: Path, prefix: str = "data") -> str:
