@@ -219,11 +219,23 @@ class BucketLister:
     def close(self) -> None:
         self._threads.shutdown(wait=True, cancel_futures=True)
 
-    def start(self, path: str, rel: str) -> None:
-        """List every key below ``path`` (a date folder or a session), on a thread."""
+    def start_all(self, folders: list[tuple[str, str]]) -> None:
+        """List every key below each folder of a worker's batch, flat, on the threads.
+
+        A batch is one subject's date folders (or sessions), siblings whose keys are
+        contiguous in the bucket's order: they are listed as one range of the parent's
+        keys (``StartAfter`` the first, up to the last), 1,000 keys a request, not a
+        request or more per folder; each folder's listing is served from the range's.
+        """
+        by_parent: dict[str, list[str]] = {}
+        for path, _ in folders:
+            parent, _, name = path.rpartition("/")
+            by_parent.setdefault(parent, []).append(name)
         with self._lock:
-            if path not in self._flat:
-                self._flat[path] = self._threads.submit(self._list_flat, path)
+            for parent, names in by_parent.items():
+                future = self._threads.submit(self._list_range, parent, sorted(names))
+                for name in names:
+                    self._flat.setdefault(f"{parent}/{name}", future)
 
     def entries(self, path: str, rel: str) -> list:
         for top, future in list(self._flat.items()):
@@ -265,16 +277,24 @@ class BucketLister:
             raise bucket_error(err, self.root) from None
         return entries
 
-    def _list_flat(self, path: str) -> dict[str, list]:
-        """Every key below ``path``, as the folders a walk would list: path -> entries."""
-        prefix = self._prefix(path)
-        folders: dict[str, list] = {path: []}
+    def _list_range(self, parent: str, names: list[str]) -> dict[str, list]:
+        """Every key below ``parent/NAME`` for each of ``names`` (sorted), in one listing
+        of the range from the first to the last: path -> entries, as a walk lists them."""
+        prefix = self._prefix(parent)
+        wanted = set(names)
+        end = f"{prefix}{names[-1]}/\U0010ffff"
+        folders: dict[str, list] = {parent: [], **{f"{parent}/{n}": [] for n in names}}
         try:
             pages = self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.root.bucket, Prefix=prefix)
+                Bucket=self.root.bucket, Prefix=prefix, StartAfter=f"{prefix}{names[0]}")
             for page in pages:
                 for obj in page.get("Contents", ()):
-                    _place(folders, path, obj["Key"][len(prefix):], obj)
+                    key = obj["Key"]
+                    if key > end:
+                        return folders
+                    name, slash, rest = key[len(prefix):].partition("/")
+                    if slash and name in wanted:
+                        _place(folders, f"{parent}/{name}", rest, obj)
         except Exception as err:
             raise bucket_error(err, self.root) from None
         return folders

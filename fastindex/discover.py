@@ -19,12 +19,12 @@ from fastindex import alf, walk
 from fastindex import problems as p
 from fastindex.problems import Problem
 from fastindex.safefile import is_temporary
-from fastindex.scan import IoThreads, Lister, SerialLister, lister_for
+from fastindex.scan import Lister, SerialLister, Source
 from fastindex.walk import NO_RULES, Policy
 
 __all__ = ["NO_RULES", "Policy", "Discovery", "Folder", "Session", "discover", "reject"]
 
-AUTOMATIC = IoThreads()
+DISK = Source()
 DEFAULT_POLICY = Policy()
 
 
@@ -58,7 +58,7 @@ class Discovery:
 
 def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY, *,
              max_batch: int = 64, hand_off_dates: bool = True, rel: str = "",
-             io: IoThreads = AUTOMATIC, lister: Lister | None = None, bucket=None
+             source: Source = DISK, lister: Lister | None = None
              ) -> Iterator[list[Folder]]:
     """Walk down from ``root`` to the session folders, in sorted order.
 
@@ -71,8 +71,9 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
     holding up the others.  ``policy.quiet_paths`` holds absolute paths of files to pass
     over silently (the tables themselves); ``rel`` is ``root`` relative to the indexed
     root; entries that ``policy.rules`` ignore are counted in ``found`` and not walked.
-    The folders are listed by ``lister`` (one of this walk's own, with ``io`` threads,
-    if None), which lists ahead of the walk down to the date folders it hands off.
+    The folders are listed by ``lister`` (if None, one of this walk's own, from
+    ``source``: the disk with its I/O threads, or a bucket), which lists ahead of the walk
+    down to the date folders it hands off.
     """
     root = os.fspath(root)  # a str: Path objects cost more than the listing, per session
     rules = policy.rules
@@ -81,8 +82,8 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
             return not (hand_off_dates and alf.DATE_RE.fullmatch(name)) and not (
                 rules.patterns and rules.matches(child, True))
 
-        with lister_for(bucket, io, descend, root) as own:
-            if bucket is None:  # a bucket's walk lists flat only what workers are handed
+        with source.lister(descend, root) as own:
+            if source.bucket is None:  # a bucket lists flat only what workers are handed
                 own.start(root, rel)
             yield from discover(root, found, policy, max_batch=max_batch,
                                 hand_off_dates=hand_off_dates, rel=rel, lister=own)

@@ -136,7 +136,7 @@ class Engine:
         options = IndexOptions(spec.id_namespace, spec.follow_symlinks, hashes, DEFER_SIZE,
                                rules, self.io, "" if where else os.path.join(root, ""), where)
         policy = discover.Policy(spec.follow_symlinks, rules, quiet, TABLE_FILES)
-        units = discover.discover(str(root), found, policy, io=self.io, bucket=where)
+        units = discover.discover(str(root), found, policy, source=scan.Source(self.io, where))
         futures = self._submit(units, options)  # before tqdm's thread
         with _index_bar(progress, hashes, len(futures)) as bar:
             if not hashes:  # Arrow and polars load while the workers index

@@ -20,9 +20,9 @@ from fastindex import alf, buffers, hashing
 from fastindex import problems as p
 from fastindex.bucket import BucketRoot
 from fastindex.buffers import RawBatch
-from fastindex.discover import AUTOMATIC, Discovery, Folder, Session, discover
+from fastindex.discover import Discovery, Folder, Session, discover
 from fastindex.ignore import IgnoreRules
-from fastindex.scan import IoPool, IoThreads, Lister, lister_for
+from fastindex.scan import IoPool, IoThreads, Lister, Source
 from fastindex.walk import NO_RULES, Policy, walk
 
 NO_READ_PERMISSION = "no read permission for anyone (mode {:03o})"
@@ -37,7 +37,7 @@ class IndexOptions:
     hashes: tuple[str, ...] = ()  # from hashing.ALGORITHMS
     defer_size: int = 64 << 20  # files this large are hashed as tasks of their own
     rules: IgnoreRules = NO_RULES  # what is not data
-    io: IoThreads = AUTOMATIC  # listings in flight per worker
+    io: IoThreads = IoThreads()  # listings in flight per worker
     #: the root's real path and a separator: file links that resolve elsewhere are reported
     root: str = ""
     bucket: BucketRoot | None = None  # the tree is a bucket's keys (bucket.py)
@@ -103,14 +103,13 @@ def index_sessions(units: list[Folder], options: IndexOptions) -> BatchResult:
     def descend(child: str, name: str) -> bool:
         return not (rules.patterns and rules.matches(child, True))
 
-    with lister_for(options.bucket, options.io, descend, units[0].path,
-                    stat_files=True) as lister:
-        for unit in units:  # the whole batch is listed ahead, as one subtree per unit
-            lister.start(unit.path, unit.rel)
+    with Source(options.io, options.bucket).lister(descend, units[0].path,
+                                                   stat_files=True) as lister:
+        lister.start_all([(unit.path, unit.rel) for unit in units])  # listed ahead
         for unit in units:
             found_here = [[unit]] if unit.parts is not None else discover(
                 unit.path, found, policy, hand_off_dates=False, rel=unit.rel,
-                lister=lister, bucket=options.bucket)
+                lister=lister)
             sessions.extend(Session(s.path, s.rel, s.parts) for batch in found_here
                             for s in batch)
         return _index_found(sessions, found, options, lister)

@@ -160,14 +160,21 @@ class IoPool:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def lister_for(bucket, io: IoThreads, descend: Descend, where: str,
-                stat_files: bool = False):
-    """The lister of a walk: a bucket's (``bucket.BucketLister``) or the disk's."""
-    if bucket is not None:
-        from fastindex.bucket import BucketLister
+@dataclass(frozen=True)
+class Source:
+    """Where a walk's listings come from: the disk, with its I/O threads, or a bucket
+    (a ``bucket.BucketRoot``)."""
 
-        return BucketLister(bucket, descend)
-    return Lister(io, descend, where, stat_files)
+    io: IoThreads = IoThreads()
+    bucket: object = None
+
+    def lister(self, descend: Descend, where: str, stat_files: bool = False):
+        """The lister of a walk: a bucket's (``bucket.BucketLister``) or the disk's."""
+        if self.bucket is not None:
+            from fastindex.bucket import BucketLister
+
+            return BucketLister(self.bucket, descend)
+        return Lister(self.io, descend, where, stat_files)
 
 
 class SerialLister:
@@ -214,6 +221,11 @@ class Lister:
         self.pool.close()
         self._pending.clear()
         self._planned.clear()
+
+    def start_all(self, folders: list[tuple[str, str]]) -> None:
+        """``start`` each of (path, rel): a worker's batch, listed ahead as a whole."""
+        for path, rel in folders:
+            self.start(path, rel)
 
     def start(self, path: str, rel: str) -> None:
         """Begin listing ``path`` (root-relative ``rel``) and the folders below it."""

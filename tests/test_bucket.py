@@ -153,14 +153,14 @@ def test_a_key_deleted_between_listing_and_hashing_is_vanished(tmp_path, endpoin
     tree = write_tree(tmp_path / "t", BEHAVIOUR)
     url = _upload(endpoint, "vanish", tree)
     victim = f"data/{BEHAVIOUR[0]}"
-    listed = bucket.BucketLister._list_flat
+    listed = bucket.BucketLister._list_range
 
-    def list_then_delete(self, path):
-        folders = listed(self, path)
+    def list_then_delete(self, parent, names):
+        folders = listed(self, parent, names)
         boto3.client("s3", endpoint_url=endpoint).delete_object(Bucket="vanish", Key=victim)
         return folders
 
-    monkeypatch.setattr(bucket.BucketLister, "_list_flat", list_then_delete)
+    monkeypatch.setattr(bucket.BucketLister, "_list_range", list_then_delete)
     result = fastindex.build(url, tmp_path / "out", hash="md5", workers=1,
                              endpoint_url=endpoint)
     reasons = dict(zip(result.skipped["path"], result.skipped["reason"]))
