@@ -6,14 +6,14 @@ and their reasons, the ignore rules, ids and order are the same code as for a lo
 tree, and a bucket and a local copy of it give the same tables.
 
 Requests: above the date folders (labs, subjects) a folder is one listing with a
-delimiter, as a folder is one ``scandir``; a date folder handed to a worker is listed
-*flat* (every key below it, 1,000 a request) and turned into folders in memory, so a
-session costs no request of its own.  Listings run on threads, many in flight
-(``REQUESTS_IN_FLIGHT``), each listing as soon as its parent's is known, as the local
-lister does on slow storage.  An object's entry carries its size, its last-modified
-time (the ``mtime_ns`` that ``update`` compares) and its ETag; with ``--hash`` it is
-streamed once (``GetObject`` with ``If-Match`` its ETag, so a key rewritten since the
-listing is ``changed_while_reading``, not a digest of another version).
+delimiter, as a folder is one ``scandir``; the date folders handed to a worker are
+listed *flat*, as one range of their parent's keys (1,000 a request), and turned into
+folders in memory, so a session costs no request of its own. Listings run on threads,
+many in flight (``REQUESTS_IN_FLIGHT``), each listing as soon as its parent's is known,
+as the local lister does on slow storage. An object's entry carries its size, its last-
+modified time (the ``mtime_ns`` that ``update`` compares) and its ETag; with ``--hash``
+it is streamed once (``GetObject`` with ``If-Match`` its ETag, so a key rewritten since
+the listing is ``changed_while_reading``, not a digest of another version).
 
 The client is boto3's (the standard credential chain: environment, profile, instance
 role; ``anonymous`` signs nothing, as ``aws --no-sign-request``).  It is an optional

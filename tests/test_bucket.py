@@ -258,3 +258,22 @@ def test_verify_and_update_take_a_bucket(tmp_path, endpoint) -> None:
     result = update(url, out, workers=1, endpoint_url=endpoint)
     assert (result.incremental, result.rehashed) == (True, 1)
     assert main(["verify", url, "--tables", str(out), "--hash", *common]) == 0
+
+
+def test_keys_no_folder_can_hold_are_reported_and_the_rest_indexed(tmp_path, endpoint) -> None:
+    """Keys with '.', '..' or empty parts: a bucket holds them, no file system can. Each
+    is reported with its reason; none stops the listing (object_store-based clients
+    refuse the whole listing over one such key)."""
+    tree = write_tree(tmp_path / "t", BEHAVIOUR[:2])
+    url = _upload(endpoint, "odd-keys", tree)
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    session = BEHAVIOUR[0].rsplit("/alf/", 1)[0]
+    odd = [f"{session}/alf/./x.y.npy", f"{session}/alf//x.y.npy",
+           f"{session}/alf/../x.y.npy"]
+    for key in odd:
+        s3.put_object(Bucket="odd-keys", Key=f"data/{key}", Body=b"1")
+    result = fastindex.build(url, tmp_path / "out", workers=1, endpoint_url=endpoint)
+    reasons = dict(zip(result.skipped["path"], result.skipped["reason"]))
+    assert sorted(reasons) == sorted(odd)
+    assert set(reasons.values()) == {p.BAD_COLLECTION}
+    assert result.n_datasets == 2
