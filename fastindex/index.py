@@ -214,8 +214,7 @@ def _read(path: str, algorithms: tuple[str, ...], buffer: bytearray, st,
         from fastindex.bucket import digest_object
 
         return digest_object(bucket, path, algorithms, buffer, getattr(st, "etag", None))
-    return hashing.digest_file(path, algorithms, buffer,
-                               mtime_ns=st.st_mtime_ns if st is not None else None)
+    return hashing.digest_file(path, algorithms, buffer, listed=st)
 
 
 def _add_digests(path: str, st: os.stat_result, rel_path: str, task: SessionTask,
