@@ -10,8 +10,10 @@ interrupted (Ctrl-C or SIGTERM).
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -21,7 +23,8 @@ from pathlib import Path
 
 from fastindex import __version__, hashing
 from fastindex.errors import FastindexError, InputError, ProblemsFound
-from fastindex.problems import UNLOADABLE_SESSION
+from fastindex.problems import UNLOADABLE_SESSION, display_path
+from fastindex.progress import counted
 from fastindex.report import check_report_path, write_report
 
 
@@ -134,6 +137,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--sparse-size", type=int, metavar="BYTES",
                    help="make every file sparse, of this size (no disk space needed)")
     d.set_defaults(func=_demo_tree)
+    for command in sub.choices.values():  # its own usage for its own mistakes
+        command.set_defaults(command_parser=command)
     return parser
 
 
@@ -206,7 +211,10 @@ def _tree(args: argparse.Namespace) -> dict:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
     return value
@@ -240,7 +248,7 @@ def _build(args: argparse.Namespace) -> int:
                        namespace=args.namespace, lab=args.lab, hash=args.hash, **_tree(args),
                        **_settings(args))
     except ProblemsFound as found:
-        return _refuse(found, report, args.root, "the previous tables are unchanged")
+        return _refuse(found, report, args, "the previous tables are unchanged")
     if report:
         write_report(report, _problems(result.skipped, result.warnings),
                      {"sessions": result.n_sessions, "datasets": result.n_datasets,
@@ -253,10 +261,11 @@ def _build(args: argparse.Namespace) -> int:
             print(f"... {len(result.warnings) - WARNINGS_SHOWN} more warnings "
                   f"(--report FILE lists them all)", file=sys.stderr)
         if result.n_sessions == 0:
-            print(f"warning: no sessions found under {args.root}", file=sys.stderr)
+            print(f"fastindex: no sessions under {args.root}: the tables are empty",
+                  file=sys.stderr)
         problems = result.skipped.height + len(result.warnings)
         print(f"fastindex: {result.summary()} -> {result.sessions_path.parent}"
-              f"{_where_listed(report, args.root, problems, 0)}", file=sys.stderr)
+              f"{_where_listed(report, args, problems, 0)}", file=sys.stderr)
         unloadable = (result.skipped["reason"] == UNLOADABLE_SESSION).sum()
         if unloadable:
             print(f"fastindex: {unloadable} files are in session folders where ONE does not "
@@ -274,14 +283,15 @@ WARNINGS_SHOWN = 20
 STRICT_LIST = 50
 
 
-def _refuse(found: ProblemsFound, report: Path | None, root: Path, outcome: str) -> int:
+def _refuse(found: ProblemsFound, report: Path | None, args: argparse.Namespace,
+            outcome: str) -> int:
     """List what a strict command found (the first ``STRICT_LIST``) and say why it stopped."""
     frame = _problems(found.skipped, found.warnings)
     _print_problems(frame, sys.stderr, limit=None if report else STRICT_LIST)
     if report:
         write_report(report, frame, str(found))
     print(f"fastindex: {found}; {outcome}"
-          f"{_where_listed(report, root, frame.height, STRICT_LIST)}", file=sys.stderr)
+          f"{_where_listed(report, args, frame.height, STRICT_LIST)}", file=sys.stderr)
     return found.exit_code
 
 
@@ -291,13 +301,19 @@ def _problems(skipped, warnings):
     return problems_frame(skipped, warnings)
 
 
-def _where_listed(report: Path | None, root: Path, problems: int, shown: int) -> str:
-    """Where to read the problems not printed: the report, or the command that lists them."""
+def _where_listed(report: Path | None, args: argparse.Namespace, problems: int,
+                  shown: int) -> str:
+    """Where to read the problems not printed: the report, or the command that lists
+    them, with the walking options of this one (so it lists what this one skipped)."""
     if problems <= shown:
         return ""
     if report:
         return f"; the list: {report}"
-    return f"; to list them: fastindex check {root} (or --report FILE)"
+    same = [f"--exclude {shlex.quote(p)}" for p in getattr(args, "exclude", [])]
+    same += ["--follow-symlinks"] if getattr(args, "follow_symlinks", False) else []
+    same += [] if getattr(args, "default_ignores", True) else ["--no-default-ignores"]
+    command = " ".join(["fastindex check", shlex.quote(str(args.root)), *same])
+    return f"; to list them: {command} (or --report FILE)"
 
 
 def _print_problems(frame, stream, limit: int | None = None) -> None:
@@ -326,8 +342,9 @@ def _check(args: argparse.Namespace) -> int:
     report = check_report_path(args.report) if args.report else None
     index = check(args.root, lab=args.lab, **_tree(args), **_settings(args))
     frame = _problems(index.skipped, index.warnings)
-    summary = (f"{index.sessions.height} sessions, {index.datasets.height} datasets, "
-               f"{index.skipped.height} skipped, {len(index.warnings)} warnings, "
+    summary = (f"{counted(index.sessions.height, 'session')}, "
+               f"{counted(index.datasets.height, 'dataset')}, "
+               f"{index.skipped.height} skipped, {counted(len(index.warnings), 'warning')}, "
                f"{index.ignored} ignored")
     if report:
         write_report(report, frame, summary)
@@ -343,7 +360,10 @@ def _verify(args: argparse.Namespace) -> int:
     from fastindex.verify import verify, verify_zip
 
     report = check_report_path(args.report) if args.report else None
-    if isinstance(args.root, Path) and args.root.suffix.lower() == ".zip" and args.root.is_file():
+    is_zip = isinstance(args.root, Path) and args.root.suffix.lower() == ".zip"
+    if is_zip and not args.root.exists():
+        raise InputError(f"no such zip: {args.root}")
+    if is_zip and args.root.is_file():
         if args.tables or args.scheduler:
             raise InputError("a release zip holds its tables; --tables and --scheduler "
                              "do not apply")
@@ -354,8 +374,8 @@ def _verify(args: argparse.Namespace) -> int:
     if report:
         write_report(report, result.differences, result.summary(), key="differences")
     for row in result.differences.head(20).iter_rows(named=True):
-        print(f"{row['kind']}: {row['path']} (tables: {row['expected']}, disk: {row['found']})",
-              file=sys.stderr)
+        print(f"{row['kind']}: {row['path']} (tables: {row['expected'] or 'no row'}, "
+              f"found: {row['found'] or 'no file'})", file=sys.stderr)
     if result.differences.height > 20:
         print(f"... {result.differences.height - 20} more", file=sys.stderr)
     print(f"fastindex: {result.summary()}", file=sys.stderr)
@@ -371,13 +391,13 @@ def _release(args: argparse.Namespace) -> int:
                          compression=args.compression, hash=args.hash,
                          **_tree(args), **_settings(args))
     except ProblemsFound as found:
-        return _refuse(found, None, args.root, found.remedy or
+        return _refuse(found, None, args, found.remedy or
                        "no zip written (--allow-skipped releases the tree without them)")
     listed = _problems(result.build.skipped, result.build.warnings)
     if listed.height:
         _print_problems(listed, sys.stderr)
     if result.build.skipped.height:
-        print(f"fastindex: {result.build.skipped.height} files skipped, not in the zip",
+        print(f"fastindex: {counted(result.build.skipped.height, 'file')} skipped, not in the zip",
               file=sys.stderr)
     print(f"fastindex: {result.build.summary()}", file=sys.stderr)
     print(f"fastindex: released {result.summary()}", file=sys.stderr)
@@ -394,15 +414,15 @@ def _fix(args: argparse.Namespace) -> int:
         root, undone, left = fix.undo(args.root, args.undo)
         for line in left:
             print(f"not undone: {line}", file=sys.stderr)
-        print(f"fastindex: {undone} renames undone under {root}", file=sys.stderr)
+        print(f"fastindex: {counted(undone, 'rename')} undone under {root}", file=sys.stderr)
         return 1 if left else 0
     plan = fix.plan(args.root, args.lab)
-    for step in plan.renames:
-        print(f"rename\t{step.source}\t{step.target}")
+    for step in plan.renames:  # names shown as check shows them: \xNN for bytes not UTF-8
+        print(f"rename\t{display_path(step.source)}\t{display_path(step.target)}")
     for folder, why in plan.refused:
-        print(f"refused\t{folder}\t{why}")
-    summary = (f"{plan.unloadable} sessions where ONE does not look for them; "
-               f"{len(plan.renames)} renames, {len(plan.refused)} refused")
+        print(f"refused\t{display_path(str(folder))}\t{why}")
+    summary = (f"{counted(plan.unloadable, 'session')} where ONE does not look for them; "
+               f"{counted(len(plan.renames), 'rename')}, {len(plan.refused)} refused")
     if not plan.renames:
         print(f"fastindex: {summary}: nothing to rename", file=sys.stderr)
     elif not args.apply:
@@ -411,7 +431,7 @@ def _fix(args: argparse.Namespace) -> int:
         journal = args.journal or Path(f"fastindex-fix-{time.strftime('%Y%m%dT%H%M%S')}.jsonl")
         done = fix.apply(plan, journal.resolve())
         next_step = "update" if (plan.root / "datasets.pqt").exists() else "build"
-        print(f"fastindex: {summary}; renamed {done} folders (undo: fastindex fix "
+        print(f"fastindex: {summary}; renamed {counted(done, 'folder')} (undo: fastindex fix "
               f"{args.root} --undo {journal}); now run: fastindex {next_step} {args.root}",
               file=sys.stderr)
     return 1 if plan.refused else 0
@@ -422,8 +442,16 @@ def _demo_tree(args: argparse.Namespace) -> int:
 
     n = make_tree(args.dest, files=args.files, shape=args.shape, seed=args.seed,
                   sparse_size=args.sparse_size)
-    print(f"fastindex: wrote {n} files under {args.dest}", file=sys.stderr)
+    print(f"fastindex: wrote {counted(n, 'file')} under {args.dest}", file=sys.stderr)
     return 0
+
+
+def _unknown_options(command: argparse.ArgumentParser, unknown: list[str]) -> None:
+    """The command's usage and the option it most likely meant (exits 2)."""
+    known = [o for action in command._actions for o in action.option_strings]
+    close = difflib.get_close_matches(unknown[0].split("=")[0], known, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
 
 
 def _terminate(signum, frame) -> None:
@@ -433,7 +461,9 @@ def _terminate(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of raising."""
-    args = _parser().parse_args(argv)
+    args, unknown = _parser().parse_known_args(argv)
+    if unknown:
+        _unknown_options(args.command_parser, unknown)
     try:
         if threading.current_thread() is threading.main_thread():
             if getattr(signal.getsignal(signal.SIGINT), "__module__", "") == "fastindex_entry":

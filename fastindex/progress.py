@@ -44,6 +44,11 @@ def progress_bar(progress: bool, desc: str, unit: str, total: float | None = Non
                 maxinterval=10.0 if interactive else 60.0)
 
 
+def counted(n: int, noun: str) -> str:
+    """``1, "file"`` -> ``1 file``; ``2, "file"`` -> ``2 files``: counts in messages."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def human_bytes(n: float) -> str:
     """``1234567`` -> ``1.2 MB``: sizes in summaries."""
     for unit in ("B", "kB", "MB", "GB", "TB"):

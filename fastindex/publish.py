@@ -28,7 +28,7 @@ from fastindex import problems as p
 from fastindex.build import Refusal, build_in, strict_refusal
 from fastindex.engine import TreeIndex, check_root
 from fastindex.errors import InputError, ProblemsFound
-from fastindex.progress import human_bytes
+from fastindex.progress import counted, human_bytes
 from fastindex.safefile import replacing
 from fastindex.spec import DEFAULT_NAMESPACE, options
 from fastindex.store import TABLE_FILES, BuildResult, TableStore
@@ -47,7 +47,7 @@ class ReleaseResult:
     seconds: float
 
     def summary(self) -> str:
-        return (f"{self.path}: {self.files} files, {human_bytes(self.bytes)} in a "
+        return (f"{self.path}: {counted(self.files, 'file')}, {human_bytes(self.bytes)} in a "
                 f"{human_bytes(self.zip_size)} zip, {self.seconds:.2f} s; "
                 f"sha256 {self.sha256}")
 

@@ -29,7 +29,7 @@ except ImportError:  # Windows: builds are not locked
 from fastindex import __version__
 from fastindex.errors import InputError, write_failure
 from fastindex.gcpause import pauses_gc
-from fastindex.progress import human_bytes
+from fastindex.progress import counted, human_bytes
 from fastindex.safefile import TEMP_SUFFIX, is_temporary, open_untrusted
 from fastindex.tablecheck import check_tables
 
@@ -73,8 +73,9 @@ class BuildResult:
 
     def summary(self) -> str:
         """The one line the CLI prints at the end of a build."""
-        return (f"{self.n_sessions} sessions, {self.n_datasets} datasets, "
-                f"{self.skipped.height} skipped, {len(self.warnings)} warnings, "
+        return (f"{counted(self.n_sessions, 'session')}, "
+                f"{counted(self.n_datasets, 'dataset')}, "
+                f"{self.skipped.height} skipped, {counted(len(self.warnings), 'warning')}, "
                 f"{self.ignored} ignored, {human_bytes(self.total_bytes)}, "
                 f"{self.seconds:.2f} s")
 
@@ -99,6 +100,8 @@ class TableStore:
                 out_path.mkdir()
             except OSError as err:
                 raise InputError(f"cannot create the output folder {out_path}: {err}") from None
+        if out_path.exists() and not out_path.is_dir():
+            raise InputError(f"the output {out_path} is a file, not a folder")
         if not out_path.is_dir():
             raise InputError(f"output folder does not exist: {out_path}")
         if not os.access(out_path, os.W_OK | os.X_OK):

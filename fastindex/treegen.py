@@ -31,7 +31,13 @@ CLUSTERS = ("channels", "depths", "amps")
 @lru_cache(maxsize=4096)
 def _npy(rows: int, cols: int) -> bytes:
     """The bytes of a float64 .npy array; cached, since many files share a shape."""
-    import numpy as np
+    try:
+        import numpy as np
+    except ImportError:
+        from fastindex.errors import InputError
+
+        raise InputError("demo-tree writes .npy arrays and needs numpy: "
+                         "pip install 'fastindex[demo]'") from None
 
     array = np.arange(rows * cols, dtype=np.float64).reshape((rows, cols) if cols > 1 else rows)
     buf = io.BytesIO()

@@ -20,6 +20,7 @@ from fastindex.build import tables_folder
 from fastindex.engine import Engine, HashJob, TreeIndex, check_root
 from fastindex.errors import InputError
 from fastindex.hashing import Digests
+from fastindex.progress import counted
 from fastindex.spec import BuildSpec, options
 from fastindex.store import BuildResult, StoredTables, TableStore
 
@@ -45,7 +46,7 @@ class UpdateResult:
     reused: int = 0
 
     def summary(self) -> str:
-        how = (f"{self.reused} digests kept, {self.rehashed} files hashed"
+        how = (f"{counted(self.reused, 'digest')} kept, {counted(self.rehashed, 'file')} hashed"
                if self.incremental else f"full build: {self.reason}")
         return f"{self.build.summary()}; {how}"
 

@@ -25,7 +25,7 @@ from fastindex.build import tables_folder
 from fastindex.engine import Engine, check_root
 from fastindex.errors import InputError
 from fastindex.hashing import Digests
-from fastindex.progress import progress_bar
+from fastindex.progress import counted, progress_bar
 from fastindex.spec import BuildSpec, options
 from fastindex.store import TABLE_FILES, TableStore
 from fastindex.tablecheck import check_tables
@@ -64,7 +64,7 @@ class VerifyResult:
         counts = self.differences["kind"].value_counts(sort=True).rows()
         found = ", ".join(f"{n} {kind}" for kind, n in counts) or "no differences"
         hashed = f", content checked with {'+'.join(self.hashed)}" if self.hashed else ""
-        return f"{self.checked} datasets checked{hashed}: {found}"
+        return f"{counted(self.checked, 'dataset')} checked{hashed}: {found}"
 
 
 def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None, *,

@@ -160,7 +160,7 @@ def test_the_command_flushes_its_output_before_its_fast_exit(tmp_path) -> None:
                           capture_output=True, text=True, env=buffered)
     assert done.returncode == 1
     assert len(done.stdout.splitlines()) == 2000  # one print each: the last ones buffered
-    assert "1 datasets, 2000 skipped" in done.stderr
+    assert "1 dataset, 2000 skipped" in done.stderr
 
 
 def _processes_on(path: Path) -> list[int]:
