@@ -73,8 +73,11 @@ def datasets_table(frame: pl.DataFrame, record_mtime: bool = False) -> pa.Table:
         schema = schema.append(pa.field("xxh3", pa.string()))
     if record_mtime:
         schema = schema.append(pa.field("mtime_ns", pa.int64()))
+    if n == 0:  # parquet keeps no dictionary without rows: pandas would read a
+        # categorical without categories, and ONE's qc filters raise TypeError on it
+        schema = schema.set(schema.get_field_index("qc"), pa.field("qc", pa.string()))
     table = _to_arrow(frame)
-    made = {"qc": _qc_not_set(n), "hash": pa.nulls(n),
+    made = {"qc": _qc_not_set(n) if n else pa.array([], pa.string()), "hash": pa.nulls(n),
             "exists": pa.Array.from_buffers(pa.bool_(), n, [None, pa.py_buffer(
                 b"\xff" * ((n + 7) // 8))])}
     for name, column in made.items():

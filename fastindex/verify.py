@@ -16,6 +16,7 @@ import json
 import os
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +42,12 @@ CONTENT = "content_mismatch"
 TABLES = "tables_mismatch"  # sessions and datasets come from different builds
 SAME_PATH = "same_path"  # several rows that ONE loads from one file
 UNEXPECTED = "unexpected_member"  # in a zip, a member that no row describes
+
+#: What zipfile raises on a damaged or crafted zip (its central directory, a member's
+#: header or data): a bad name's bytes, a version or method it does not know, an
+#: encrypted member, a stream that ends early.
+UNREADABLE_ZIP = (OSError, zipfile.BadZipFile, ValueError, NotImplementedError,
+                  RuntimeError, EOFError, OverflowError, zlib.error)
 
 #: A zip's table member is read up to this many times its compressed size (a release
 #: stores parquet, already compressed, so it barely deflates): a bound on memory
@@ -118,7 +125,7 @@ def verify_zip(path: str | os.PathLike, hash: bool = False, progress: bool = Fal
     archive_path = Path(path).expanduser()
     try:
         archive = zipfile.ZipFile(archive_path)
-    except (OSError, zipfile.BadZipFile) as err:
+    except UNREADABLE_ZIP as err:
         raise InputError(f"cannot open {archive_path} as a zip: {err}") from None
     with archive:
         names = _member_names(archive, archive_path)
@@ -220,7 +227,7 @@ def _read_members(archive: zipfile.ZipFile, rows: pl.DataFrame, hashed: tuple[st
             try:
                 with archive.open(info) as member:
                     digests = hashing.digest_stream(member, hashed, buffer)[1]
-            except zipfile.BadZipFile as err:  # a CRC-32 that does not match the data
+            except UNREADABLE_ZIP as err:  # a CRC-32 that does not match, a bad header
                 corrupt.append((CONTENT, name, f"crc32:{info.CRC:08x}", str(err)))
                 continue
         found["path"].append(name)

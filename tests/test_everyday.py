@@ -63,3 +63,15 @@ def test_a_misspelt_option_gets_the_commands_usage_and_a_suggestion(tmp_path, ca
     assert err.startswith("usage: fastindex build ")
     assert "unrecognized arguments: --workrs 2 (did you mean --workers?)" in err
 
+
+
+def test_one_lists_the_datasets_of_a_tree_without_any(tmp_path, strict_warnings) -> None:
+    """Sessions with no dataset: ONE's qc filters need a qc column it can compare."""
+    from one.api import One
+
+    root = write_tree(tmp_path / "t", {"lab/Subjects/s/2020-01-01/001/notes.txt": b"x"})
+    assert main(["build", str(root), "--quiet", "--workers", "1"]) == 0
+    one = One(cache_dir=root, mode="local")
+    assert len(one.search()) == 1
+    assert len(one.list_datasets()) == 0
+    assert one.search(dataset_qc_lte="PASS") == []

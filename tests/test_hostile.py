@@ -594,8 +594,11 @@ def test_fuzzed_zips_are_refused_or_verified_never_a_crash(tmp_path_factory, mem
     crafted = tmp / "c.zip"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # duplicate names are the point
-        _rezip(release, crafted, add=[(_link_entry(name) if link else name, data)
-                                      for name, data, link in members if name])
+        try:
+            _rezip(release, crafted, add=[(_link_entry(name) if link else name, data)
+                                          for name, data, link in members if name])
+        except (IndexError, ValueError):  # a name zipfile itself cannot write ('/')
+            assume(False)
     data = bytearray(crafted.read_bytes())
     for where, byte in flips:
         data[where % len(data)] = byte
