@@ -205,7 +205,7 @@ class BucketLister:
         self._client = client(root)
         self._threads = ThreadPoolExecutor(REQUESTS_IN_FLIGHT,
                                            thread_name_prefix="fastindex-s3")
-        self.pool = _BucketPool(self._threads, root)
+        self.pool = self._threads  # objects are read on the listing threads
         self._lock = threading.Lock()
         self._flat: dict[str, Future] = {}  # folder path -> future of {folder: entries}
         self._ahead: dict[str, Future] = {}  # folder path -> future of its entries
@@ -312,16 +312,6 @@ def _place(folders: dict[str, list], top: str, rest: str, obj: dict) -> None:
         folder = child
     if name:  # a key ending in '/' is a folder marker
         folders[folder].append(ObjectEntry(name, f"{folder}/{name}", _stat(obj)))
-
-
-class _BucketPool:
-    """The I/O pool of a bucket walk: objects are read on the listing threads."""
-
-    def __init__(self, threads: ThreadPoolExecutor, root: BucketRoot) -> None:
-        self._threads, self._root = threads, root
-
-    def submit(self, fn, /, *args) -> Future:
-        return self._threads.submit(fn, *args)
 
 
 def digest_object(root: BucketRoot, path: str, algorithms: tuple[str, ...],
