@@ -1,12 +1,13 @@
-"""The zip of a release, written in one pass and checked while it is written.
+"""The zip of a release, written in one pass: every data file read once.
 
-Tables first, then exactly the indexed files at the paths ONE loads them from, then the
-included files.  Each file is read once, and its size and digest from that read are
-checked against its row while the same bytes go into the zip (``ChangedError`` when
-they differ).  Entries have fixed timestamps (``SOURCE_DATE_EPOCH``, else 1980-01-01),
-attributes and order, so the same tree gives the same bytes.  Small files are read
-ahead by ``READ_THREADS`` threads; the zip's SHA-256 is computed on a thread of its own
-from the bytes as they are written.
+Exactly the indexed files at the paths ONE loads them from, then the included files,
+then the tables.  Each file is read once, and that read gives its digests, its CRC-32
+(zipfile's) and the zip's copy; an ``fstat`` after it must find the file as it was
+listed (size and modification time), else ``ChangedError``.  The tables come last
+because they hold the digests of that read.  Entries have fixed timestamps
+(``SOURCE_DATE_EPOCH``, else 1980-01-01), attributes and order, so the same tree gives
+the same bytes.  Small files are read ahead by ``READ_THREADS`` threads; the zip's
+SHA-256 is computed on a thread of its own from the bytes as they are written.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hashlib
 import os
 import time
 import zipfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,10 +63,11 @@ class Contents:
     """What a release zip holds, in order."""
 
     root: Path
-    tables: dict[str, bytes]  # member name -> the table's bytes
-    members: list[tuple[str, int, dict[str, str]]]  # (path in the root, size, digests)
+    members: list[tuple[str, int, int]]  # (path in the root, size, mtime_ns as listed)
     extra: list[tuple[str, Path]]  # (member name, file) of included files
-    algorithms: tuple[str, ...]  # the digests the members carry
+    #: the tables' member names and bytes, from the members' digests (in their order)
+    tables: Callable[[list[dict[str, str]]], dict[str, bytes]]
+    algorithms: tuple[str, ...]  # the digests computed while zipping
     compress_type: int
 
 
@@ -72,40 +75,39 @@ def write_zip(file: BinaryIO, contents: Contents, progress: bool) -> tuple[int, 
     """Write the zip to ``file``: (bytes zipped, the zip's SHA-256).  Files below
     ``SMALL_FILE`` are read (and hashed) ahead by threads while this thread writes,
     larger ones are streamed through one buffer."""
-    root, tables, members, extra = contents.root, contents.tables, contents.members, \
-        contents.extra
-    algorithms, compress_type = contents.algorithms, contents.compress_type
-    total = sum(size for _, size, _ in members) + sum(p.stat().st_size for _, p in extra)
-    check = ("xxh3",) if "xxh3" in algorithms else algorithms  # one digest is enough
+    members, algorithms = contents.members, contents.algorithms
+    compress_type = contents.compress_type
+    total = sum(size for _, size, _ in members) + sum(p.stat().st_size for _, p in contents.extra)
     buffer = bytearray(hashing.CHUNK)
-    base = str(root)
+    base = str(contents.root)
     pool = ThreadPoolExecutor(READ_THREADS)
     stream = None
     try:
         stream = _Stream(file)
         with zipfile.ZipFile(stream, "w", allowZip64=True) as archive, \
                 progress_bar(progress, "zipping", "B", total) as bar:
-            for name, data in tables.items():
-                archive.writestr(entry(name, len(data), compress_type), data)
+            digests: list[dict[str, str]] = []
             pending: list = []
             for window in (*_windows(members), []):
-                ahead = _read_ahead(pool, base, window, check)
-                for (name, size, expected), outcome in pending:
+                ahead = _read_ahead(pool, base, window, algorithms)
+                for (name, size, mtime_ns), outcome in pending:
                     info = entry(name, size, compress_type)
                     if outcome is None:  # a large file: streamed from here
                         with archive.open(info, "w") as sink:
-                            outcome = _read_into(os.path.join(base, name), check, buffer,
-                                                 sink)
+                            outcome = _read_into(os.path.join(base, name), algorithms,
+                                                 buffer, sink)
                     elif not isinstance(outcome, OSError):
                         archive.writestr(info, outcome[0])
-                    _check_read(name, size, {a: expected[a] for a in check}, outcome)
+                    digests.append(_checked(name, (size, mtime_ns), outcome))
                     bar.update(size)
                 pending = _results(ahead)
-            for name, path in extra:
+            for name, path in contents.extra:
                 size = path.stat().st_size
                 with archive.open(entry(name, size, compress_type), "w") as sink:
                     hashing.digest_file(str(path), (), buffer, sink)
                 bar.update(size)
+            for name, data in contents.tables(digests).items():
+                archive.writestr(entry(name, len(data), compress_type), data)
         return total, stream.sha256()
     finally:
         pool.shutdown(cancel_futures=True)
@@ -182,7 +184,7 @@ def _windows(members: list) -> list[list]:
     return [*windows, window] if window else windows
 
 
-def _read_ahead(pool: ThreadPoolExecutor, base: str, window: list, check: tuple[str, ...]
+def _read_ahead(pool: ThreadPoolExecutor, base: str, window: list, algorithms: tuple[str, ...]
                 ) -> list[tuple[list, object]]:
     """Start reading a window's small files, ``READ_TASK`` files per task."""
     tasks = []
@@ -190,7 +192,7 @@ def _read_ahead(pool: ThreadPoolExecutor, base: str, window: list, check: tuple[
         chunk = window[i:i + READ_TASK]
         paths = [os.path.join(base, name) if size < SMALL_FILE else None
                  for name, size, _ in chunk]
-        tasks.append((chunk, pool.submit(_read_some, paths, check)))
+        tasks.append((chunk, pool.submit(_read_some, paths, algorithms)))
     return tasks
 
 
@@ -203,35 +205,44 @@ def _read_some(paths: list[str | None], algorithms: tuple[str, ...]) -> list:
     return [None if path is None else _read_whole(path, algorithms) for path in paths]
 
 
-def _read_whole(path: str, algorithms: tuple[str, ...]) -> tuple[bytes, int, dict] | OSError:
-    """A small file's bytes, length and digests, from one read (in a thread: reading and
-    hashing release the GIL)."""
+def _read_whole(path: str, algorithms: tuple[str, ...]
+                ) -> tuple[bytes, int, dict, os.stat_result] | OSError:
+    """A small file's bytes, length, digests and ``fstat`` after the read, from one read
+    (in a thread: reading and hashing release the GIL)."""
     try:
         fd, _ = hashing.open_regular(path)  # a FIFO put in its place must not block
         with open(fd, "rb", buffering=0) as f:
             data = f.readall()
+            after = os.fstat(fd)
     except OSError as err:
         return err
-    return data, len(data), {a: hashing.new(a, data).hexdigest() for a in algorithms}
+    return data, len(data), {a: hashing.new(a, data).hexdigest() for a in algorithms}, after
 
 
 def _read_into(path: str, algorithms: tuple[str, ...], buffer: bytearray, sink
-               ) -> tuple[None, int, dict] | OSError:
-    """A large file streamed into ``sink``: its length and digests from the same read."""
+               ) -> tuple[None, int, dict, os.stat_result] | OSError:
+    """A large file streamed into ``sink``: its length, digests and ``fstat`` after
+    the read, from the same read."""
     try:
-        read, digests = hashing.digest_file(path, algorithms, buffer, sink)
+        fd, _ = hashing.open_regular(path)
+        with open(fd, "rb", buffering=0) as f:
+            read, digests = hashing.digest_stream(f, algorithms, buffer, sink)
+            after = os.fstat(fd)
     except OSError as err:
         return err
-    return None, read, digests
+    return None, read, digests, after
 
 
-def _check_read(name: str, size: int, expected: dict, outcome) -> None:
-    """The read matches the row (size and digest), or the release stops."""
+def _checked(name: str, listed: tuple[int, int], outcome) -> dict[str, str]:
+    """The digests of a read that found the file as it was listed (size and mtime), or
+    the release stops."""
     if isinstance(outcome, OSError):
         raise ChangedError(f"{name}: cannot be read since it was indexed: {outcome}; "
                            f"no zip written")
-    _, read, digests = outcome
-    if read != size or digests != expected:
-        what = f"{size} bytes" if read != size else f"its {'/'.join(expected)}"
-        raise ChangedError(f"{name} changed since it was indexed ({what} differ); "
+    _, read, digests, after = outcome
+    if (read, after.st_size, after.st_mtime_ns) != (listed[0], *listed):
+        what = f"{listed[0]} bytes listed, {read} read" if read != listed[0] else \
+            "its modification time moved"
+        raise ChangedError(f"{name} changed since it was listed ({what}); "
                            f"no zip written: run the release again")
+    return digests

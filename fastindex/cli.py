@@ -124,6 +124,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="also zip this file (README, LICENSE; repeatable)")
     r.add_argument("--compression", choices=["store", "deflate"], default="store",
                    help="store (default: fastest; data files rarely shrink) or deflate")
+    r.add_argument("--tables", type=Path, metavar="DIR",
+                   help="also write the tables here (default: ROOT when it is writable; "
+                        "a read-only tree's tables are in the zip only)")
     _add_tree_options(r)
     _add_run_options(r)
     r.set_defaults(func=_release)
@@ -388,7 +391,7 @@ def _release(args: argparse.Namespace) -> int:
     try:
         result = release(args.root, args.out, allow_skipped=args.allow_skipped,
                          allow_outside_links=args.allow_outside_links, include=args.include,
-                         compression=args.compression, hash=args.hash,
+                         compression=args.compression, hash=args.hash, tables=args.tables,
                          **_tree(args), **_settings(args))
     except ProblemsFound as found:
         return _refuse(found, None, args, found.remedy or
@@ -400,6 +403,10 @@ def _release(args: argparse.Namespace) -> int:
         print(f"fastindex: {counted(result.build.skipped.height, 'file')} skipped, not in the zip",
               file=sys.stderr)
     print(f"fastindex: {result.build.summary()}", file=sys.stderr)
+    tables = result.build.sessions_path
+    print(f"fastindex: tables in {tables.parent} and in the zip" if tables else
+          f"fastindex: tables in the zip only ({display_path(str(args.root))} is not writable; "
+          f"--tables DIR writes them there too)", file=sys.stderr)
     print(f"fastindex: released {result.summary()}", file=sys.stderr)
     print(f"{result.sha256}  {result.path.name}")
     return 0
@@ -473,8 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     except FastindexError as err:
         print(f"fastindex: error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("fastindex: interrupted; the previous tables are unchanged", file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        landed = getattr(stop, "landed", "the previous tables are unchanged")
+        print(f"fastindex: interrupted; {landed}", file=sys.stderr)
         return 130
     except OSError as err:  # the machine's, not the input's: a device, a permission
         print(f"fastindex: error: {err}", file=sys.stderr)

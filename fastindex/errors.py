@@ -44,6 +44,15 @@ class ProblemsFound(FastindexError):
         self.remedy = remedy  # what the user can do, when the caller knows better
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during a command that knows what it had written: ``landed``
+    says so (a ``KeyboardInterrupt`` still, for the callers that catch those)."""
+
+    def __init__(self, landed: str) -> None:
+        super().__init__(landed)
+        self.landed = landed
+
+
 def write_failure(err: BaseException, folder: str | os.PathLike, what: str,
                   kept: str) -> FastindexError | None:
     """A one-line failure for ``err`` when it is a disk's refusal to take a write

@@ -2,18 +2,24 @@
 
 ONE's release workflow is: check the files, build the two tables, zip the folder with
 them, publish; users unzip it and open it with ``One(cache_dir=...)``.  ``release`` does
-the three steps as one, under the root's table lock, so the zip cannot hold tables older
+the three steps as one, under the tables' lock, so the zip cannot hold tables older
 than its files, miss the tables, ship files that are not indexed, or hold a file that
 differs from its row:
 
-1. build the tables in the root (strict: nothing may be skipped, unless allowed);
-2. zip the tables it holds in memory (re-published with metadata that depends only on
-   the release), then the indexed files, then the included files (``archive.py``);
-3. write under a temporary name and rename into place when complete.
+1. check: walk the tree without reading a file (nothing may be skipped, unless
+   allowed), so a stray file refuses the release before any data is read;
+2. zip the indexed files, each read once for its digests, its CRC-32 and the zip's copy,
+   then the included files, then the tables built from those digests (re-published
+   with metadata that depends only on the release) (``archive.py``);
+3. write the tables to their folder (the root when it is writable, ``tables=``, or
+   nowhere but the zip), then rename the zip, written under a temporary name, into place.
+
+An interrupted release raises ``Interrupted`` saying which of the two landed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import os
@@ -25,13 +31,14 @@ from pathlib import Path
 
 from fastindex import archive
 from fastindex import problems as p
-from fastindex.build import Refusal, build_in, strict_refusal
-from fastindex.engine import TreeIndex, check_root
-from fastindex.errors import InputError, ProblemsFound
+from fastindex.build import Refusal
+from fastindex.engine import Engine, TreeIndex, check_root
+from fastindex.errors import InputError, Interrupted, ProblemsFound
+from fastindex.hashing import Digests
 from fastindex.progress import counted, human_bytes
 from fastindex.safefile import replacing
-from fastindex.spec import DEFAULT_NAMESPACE, options
-from fastindex.store import TABLE_FILES, BuildResult, TableStore
+from fastindex.spec import DEFAULT_NAMESPACE, BuildSpec, RunSettings, options
+from fastindex.store import TABLE_FILES, BuildResult, Rendered, TableStore, render
 
 
 @dataclass
@@ -55,7 +62,7 @@ class ReleaseResult:
 def release(root: str | os.PathLike, out: str | os.PathLike, *,
             allow_skipped: bool = False, allow_outside_links: bool = False,
             include: Iterable[str | os.PathLike] = (), compression: str = "store",
-            **given) -> ReleaseResult:
+            tables: str | os.PathLike | None = None, **given) -> ReleaseResult:
     """Build the tables of ``root`` and write it, verified, to the zip ``out``.
 
     ``hash`` (in ``given``) is the digest written in the tables and checked while
@@ -67,7 +74,9 @@ def release(root: str | os.PathLike, out: str | os.PathLike, *,
     ``allow_outside_links``: a link planted in a shared folder could otherwise ship any
     file this user can read.  ``include``: files to add (a README, a
     LICENSE) at their path in the root, or at the top of the zip when they are outside
-    it.  The other options are ``build``'s.
+    it.  ``tables``: the folder the tables are written to besides the zip (default: the
+    root when it is writable; a read-only tree's tables are in the zip only).  The other
+    options are ``build``'s.
     """
     started = time.perf_counter()
     spec, settings = options(**{"hash": "md5", **given})
@@ -80,23 +89,79 @@ def release(root: str | os.PathLike, out: str | os.PathLike, *,
         raise InputError(f"compression must be one of {', '.join(archive.COMPRESSION)}: "
                          f"{compression}")
     extra = _included(root_path, include)
-    store = TableStore.output(root_path)
-    with store.lock():  # no build may land between the tables and the zip
-        index, built = build_in(store, root_path, (spec, settings),
-                                _refusal(allow_skipped, allow_outside_links),
-                                quiet_paths=[out_path, *(path for _, path in extra)])
-        members = _members(index, spec.digests.algorithms)
-        taken = {name for name, *_ in members} | set(TABLE_FILES)
-        for name, _ in extra:
-            if name in taken:
-                raise InputError(f"--include {name}: the release already has a file there")
-        contents = archive.Contents(root_path, _published_tables(built, out_path.stem, index,
-                                                                 members, extra),
-                                    members, extra, spec.digests.algorithms,
-                                    archive.COMPRESSION[compression])
-        nbytes, sha256 = _write(out_path, contents, settings.progress)
+    store = _tables_store(root_path, tables)
+    landed = Landed(out_path, store)
+    try:
+        with store.lock() if store else contextlib.nullcontext():
+            index = _checked_index(root_path, (spec, settings), store,
+                                   _refusal(allow_skipped, allow_outside_links),
+                                   [out_path, *(path for _, path in extra)])
+            members = _members(index)
+            taken = {name for name, *_ in members} | set(TABLE_FILES)
+            for name, _ in extra:
+                if name in taken:
+                    raise InputError(f"--include {name}: the release already has a file there")
+            rendered: list[Rendered] = []
+
+            def published(digests: list[dict[str, str]]) -> dict[str, bytes]:
+                rendered.append(render(_with_digests(index, members, digests, spec), spec))
+                return _published_tables(rendered[0], out_path.stem, members, digests, extra)
+
+            contents = archive.Contents(root_path, members, extra, published,
+                                        spec.digests.algorithms,
+                                        archive.COMPRESSION[compression])
+            with replacing(out_path, buffering=1 << 20) as file:
+                nbytes, sha256 = archive.write_zip(file, contents, settings.progress)
+                built = (store.write_rendered(rendered[0], started) if store else
+                         rendered[0].result((None, None), started))
+                landed.tables = True
+            landed.zip = True
+    except KeyboardInterrupt:
+        raise Interrupted(landed.say()) from None
     return ReleaseResult(out_path, built, len(members) + len(extra) + len(TABLE_FILES), nbytes,
                          out_path.stat().st_size, sha256, time.perf_counter() - started)
+
+
+@dataclass
+class Landed:
+    """What of a release is on disk, for an interruption to say truly."""
+
+    zip_path: Path
+    store: TableStore | None
+    tables: bool = False
+    zip: bool = False
+
+    def say(self) -> str:
+        folder = self.store.folder if self.store else None
+        if self.zip:
+            return f"the release is complete: {self.zip_path}"
+        if self.tables:
+            return f"the tables in {folder} are the release's; no zip was written"
+        tables = f"the tables in {folder} are unchanged" if folder else "no tables written"
+        return f"no zip was written and {tables}"
+
+
+def _tables_store(root: Path, given: str | os.PathLike | None) -> TableStore | None:
+    """Where the tables go besides the zip: ``given``, else the root when it is writable,
+    else nowhere (a snapshot or a read-only mount is released all the same)."""
+    if given is not None:
+        return TableStore.output(given, create=True)
+    if not os.access(root, os.W_OK | os.X_OK):
+        return None
+    return TableStore.output(root)
+
+
+def _checked_index(root: Path, how: tuple[BuildSpec, RunSettings], store: TableStore | None,
+                   refuse: Refusal, quiet_paths: list[Path]) -> TreeIndex:
+    """The tree indexed without reading a file (the check), or the refusal."""
+    spec, settings = how
+    quiet = (store.own_files() if store else frozenset()) | {str(p) for p in quiet_paths}
+    with Engine(root, settings) as engine:
+        index = engine.index(replace(spec, digests=Digests()), quiet)
+    refusal = refuse(index)
+    if refusal is not None:
+        raise refusal
+    return index
 
 
 def _refusal(allow_skipped: bool, allow_outside_links: bool) -> Refusal:
@@ -114,7 +179,12 @@ def _refusal(allow_skipped: bool, allow_outside_links: bool) -> Refusal:
         if allow_skipped:
             return None
         warnings = [w for w in index.warnings if w.reason != p.LINK_OUTSIDE_ROOT]
-        return strict_refusal(replace(index, warnings=warnings))
+        if not (index.skipped.height or warnings):
+            return None
+        return ProblemsFound(f"release checked the tree: {counted(index.skipped.height, 'file')} "
+                             f"would be skipped and {counted(len(warnings), 'warning')} "
+                             f"given; no file was read, nothing was written",
+                             index.skipped, warnings)
 
     return refuse
 
@@ -156,21 +226,36 @@ def _included(root: Path, include: Iterable[str | os.PathLike]) -> list[tuple[st
     return extra
 
 
-def _members(index: TreeIndex, algorithms: tuple[str, ...]
-             ) -> list[tuple[str, int, dict[str, str]]]:
-    """(path ONE loads it from, size, digests) of every row of the index, by path."""
-    from fastindex.hashing import COLUMNS
+def _members(index: TreeIndex) -> list[tuple[str, int, int]]:
+    """(path ONE loads it from, size, mtime_ns as listed) of every row, by path."""
     from fastindex.verify import one_paths
 
-    columns = [COLUMNS[a] for a in algorithms]
     rows = (one_paths(index.sessions, index.datasets).sort("path")
-            .select("path", "file_size", *columns))
-    return [(path, size, dict(zip(algorithms, digests)))
-            for path, size, *digests in rows.iter_rows()]
+            .select("path", "file_size", "mtime_ns"))
+    return list(rows.iter_rows())
 
 
-def _published_tables(built: BuildResult, name: str, index: TreeIndex, members: list,
-                      extra: list[tuple[str, Path]]) -> dict[str, bytes]:
+def _with_digests(index: TreeIndex, members: list[tuple[str, int, int]],
+                  digests: list[dict[str, str]], spec: BuildSpec) -> TreeIndex:
+    """The index with the digests the zip's read gave, in the columns the spec names."""
+    import polars as pl
+
+    from fastindex.verify import one_paths
+
+    algorithms, columns = spec.digests.algorithms, spec.digests.columns
+    found = pl.DataFrame({"path": [m[0] for m in members],
+                          **{c: [d[a] for d in digests] for a, c in zip(algorithms, columns)}},
+                         schema={"path": pl.String, **{c: pl.String for c in columns}})
+    frame = one_paths(index.sessions, index.datasets).join(found, on="path", how="left")
+    order = [c for c in index.datasets.columns if c not in ("default_revision", "mtime_ns")]
+    held = [c for c in ("hash", "xxh3") if c in columns]  # merge.datasets_frame's order
+    frame = frame.select(*order, *held, "default_revision", "mtime_ns").sort("eid", "id")
+    return replace(index, datasets=frame)
+
+
+def _published_tables(rendered: Rendered, name: str, members: list[tuple[str, int, int]],
+                      digests: list[dict[str, str]], extra: list[tuple[str, Path]]
+                      ) -> dict[str, bytes]:
     """The tables as the zip holds them: the same rows, and metadata that depends only
     on the release: created at ``SOURCE_DATE_EPOCH`` or when its newest file was written,
     its origin the release's name, a build id derived from its contents; without the
@@ -180,9 +265,9 @@ def _published_tables(built: BuildResult, name: str, index: TreeIndex, members: 
     from fastindex.tables import one_metadata, republished
 
     content = hashlib.sha256()
-    for path, size, digests in members:
-        content.update(f"{path}\0{size}\0{sorted(digests.items())}\n".encode())
-    newest_ns = int(index.datasets["mtime_ns"].max() or 0)
+    for (path, size, _), found in zip(members, digests):
+        content.update(f"{path}\0{size}\0{sorted(found.items())}\n".encode())
+    newest_ns = max((mtime_ns for *_, mtime_ns in members), default=0)
     created = datetime.datetime(*archive.timestamp()) if os.environ.get(
         "SOURCE_DATE_EPOCH") else (datetime.datetime.fromtimestamp(
             newest_ns / 1e9, datetime.timezone.utc).replace(tzinfo=None))
@@ -190,5 +275,5 @@ def _published_tables(built: BuildResult, name: str, index: TreeIndex, members: 
                "fastindex": {"build_id": str(uuid.uuid5(DEFAULT_NAMESPACE, content.hexdigest())),
                              "listed_at_ns": 0,
                              **({"included": sorted(n for n, _ in extra)} if extra else {})}}
-    return {table: republished(built.tables[table], updates, drop=("mtime_ns",))
+    return {table: republished(rendered.tables[table], updates, drop=("mtime_ns",))
             for table in TABLE_FILES}

@@ -59,8 +59,8 @@ class StoredTables:
 class BuildResult:
     """What a build wrote and what it left out."""
 
-    sessions_path: Path
-    datasets_path: Path
+    sessions_path: Path | None  # None: a release of a read-only tree (in its zip only)
+    datasets_path: Path | None
     n_sessions: int
     n_datasets: int
     total_bytes: int
@@ -200,35 +200,64 @@ class TableStore:
     @pauses_gc
     def write(self, index: TreeIndex, spec: BuildSpec, started: float) -> BuildResult:
         """Write an index's two tables, with fastindex's provenance, atomically."""
+        return self.write_rendered(render(index, spec), started)
+
+    def write_rendered(self, rendered: Rendered, started: float) -> BuildResult:
+        """Write tables already rendered (``render``), atomically."""
         from fastindex import tables
 
-        build_id = str(uuid.uuid4())
-        counts = {"sessions": index.sessions.height, "datasets": index.datasets.height,
-                  "skipped": index.skipped.height, "warnings": len(index.warnings),
-                  "ignored": index.ignored,
-                  "bytes": int(index.datasets["file_size"].sum() or 0)}
-        metadata = {
-            "one_metadata": tables.one_metadata(index.root, datetime.datetime.now()),
-            "fastindex": {"version": __version__, "build_id": build_id,
-                          "options": spec.to_provenance(), "counts": counts,
-                          "ignore_rules": list(index.rules.patterns),
-                          "listed_at_ns": index.listed_at_ns},
-        }
-        arrow = {"sessions.pqt": tables.sessions_table(index.sessions),
-                 "datasets.pqt": tables.datasets_table(index.datasets,
-                                                       record_mtime=bool(spec.digests))}
         try:
-            written = tables.write_tables(self.folder, arrow, metadata, build_id,
-                                          id_index=spec.uuid_ids)
+            tables.write_tables(self.folder, rendered.tables, rendered.build_id)
         except OSError as err:
             failure = write_failure(err, self.folder, "the tables",
                                     "the previous tables are as they were")
             if failure is None:
                 raise
             raise failure from None
-        return BuildResult(*self.paths, counts["sessions"], counts["datasets"],
-                           counts["bytes"], index.skipped, index.warnings,
-                           time.perf_counter() - started, build_id, index.ignored, written)
+        return rendered.result(self.paths, started)
+
+
+@dataclass
+class Rendered:
+    """An index's two tables as they are written (Arrow, metadata included), before
+    they are: a release puts them in its zip, and in a folder when it has one."""
+
+    index: TreeIndex
+    tables: dict[str, pa.Table]
+    build_id: str
+    total_bytes: int
+
+    def result(self, paths: tuple[Path, Path] | tuple[None, None], started: float
+               ) -> BuildResult:
+        index = self.index
+        return BuildResult(*paths, index.sessions.height, index.datasets.height,
+                           self.total_bytes, index.skipped, index.warnings,
+                           time.perf_counter() - started, self.build_id, index.ignored,
+                           self.tables)
+
+
+@pauses_gc
+def render(index: TreeIndex, spec: BuildSpec) -> Rendered:
+    """An index's two tables with fastindex's provenance, as they will be written."""
+    from fastindex import tables
+
+    build_id = str(uuid.uuid4())
+    counts = {"sessions": index.sessions.height, "datasets": index.datasets.height,
+              "skipped": index.skipped.height, "warnings": len(index.warnings),
+              "ignored": index.ignored,
+              "bytes": int(index.datasets["file_size"].sum() or 0)}
+    metadata = {
+        "one_metadata": tables.one_metadata(index.root, datetime.datetime.now()),
+        "fastindex": {"version": __version__, "build_id": build_id,
+                      "options": spec.to_provenance(), "counts": counts,
+                      "ignore_rules": list(index.rules.patterns),
+                      "listed_at_ns": index.listed_at_ns},
+    }
+    arrow = {"sessions.pqt": tables.sessions_table(index.sessions),
+             "datasets.pqt": tables.datasets_table(index.datasets,
+                                                   record_mtime=bool(spec.digests))}
+    return Rendered(index, tables.finished(arrow, metadata, id_index=spec.uuid_ids),
+                    build_id, counts["bytes"])
 
 
 def _read_table(pl, path: Path) -> pl.DataFrame:

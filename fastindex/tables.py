@@ -167,37 +167,44 @@ def one_metadata(origin: Path, created: datetime.datetime) -> dict:
             "origin": str(origin)}
 
 
-def write_tables(out_dir: Path, arrow: dict[str, pa.Table], metadata: dict[str, dict],
-                 tag: str, id_index: bool = True) -> dict[str, pa.Table]:
-    """Write both tables beside their final names, then rename both into place.
+def finished(arrow: dict[str, pa.Table], metadata: dict[str, dict], id_index: bool = True
+             ) -> dict[str, pa.Table]:
+    """The tables as they are written: ``metadata`` (schema-metadata keys to JSON-able
+    dicts) and pandas' own entry in each table's schema.
 
-    ``arrow`` maps file names (sessions first) to tables; ``metadata`` maps schema-metadata
-    keys to JSON-able dicts; ``tag`` makes the temporary names unique to this build.
-    ``id_index``: pandas reads the id columns as the index (one-api's uuid tables), else
-    a RangeIndex (its string-id tables).  A failure before the renames leaves the
-    previous tables untouched and removes the temporary files.  Returns the tables as
-    written, metadata included.
+    ``arrow`` maps file names (sessions first) to tables.  ``id_index``: pandas reads the
+    id columns as the index (one-api's uuid tables), else a RangeIndex (its string-id
+    tables).
     """
     indexes = (["id"], ["eid", "id"]) if id_index else (None, None)
-    written = {}
-    temps = {name: temp_name(out_dir, name, tag) for name in arrow}
+    done = {}
+    for (name, table), index in zip(arrow.items(), indexes):
+        meta = {**metadata, "pandas": pandas_metadata(table.schema, index, table.num_rows)}
+        done[name] = table.replace_schema_metadata({k: json.dumps(v) for k, v in meta.items()})
+    return done
+
+
+def write_tables(out_dir: Path, tables: dict[str, pa.Table], tag: str) -> None:
+    """Write both ``finished`` tables beside their final names, then rename both into
+    place.
+
+    ``tag`` makes the temporary names unique to this build.  A failure before the renames
+    leaves the previous tables untouched and removes the temporary files.
+    """
+    temps = {name: temp_name(out_dir, name, tag) for name in tables}
     try:
-        for (name, table), index in zip(arrow.items(), indexes):
-            meta = {**metadata, "pandas": pandas_metadata(table.schema, index, table.num_rows)}
-            table = table.replace_schema_metadata({k: json.dumps(v) for k, v in meta.items()})
+        for name, table in tables.items():
             # Created exclusively, never through a link planted at that name.
             fd = os.open(temps[name], os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
             with os.fdopen(fd, "wb") as f:
                 pq.write_table(table, f)
                 f.flush()
                 os.fsync(fd)
-            written[name] = table
         for name, temp in temps.items():
             os.replace(temp, out_dir / name)
     finally:
         for temp in temps.values():
             temp.unlink(missing_ok=True)
-    return written
 
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)

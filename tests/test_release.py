@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import BEHAVIOUR, write_tree
+from conftest import BEHAVIOUR, npy, write_tree
 from one.converters import session_record2path
 
 import fastindex
@@ -68,7 +68,7 @@ def test_the_zip_holds_the_tables_the_indexed_files_and_the_included_ones(tmp_pa
     assert result.build.skipped["path"].to_list() == ["notes.txt"]
     with zipfile.ZipFile(out) as archive:
         names = archive.namelist()
-    assert names == ["sessions.pqt", "datasets.pqt", *sorted(BEHAVIOUR), "README.md"]
+    assert names == [*sorted(BEHAVIOUR), "README.md", "sessions.pqt", "datasets.pqt"]
     assert result.files == len(names)
 
 
@@ -151,6 +151,84 @@ def test_sigint_leaves_no_zip_and_no_temporary_file(tmp_path) -> None:
     child.send_signal(signal.SIGINT)
     assert child.wait(timeout=60) == 130
     assert os.listdir(out) == []
+    # What it says is what is on disk: the tables are written after the zip, not before.
+    assert f"no zip was written and the tables in {root} are unchanged" in child.stderr.read()
+    assert not (root / "datasets.pqt").exists() and not (root / "sessions.pqt").exists()
+
+
+def _bytes_read() -> int:
+    """This process's ``rchar``: bytes its read system calls returned."""
+    text = Path("/proc/self/io").read_text()
+    return int(next(line.split()[1] for line in text.splitlines() if line.startswith("rchar")))
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs /proc/PID/io")
+def test_a_release_reads_each_data_byte_once(tmp_path) -> None:
+    files = {f"{SES}/raw_video_data/_iblrig_leftCamera.raw{i}.mp4": os.urandom(4 << 20)
+             for i in range(8)}
+    root = write_tree(tmp_path / "t", {**files, **{f: npy(3) for f in BEHAVIOUR}})
+    data = sum(len(b) for b in files.values())
+    fastindex.release(root, tmp_path / "warm.zip", workers=1)  # imports done, cache warm
+    (tmp_path / "warm.zip").unlink()
+    before = _bytes_read()
+    fastindex.release(root, tmp_path / "r.zip", workers=1, hash="xxh3+md5")
+    read = _bytes_read() - before
+    assert data <= read < data * 1.1  # the digests, the CRC and the copy from one read
+    assert main(["verify", str(tmp_path / "r.zip"), "--hash", "--quiet"]) == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs /proc/PID/io")
+def test_a_stray_file_refuses_the_release_before_any_data_is_read(tmp_path, capsys) -> None:
+    root = write_tree(tmp_path / "t", {f"{SES}/raw_video_data/_iblrig_leftCamera.raw.mp4":
+                                       os.urandom(16 << 20), "README.txt": b"hello"})
+    fastindex.check(root, workers=1)  # imports done
+    before = _bytes_read()
+    assert main(["release", str(root), str(tmp_path / "r.zip"), "--workers", "1"]) == 1
+    assert _bytes_read() - before < 1 << 20
+    err = capsys.readouterr().err
+    assert "release checked the tree: 1 file would be skipped" in err
+    assert "no file was read" in err and "strict" not in err
+    assert not (tmp_path / "r.zip").exists() and not (root / "datasets.pqt").exists()
+
+
+@pytest.fixture
+def read_only_tree(tmp_path):
+    """A release tree this process cannot write to: a read-only bind mount when running
+    as root (whom permissions do not stop), else a folder without write permission."""
+    root = release_tree(tmp_path / "t")
+    if os.geteuid() != 0:
+        for folder in (root, *[p for p in root.rglob("*") if p.is_dir()]):
+            folder.chmod(0o555)
+        yield root
+        for folder in (root, *[p for p in root.rglob("*") if p.is_dir()]):
+            folder.chmod(0o755)
+        return
+    view = tmp_path / "ro"
+    view.mkdir()
+    mounted = subprocess.run(f"mount --bind {root} {view} && mount -o remount,ro,bind {view}",
+                             shell=True, capture_output=True)
+    if mounted.returncode != 0:
+        subprocess.run(["umount", str(view)], capture_output=True)
+        pytest.skip(f"cannot make a read-only mount here: {mounted.stderr.decode().strip()}")
+    try:
+        yield view
+    finally:
+        subprocess.run(["umount", str(view)], check=True)
+
+
+def test_a_read_only_tree_is_released_with_its_tables_in_the_zip(read_only_tree, tmp_path,
+                                                                  capsys) -> None:
+    assert not os.access(read_only_tree, os.W_OK)
+    out = tmp_path / "r.zip"
+    assert main(["release", str(read_only_tree), str(out), "--quiet"]) == 0
+    assert "tables in the zip only" in capsys.readouterr().err
+    assert not (read_only_tree / "datasets.pqt").exists()
+    assert main(["verify", str(out), "--hash", "--quiet"]) == 0
+    tables = tmp_path / "tables"
+    assert main(["release", str(read_only_tree), str(out), "--tables", str(tables),
+                 "--quiet"]) == 0
+    assert main(["verify", str(read_only_tree), "--tables", str(tables), "--hash",
+                 "--quiet"]) == 0
 
 
 def test_verify_checks_a_zip_without_unpacking_it(tmp_path, capsys) -> None:
