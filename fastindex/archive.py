@@ -6,7 +6,7 @@ then the tables.  Each file is read once, and that read gives its digests, its C
 listed (size and modification time), else ``ChangedError``.  The tables come last
 because they hold the digests of that read.  Entries have fixed timestamps
 (``SOURCE_DATE_EPOCH``, else 1980-01-01), attributes and order, so the same tree gives
-the same bytes.  Small files are read ahead by ``READ_THREADS`` threads; the zip's
+the same bytes.  On slow storage small files are read ahead by threads; the zip's
 SHA-256 is computed on a thread of its own from the bytes as they are written.
 """
 
@@ -37,9 +37,10 @@ class ChangedError(FastindexError):
     exit_code = 1
 
 
-def entry(name: str, size: int, compress_type: int) -> zipfile.ZipInfo:
-    """A zip entry whose header depends only on its name, size and compression."""
-    info = zipfile.ZipInfo(name, date_time=timestamp())
+def entry(name: str, size: int, compress_type: int, when: tuple[int, ...]) -> zipfile.ZipInfo:
+    """A zip entry whose header depends only on its name, size, compression and the
+    release's ``timestamp()``."""
+    info = zipfile.ZipInfo(name, date_time=when)
     info.create_system = 3  # Unix, so the permissions below are read
     info.external_attr = 0o100644 << 16
     info.compress_type = compress_type
@@ -69,18 +70,20 @@ class Contents:
     tables: Callable[[list[dict[str, str]]], dict[str, bytes]]
     algorithms: tuple[str, ...]  # the digests computed while zipping
     compress_type: int
+    read_threads: int  # threads reading small files ahead of the writer; 0: none
 
 
 def write_zip(file: BinaryIO, contents: Contents, progress: bool) -> tuple[int, str]:
     """Write the zip to ``file``: (bytes zipped, the zip's SHA-256).  Files below
-    ``SMALL_FILE`` are read (and hashed) ahead by threads while this thread writes,
-    larger ones are streamed through one buffer."""
+    ``SMALL_FILE`` are read (and hashed) whole, ahead of the writing by
+    ``contents.read_threads`` threads when there are any; larger ones are streamed
+    through one buffer."""
     members, algorithms = contents.members, contents.algorithms
-    compress_type = contents.compress_type
+    compress_type, when = contents.compress_type, timestamp()
     total = sum(size for _, size, _ in members) + sum(p.stat().st_size for _, p in contents.extra)
     buffer = bytearray(hashing.CHUNK)
     base = str(contents.root)
-    pool = ThreadPoolExecutor(READ_THREADS)
+    pool = ThreadPoolExecutor(contents.read_threads) if contents.read_threads else None
     stream = None
     try:
         stream = _Stream(file)
@@ -91,7 +94,7 @@ def write_zip(file: BinaryIO, contents: Contents, progress: bool) -> tuple[int, 
             for window in (*_windows(members), []):
                 ahead = _read_ahead(pool, base, window, algorithms)
                 for (name, size, mtime_ns), outcome in pending:
-                    info = entry(name, size, compress_type)
+                    info = entry(name, size, compress_type, when)
                     if outcome is None:  # a large file: streamed from here
                         with archive.open(info, "w") as sink:
                             outcome = _read_into(os.path.join(base, name), algorithms,
@@ -103,14 +106,15 @@ def write_zip(file: BinaryIO, contents: Contents, progress: bool) -> tuple[int, 
                 pending = _results(ahead)
             for name, path in contents.extra:
                 size = path.stat().st_size
-                with archive.open(entry(name, size, compress_type), "w") as sink:
+                with archive.open(entry(name, size, compress_type, when), "w") as sink:
                     hashing.digest_file(str(path), (), buffer, sink)
                 bar.update(size)
             for name, data in contents.tables(digests).items():
-                archive.writestr(entry(name, len(data), compress_type), data)
+                archive.writestr(entry(name, len(data), compress_type, when), data)
         return total, stream.sha256()
     finally:
-        pool.shutdown(cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         if stream is not None:
             stream.close()
 
@@ -124,7 +128,9 @@ class _Stream:
     calls an entry, more than half the time of zipping 74k small files.  Written once and
     in order, the bytes give the zip's SHA-256 without reading it back: hashed on a thread
     of its own, in pieces of at least ``HASH_PIECE`` bytes (hashlib releases the GIL), as
-    it was a quarter of the writing thread's time.
+    it was a quarter of the writing thread's time.  A piece is written to the file in one
+    call too: zipfile writes about seven times an entry, and a buffered write per call
+    was a tenth of the writing thread's time.
     """
 
     def __init__(self, file) -> None:
@@ -135,22 +141,26 @@ class _Stream:
         self._piece_bytes = 0
 
     def write(self, data) -> int:
+        n = len(data)
         self._piece.append(bytes(data))
-        self._piece_bytes += len(data)
+        self._piece_bytes += n
         if self._piece_bytes >= HASH_PIECE:
-            self._hash_piece()
-        return self.file.write(data)
+            self._write_piece()
+        return n
 
-    def _hash_piece(self) -> None:
-        self._hasher.submit(self._sha256.update, b"".join(self._piece))
+    def _write_piece(self) -> None:
+        piece = b"".join(self._piece)
+        self._hasher.submit(self._sha256.update, piece)
         self._piece, self._piece_bytes = [], 0
+        self.file.write(piece)
 
     def flush(self) -> None:
+        self._write_piece()
         self.file.flush()
 
     def sha256(self) -> str:
         """The SHA-256 of everything written (once the writing is over)."""
-        self._hash_piece()
+        self._write_piece()
         self._hasher.shutdown(wait=True)
         return self._sha256.hexdigest()
 
@@ -162,11 +172,10 @@ class _Stream:
 HASH_PIECE = 4 << 20
 
 
-#: Files smaller than this are read whole by ``READ_THREADS`` threads ahead of the writer,
-#: at most ``READ_AHEAD_FILES`` files or ``READ_AHEAD_BYTES`` bytes per window (two
-#: windows in memory at a time).
+#: Files smaller than this are read whole (by threads ahead of the writer, when it has
+#: them), at most ``READ_AHEAD_FILES`` files or ``READ_AHEAD_BYTES`` bytes per window
+#: (two windows in memory at a time).
 SMALL_FILE = 4 << 20
-READ_THREADS = 8
 READ_AHEAD_FILES = 256
 READ_AHEAD_BYTES = 64 << 20
 READ_TASK = 16  # files per reading task: a future per file costs more than its read
@@ -184,16 +193,28 @@ def _windows(members: list) -> list[list]:
     return [*windows, window] if window else windows
 
 
-def _read_ahead(pool: ThreadPoolExecutor, base: str, window: list, algorithms: tuple[str, ...]
-                ) -> list[tuple[list, object]]:
-    """Start reading a window's small files, ``READ_TASK`` files per task."""
+def _read_ahead(pool: ThreadPoolExecutor | None, base: str, window: list,
+                algorithms: tuple[str, ...]) -> list[tuple[list, object]]:
+    """Start reading a window's small files, ``READ_TASK`` files per task (or read them
+    now, without a pool)."""
     tasks = []
     for i in range(0, len(window), READ_TASK):
         chunk = window[i:i + READ_TASK]
         paths = [os.path.join(base, name) if size < SMALL_FILE else None
                  for name, size, _ in chunk]
-        tasks.append((chunk, pool.submit(_read_some, paths, algorithms)))
+        tasks.append((chunk, pool.submit(_read_some, paths, algorithms) if pool else
+                      _Read(_read_some(paths, algorithms))))
     return tasks
+
+
+class _Read:
+    """What a read in the writing thread found, as a future would hold it."""
+
+    def __init__(self, outcome: list) -> None:
+        self.outcome = outcome
+
+    def result(self) -> list:
+        return self.outcome
 
 
 def _results(tasks: list[tuple[list, object]]) -> list[tuple[tuple, object]]:

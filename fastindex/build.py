@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from fastindex import log
 from fastindex.bucket import BucketRoot
 from fastindex.engine import Engine, TreeIndex, check_root
 from fastindex.errors import InputError, ProblemsFound
@@ -45,8 +46,10 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
     root_path = check_root(root, settings)
     store = TableStore.output(tables_folder(out_dir, root_path, "--out"), create=True)
     with store.lock():
-        return build_in(store, root_path, (spec, settings), strict_refusal if strict else None,
-                        quiet_paths, started)[1]
+        result = build_in(store, root_path, (spec, settings),
+                          strict_refusal if strict else None, quiet_paths, started)[1]
+    log.outcome("build", root, result)
+    return result
 
 
 def tables_folder(given: str | os.PathLike | None, root: Path | BucketRoot, option: str

@@ -21,7 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
-from fastindex import __version__, hashing
+from fastindex import __version__, hashing, log
 from fastindex.errors import FastindexError, InputError, ProblemsFound
 from fastindex.problems import UNLOADABLE_SESSION, display_path
 from fastindex.progress import counted
@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="keep datasets whose files are gone, with exists=False")
     u.add_argument("--force", action="store_true",
                    help="rebuild tables whose ids would change (another tool or namespace)")
+    u.add_argument("--report", type=Path,
+                   help="write skipped files and warnings here (.csv or .json)")
     _add_confirm_links(u)
     _add_source_options(u)
     _add_run_options(u)
@@ -252,23 +254,8 @@ def _build(args: argparse.Namespace) -> int:
                        **_settings(args))
     except ProblemsFound as found:
         return _refuse(found, report, args, "the previous tables are unchanged")
-    if report:
-        write_report(report, _problems(result.skipped, result.warnings),
-                     {"sessions": result.n_sessions, "datasets": result.n_datasets,
-                      "ignored": result.ignored, "bytes": result.total_bytes,
-                      "build_id": result.build_id})
+    _tell_outcome(result, report, args, result.summary())
     if not args.quiet:
-        for w in result.warnings[:WARNINGS_SHOWN]:
-            print(f"warning: {w.path}: {w.detail}", file=sys.stderr)
-        if len(result.warnings) > WARNINGS_SHOWN:
-            print(f"... {len(result.warnings) - WARNINGS_SHOWN} more warnings "
-                  f"(--report FILE lists them all)", file=sys.stderr)
-        if result.n_sessions == 0:
-            print(f"fastindex: no sessions under {args.root}: the tables are empty",
-                  file=sys.stderr)
-        problems = result.skipped.height + len(result.warnings)
-        print(f"fastindex: {result.summary()} -> {result.sessions_path.parent}"
-              f"{_where_listed(report, args, problems, 0)}", file=sys.stderr)
         unloadable = (result.skipped["reason"] == UNLOADABLE_SESSION).sum()
         if unloadable:
             print(f"fastindex: {unloadable} files are in session folders where ONE does not "
@@ -312,6 +299,8 @@ def _where_listed(report: Path | None, args: argparse.Namespace, problems: int,
         return ""
     if report:
         return f"; the list: {report}"
+    if args.func is _update:  # its walking options are the tables', not the command line's
+        return f"; to list them: fastindex update {shlex.quote(str(args.root))} --report FILE"
     same = [f"--exclude {shlex.quote(p)}" for p in getattr(args, "exclude", [])]
     same += ["--follow-symlinks"] if getattr(args, "follow_symlinks", False) else []
     same += [] if getattr(args, "default_ignores", True) else ["--no-default-ignores"]
@@ -328,14 +317,38 @@ def _print_problems(frame, stream, limit: int | None = None) -> None:
         print(f"... {frame.height - limit} more", file=stream)
 
 
+def _tell_outcome(result, report: Path | None, args: argparse.Namespace, summary: str
+                  ) -> None:
+    """After a build or update: the report when asked for, the first warnings, and the
+    summary with where to read what was skipped."""
+    if report:
+        write_report(report, _problems(result.skipped, result.warnings),
+                     {"sessions": result.n_sessions, "datasets": result.n_datasets,
+                      "ignored": result.ignored, "bytes": result.total_bytes,
+                      "build_id": result.build_id})
+    if args.quiet:
+        return
+    for w in result.warnings[:WARNINGS_SHOWN]:
+        print(f"warning: {w.path}: {w.detail}", file=sys.stderr)
+    if len(result.warnings) > WARNINGS_SHOWN:
+        print(f"... {len(result.warnings) - WARNINGS_SHOWN} more warnings "
+              f"(--report FILE lists them all)", file=sys.stderr)
+    if result.n_sessions == 0:
+        print(f"fastindex: no sessions under {args.root}: the tables are empty",
+              file=sys.stderr)
+    problems = result.skipped.height + len(result.warnings)
+    print(f"fastindex: {summary} -> {result.sessions_path.parent}"
+          f"{_where_listed(report, args, problems, 0)}", file=sys.stderr)
+
+
 def _update(args: argparse.Namespace) -> int:
     from fastindex.update import update
 
+    report = check_report_path(args.report) if args.report else None
     result = update(args.root, args.out, hash=args.hash, namespace=args.namespace,
                     keep_missing=args.keep_missing, force=args.force,
                     follow_symlinks=args.follow_symlinks, **_settings(args))
-    if not args.quiet:
-        print(f"fastindex: {result.summary()}", file=sys.stderr)
+    _tell_outcome(result.build, report, args, result.summary())
     return 0
 
 
@@ -476,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(signal.getsignal(signal.SIGINT), "__module__", "") == "fastindex_entry":
                 signal.signal(signal.SIGINT, signal.default_int_handler)  # the command starts
             signal.signal(signal.SIGTERM, _terminate)
-        return args.func(args)
+        with log.kept_quiet():
+            return args.func(args)
     except FastindexError as err:
         print(f"fastindex: error: {err}", file=sys.stderr)
         return err.exit_code

@@ -18,14 +18,21 @@ LOG_INTERVAL = 5.0  # seconds between two progress lines in a log
 
 
 class LogLines:
-    """A stream for tqdm that turns each refresh into one plain line."""
+    """A stream for tqdm that turns each refresh into one plain line.
+
+    The first line, tqdm's drawing of the bar before any work ("hashing: 0.00B"), is
+    left out: in a log it says nothing.
+    """
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
+        self.started = False
 
     def write(self, text: str) -> None:
         line = text.replace("\r", "").rstrip()
-        if line:
+        if line and not self.started:
+            self.started = True
+        elif line:
             self.stream.write(line + "\n")
 
     def flush(self) -> None:
@@ -33,13 +40,15 @@ class LogLines:
 
 
 def progress_bar(progress: bool, desc: str, unit: str, total: float | None = None) -> tqdm:
-    """A bar on stderr (disabled unless ``progress``); bytes are shown scaled."""
+    """A bar on stderr (disabled unless ``progress``, and when there is nothing to do:
+    a ``total`` of 0); bytes are shown scaled."""
     from tqdm import tqdm
 
     stream = sys.stderr
     interactive = stream.isatty()
     return tqdm(desc=desc, unit=unit, unit_scale=unit == "B", total=total,
-                disable=not progress, file=stream if interactive else LogLines(stream),
+                disable=not progress or total == 0,
+                file=stream if interactive else LogLines(stream),
                 mininterval=0.1 if interactive else LOG_INTERVAL,
                 maxinterval=10.0 if interactive else 60.0)
 

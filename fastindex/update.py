@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from fastindex import alf
+from fastindex import alf, log
 from fastindex.build import tables_folder
 from fastindex.engine import Engine, HashJob, TreeIndex, check_root
 from fastindex.errors import InputError
@@ -86,6 +86,7 @@ def update(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
             index = _keep_missing(index, old.sessions, old.datasets)
         result = store.write(index, spec, started)
     reason = why_full or "digests kept where size and mtime are unchanged"
+    log.outcome("update", root, result)
     return UpdateResult(result, not why_full, reason, rehashed, reused)
 
 

@@ -289,8 +289,12 @@ def compare(sessions: pl.DataFrame, datasets: pl.DataFrame, found: pl.DataFrame,
     ours = one_paths(sessions, datasets)
     path = pl.col("path")
     both = ours.join(found, on="path", how="full", coalesce=True, suffix="_disk")
+    # A row with exists False says its file is gone (update --keep-missing): not missing.
+    expected_on_disk = (pl.col("exists").fill_null(True) if "exists" in ours.columns
+                        else pl.lit(True))
     checks = [
-        (MISSING, pl.col("file_size_disk").is_null(), pl.col("file_size"), pl.lit(None)),
+        (MISSING, pl.col("file_size_disk").is_null() & expected_on_disk, pl.col("file_size"),
+         pl.lit(None)),
         (UNINDEXED, pl.col("file_size").is_null(), pl.lit(None), pl.col("file_size_disk")),
         (SIZE, pl.col("file_size") != pl.col("file_size_disk"), pl.col("file_size"),
          pl.col("file_size_disk")),

@@ -75,3 +75,85 @@ def test_one_lists_the_datasets_of_a_tree_without_any(tmp_path, strict_warnings)
     assert len(one.search()) == 1
     assert len(one.list_datasets()) == 0
     assert one.search(dataset_qc_lte="PASS") == []
+
+
+def _tree_with_a_session_spelled_1(root):
+    return write_tree(root, {**{f: b"x" for f in BEHAVIOUR[:2]},
+                             "cortexlab/Subjects/KS001/2020-01-02/1/alf/_ibl_trials.choice.npy":
+                             b"x"})
+
+
+def test_the_drop_in_logs_what_it_skipped_and_prints_nothing(tmp_path, caplog, capsys) -> None:
+    import fastindex
+
+    root = _tree_with_a_session_spelled_1(tmp_path / "t")
+    with caplog.at_level("INFO", logger="fastindex"):
+        fastindex.make_parquet_db(root)
+    warned = [r for r in caplog.records if r.name == "fastindex" and r.levelname == "WARNING"]
+    assert len(warned) == 1
+    message = warned[0].getMessage()
+    assert "1 file skipped (1 unloadable_session)" in message
+    assert f"to list them: fastindex check {root}" in message
+    assert any(r.levelname == "INFO" and "2 datasets" in r.getMessage() for r in caplog.records)
+    assert capsys.readouterr().out == ""
+
+
+def test_one_setup_through_fastindex_is_not_silent(tmp_path, caplog, monkeypatch) -> None:
+    import one.api
+    from one.api import One
+
+    import fastindex
+
+    monkeypatch.setattr(one.api, "make_parquet_db", one.api.make_parquet_db)  # restored after
+    fastindex.use_fastindex()
+    root = _tree_with_a_session_spelled_1(tmp_path / "t")
+    with caplog.at_level("WARNING", logger="fastindex"):
+        One.setup(root, silent=True)
+    assert any("unloadable_session" in r.getMessage() for r in caplog.records
+               if r.name == "fastindex")
+
+
+def test_the_cli_says_it_once(tmp_path, caplog, capsys) -> None:
+    root = _tree_with_a_session_spelled_1(tmp_path / "t")
+    with caplog.at_level("INFO", logger="fastindex"):
+        assert main(["build", str(root), "--workers", "1"]) == 0
+    assert not [r for r in caplog.records if r.name == "fastindex"]
+    assert capsys.readouterr().err.count("1 skipped") == 1
+
+
+def test_verify_after_update_keep_missing_passes(tmp_path, capsys) -> None:
+    root = write_tree(tmp_path / "t", {f: b"x" for f in BEHAVIOUR[:3]})
+    assert main(["build", str(root), "--hash", "md5", "--workers", "1", "--quiet"]) == 0
+    (root / BEHAVIOUR[0]).unlink()
+    assert main(["update", str(root), "--keep-missing", "--workers", "1", "--quiet"]) == 0
+    assert main(["verify", str(root), "--hash", "--workers", "1", "--quiet"]) == 0
+    (root / BEHAVIOUR[1]).unlink()  # a file the tables still say exists
+    assert main(["verify", str(root), "--workers", "1", "--quiet"]) == 1
+    assert f"missing: {BEHAVIOUR[1]}" in capsys.readouterr().err
+
+
+def test_update_reports_what_it_skipped_and_says_where(tmp_path, capsys) -> None:
+    import json
+
+    root = _tree_with_a_session_spelled_1(tmp_path / "t")
+    assert main(["build", str(root), "--hash", "md5", "--workers", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["update", str(root), "--workers", "1"]) == 0
+    assert ("1 skipped, 0 warnings" in (err := capsys.readouterr().err)
+            and f"to list them: fastindex update {root} --report FILE" in err)
+    report = tmp_path / "skipped.json"
+    assert main(["update", str(root), "--workers", "1", "--report", str(report)]) == 0
+    listed = json.loads(report.read_text())
+    assert [row["reason"] for row in listed["problems"]] == ["unloadable_session"]
+
+
+def test_a_log_has_no_empty_progress_lines(tmp_path) -> None:
+    import subprocess
+
+    root = write_tree(tmp_path / "t", BEHAVIOUR)
+    command = [sys.executable, "-m", "fastindex"]
+    subprocess.run([*command, "build", str(root), "--hash", "md5"], check=True,
+                   capture_output=True)
+    for args in (["build", str(root), "--hash", "md5"], ["update", str(root)]):
+        done = subprocess.run([*command, *args], capture_output=True, text=True, check=True)
+        assert "0.00B" not in done.stderr and "?B/s" not in done.stderr, done.stderr

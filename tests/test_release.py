@@ -163,7 +163,8 @@ def _bytes_read() -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs /proc/PID/io")
-def test_a_release_reads_each_data_byte_once(tmp_path) -> None:
+@pytest.mark.parametrize("io_threads", [0, 4])  # read by the writer, or ahead by threads
+def test_a_release_reads_each_data_byte_once(tmp_path, io_threads) -> None:
     files = {f"{SES}/raw_video_data/_iblrig_leftCamera.raw{i}.mp4": os.urandom(4 << 20)
              for i in range(8)}
     root = write_tree(tmp_path / "t", {**files, **{f: npy(3) for f in BEHAVIOUR}})
@@ -171,7 +172,7 @@ def test_a_release_reads_each_data_byte_once(tmp_path) -> None:
     fastindex.release(root, tmp_path / "warm.zip", workers=1)  # imports done, cache warm
     (tmp_path / "warm.zip").unlink()
     before = _bytes_read()
-    fastindex.release(root, tmp_path / "r.zip", workers=1, hash="xxh3+md5")
+    fastindex.release(root, tmp_path / "r.zip", workers=1, hash="xxh3+md5", io_threads=io_threads)
     read = _bytes_read() - before
     assert data <= read < data * 1.1  # the digests, the CRC and the copy from one read
     assert main(["verify", str(tmp_path / "r.zip"), "--hash", "--quiet"]) == 0
