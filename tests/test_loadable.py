@@ -250,3 +250,27 @@ def test_verify_reports_rows_of_one_apis_tables_that_one_cannot_load(tmp_path) -
         (MISSING, f"s/2020-01-01/001/{FILE}"),  # ONE looks there; the file is in 1/
         (SAME_PATH, f"s/2020-01-01/002/{FILE}"),  # the 2 row loads 002's file
     ]
+
+
+def test_files_named_with_their_dataset_uuid_load_as_named(tmp_path, caplog,
+                                                           strict_warnings) -> None:
+    """IBL's public bucket names files ``_ibl_trials.table.<uuid>.pqt``.  fastindex
+    indexes such a key (or a mirror's file) under its own name: ONE's default mode loads
+    it from there; ``uuid_filenames=True`` would look for a second uuid and is not for
+    these tables (docs/ONE-CONTRACT.md)."""
+    from one.api import One
+
+    uid = "4a1ba1e8-5c5d-4b1e-8b4e-0d1b2e3f4a5b"
+    name = f"_ibl_trials.table.{uid}.npy"
+    ses = "cortexlab/Subjects/KS001/2020-01-01/001"
+    root = write_tree(tmp_path / "t", {f"{ses}/alf/{name}": npy(3),
+                                       f"{ses}/alf/_ibl_wheel.position.npy": npy(3)})
+    result = fastindex.build(root, workers=1)
+    assert result.skipped.height == 0
+    one = One(cache_dir=root, mode="local")
+    eid = one.search()[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        got = one.load_dataset(eid, name, collection="alf", download_only=True)
+    assert Path(got) == root / ses / "alf" / name
+    assert [r.getMessage() for r in caplog.records] == []
