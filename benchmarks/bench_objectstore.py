@@ -2,7 +2,7 @@
 
     python benchmarks/bench_objectstore.py [--files 74000] [--mount-files 2000]
         [--one-files 500] [--delay-ms 20] [--cap 64] [--repeat 3] [--mount-repeat 1]
-        [--tree DIR]
+        [--tree DIR] [--no-mount] [--name objectstore]
 
 The endpoint is ``thins3.py`` on 127.0.0.1: the files of a generated IBL-behaviour tree
 as one bucket's keys, every request waiting ``--delay-ms`` (S3: 15 to 30 ms) in one of
@@ -17,8 +17,10 @@ as one bucket's keys, every request waiting ``--delay-ms`` (S3: 15 to 30 ms) in 
   an hour through it), ``--mount-repeat`` times;
 - one-api's ``make_parquet_db`` through the mount, on ``--one-files`` (one run).
 
-Writes benchmarks/results/objectstore.json and .csv.  Needs boto3 and, for the mount
-rows, Debian's ``s3fs`` (skipped with a note when missing).
+Writes benchmarks/results/NAME.json and .csv.  ``--no-mount`` leaves out the mount and
+one-api rows: for a larger release (``--files 1000000 --no-mount --name objectstore-1m``).
+Needs boto3 and, for the mount rows, Debian's ``s3fs`` (skipped with a note when
+missing).
 """
 
 from __future__ import annotations
@@ -99,6 +101,9 @@ def main() -> int:
                         help="runs of the (slow) mount rows")
     parser.add_argument("--tree", type=Path, help="an existing tree (default: generate)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--no-mount", action="store_true",
+                        help="only fastindex and the paginator on the URL")
+    parser.add_argument("--name", default="objectstore", help="results file stem")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fastindex-s3bench-"))
     rows = []
@@ -118,7 +123,9 @@ def main() -> int:
             row("fastindex build s3://", args.files, [run(build) for _ in range(args.repeat)])
             row("boto3 paginator (by hand)", args.files,
                 [run([sys.executable, "-c", PAGINATE, url]) for _ in range(args.repeat)])
-        if shutil.which("s3fs") is None:
+        if args.no_mount:
+            pass
+        elif shutil.which("s3fs") is None:
             print("  s3fs is not installed: no mount rows", file=sys.stderr)
         else:
             _mount_rows(work, args, row)
@@ -129,7 +136,7 @@ def main() -> int:
     print(title)
     for r in rows:
         print(f"{r['command']:34} {r['files']:>8} {r['wall_s']:>8} s {r['cpu_s']:>8} s cpu")
-    write_rows(rows, args.out, "objectstore", title)
+    write_rows(rows, args.out, args.name, title)
     return 0
 
 

@@ -39,9 +39,10 @@ def integers(values: list[int], code: str) -> Column:
 
 def dataset_batch(session: list[int], eids: list[bytes], rel_path: list[bytes],
                   file_size: list[int], mtime_ns: list[int], id_md5: list[bytes] | None,
-                  digests: dict[str, list[str]]) -> RawBatch:
+                  digests: dict[str, list[str]], etag: list[bytes] | None = None) -> RawBatch:
     """A worker's datasets; ``session`` indexes ``eids``; ``rel_path`` UTF-8 encoded;
-    ``id_md5`` None with string ids; ``digests`` holds the algorithms computed."""
+    ``id_md5`` None with string ids; ``digests`` holds the algorithms computed; ``etag``
+    a bucket's ETags (None for files)."""
     return RawBatch(len(rel_path), {
         "session": integers(session, "I"),
         "eid": strings([eids[s] for s in session]),
@@ -51,6 +52,7 @@ def dataset_batch(session: list[int], eids: list[bytes], rel_path: list[bytes],
         "id_md5": (b"".join(id_md5),) if id_md5 is not None else None,
         **{a: strings([d.encode() for d in digests[a]]) if a in digests else None
            for a in ("md5", "xxh3")},
+        "etag": strings(etag) if etag is not None else None,
     })
 
 

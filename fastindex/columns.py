@@ -21,6 +21,7 @@ DATASET_FIELDS = pa.schema([
     ("id_md5", pa.binary(16)),  # md5 of the uuid3 name; null with string ids
     ("md5", pa.string()),  # hex digests of the file, null when not hashed
     ("xxh3", pa.string()),
+    ("etag", pa.string()),  # a bucket's object's ETag, null for a file
 ])
 PROBLEM_FIELDS = pa.schema([
     ("path", pa.string()), ("reason", pa.string()), ("detail", pa.string()),

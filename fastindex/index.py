@@ -73,6 +73,7 @@ class _Columns:
     nbytes: int = 0  # bytes hashed here (deferred files are counted where they are hashed)
     ignored: int = 0
     hashing: list = field(default_factory=list)  # (row, digest future, task, rel_path, size)
+    etag: list = field(default_factory=list)  # a bucket's objects' ETags (UTF-8 bytes)
     policy: Policy = Policy()  # the walk's, the same for every session of the batch
 
 
@@ -128,7 +129,8 @@ def _index_found(sessions: list[Session], found: Discovery, options: IndexOption
         _collect_digests(cols, options.hashes)
     datasets = buffers.dataset_batch(cols.session, [e.encode() for e in eids], cols.rel_path,
                                      cols.file_size, cols.mtime_ns,
-                                     cols.id_md5 if options.namespace else None, cols.digests)
+                                     cols.id_md5 if options.namespace else None, cols.digests,
+                                     cols.etag if options.bucket is not None else None)
     return BatchResult(datasets, buffers.problem_batch(cols.problems), sessions, eids,
                        cols.deferred, cols.nbytes, found.ignored + cols.ignored)
 
@@ -185,6 +187,8 @@ def _index_session(task: SessionTask, options: IndexOptions, cols: _Columns,
             cols.rel_path.append(encoded)
             cols.file_size.append(size)
             cols.mtime_ns.append(st.st_mtime_ns)
+            if options.bucket is not None:
+                cols.etag.append(st.etag.encode())
             if id_prefix:
                 cols.id_md5.append(hashlib.md5(id_prefix + encoded).digest())
 
@@ -297,7 +301,7 @@ def _collect_digests(cols: _Columns, algorithms: tuple[str, ...]) -> None:
     cols.hashing = []
     if dropped:
         keep = [i not in dropped for i in range(len(cols.session))]
-        for name in ("session", "rel_path", "file_size", "mtime_ns", "id_md5"):
+        for name in ("session", "rel_path", "file_size", "mtime_ns", "id_md5", "etag"):
             column = getattr(cols, name)
             if column:
                 setattr(cols, name, [v for v, k in zip(column, keep) if k])

@@ -69,9 +69,10 @@ def datasets_frame(batches: list[RawBatch],
         frame = _apply_late(frame, late)
     digests = [pl.col("md5").alias("hash")] if "md5" in hashes else []
     digests += [pl.col("xxh3")] if "xxh3" in hashes else []
+    etag = ["etag"] if frame["etag"].null_count() < frame.height else []  # a bucket's
     return (frame.with_columns(default_revision=_is_default_revision(frame))
             .select("eid", "id", "rel_path", "file_size", *digests, "default_revision",
-                    "mtime_ns")
+                    "mtime_ns", *etag)
             .sort("eid", "id"))
 
 

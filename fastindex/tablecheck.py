@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 #: Digest columns and the form of their values: md5 and xxh3-128 are both 128 bits,
 #: written as 32 lower-case hex digits (``hexdigest``).
 DIGEST_FORMS = {column: "^[0-9a-f]{32}$" for column in hashing.COLUMNS.values()}
+#: An object's ETag as S3 and compatible stores send it: printable ASCII, at most 200
+#: characters (only ever compared with a listing's, never used as a digest or a path).
+ETAG_FORM = "^[\\x21-\\x7e]{1,200}$"
 SUBJECT_RE = re.compile(alf.PARTS["subject"])
 LAB_RE = re.compile(alf.PARTS["lab"])
 
@@ -46,7 +49,8 @@ def check_tables(sessions: pl.DataFrame, datasets: pl.DataFrame, where: str) -> 
         "eid": text, "id": text, "rel_path": text, "file_size": integer, "hash": text,
         "exists": ("boolean", lambda t: t == pl.Boolean),
         **({"xxh3": text} if "xxh3" in datasets.columns else {}),
-        **({"mtime_ns": integer} if "mtime_ns" in datasets.columns else {})})
+        **({"mtime_ns": integer} if "mtime_ns" in datasets.columns else {}),
+        **({"etag": text} if "etag" in datasets.columns else {})})
     _sessions(sessions, where)
     _datasets(sessions, datasets, where)
 
@@ -92,6 +96,12 @@ def _datasets(sessions: pl.DataFrame, datasets: pl.DataFrame, where: str) -> Non
         raise InputError(f"{where}: datasets.file_size holds negative sizes")
     if "mtime_ns" in datasets.columns and datasets.filter(pl.col("mtime_ns") < 0).height:
         raise InputError(f"{where}: datasets.mtime_ns holds negative times")
+    if "etag" in datasets.columns and datasets.schema["etag"] == pl.String:
+        bad = datasets.filter(pl.col("etag").is_not_null()
+                              & ~pl.col("etag").str.contains(ETAG_FORM))
+        if bad.height:
+            raise InputError(f"{where}: datasets.etag {_shown(bad['etag'][0])} is not an "
+                             f"ETag")
     for column, form in DIGEST_FORMS.items():
         if column not in datasets.columns or datasets.schema[column] == pl.Null:
             continue

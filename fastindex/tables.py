@@ -59,7 +59,8 @@ def datasets_table(frame: pl.DataFrame, record_mtime: bool = False) -> pa.Table:
 
     ``exists`` comes from the frame when it has one (``update --keep-missing``).  With
     ``record_mtime`` an extra ``mtime_ns`` column keeps each file's modification time
-    when its digests were computed, for ``update``.
+    when its digests were computed, for ``update``.  A bucket's frame has an ``etag``
+    column, kept as an extra column: what ``verify`` and ``update`` compare objects by.
 
     Without md5s the ``hash`` column has Arrow type null, not a null string: ONE skips
     its md5 check only when ``hash is None``, and pandas 3 reads null strings as NaN,
@@ -73,6 +74,8 @@ def datasets_table(frame: pl.DataFrame, record_mtime: bool = False) -> pa.Table:
         schema = schema.append(pa.field("xxh3", pa.string()))
     if record_mtime:
         schema = schema.append(pa.field("mtime_ns", pa.int64()))
+    if "etag" in frame.columns:  # a bucket's: what verify and update compare objects by
+        schema = schema.append(pa.field("etag", pa.string()))
     if n == 0:  # parquet keeps no dictionary without rows: pandas would read a
         # categorical without categories, and ONE's qc filters raise TypeError on it
         schema = schema.set(schema.get_field_index("qc"), pa.field("qc", pa.string()))

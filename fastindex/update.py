@@ -130,17 +130,22 @@ def _refresh_digests(index: TreeIndex, old: pl.DataFrame, racy_from_ns: int,
     """Take digests from ``old`` where size and mtime match; hash the rest on ``pool``.
 
     Files whose old mtime is ``racy_from_ns`` or later are hashed whatever their mtime:
-    they may have changed after they were read without their mtime changing.
+    they may have changed after they were read without their mtime changing.  A bucket's
+    objects are compared by size and ETag instead: any write gives an object a new
+    ETag, and an object uploaded again with the same bytes keeps its digests.
     """
     import polars as pl
 
     algorithms, columns = spec.digests.algorithms, spec.digests.columns
+    by_etag = "etag" in index.datasets.columns and "etag" in old.columns
     before = old.select("eid", "id", pl.col("file_size").alias("old_size"),
-                        pl.col("mtime_ns").alias("old_mtime"), *columns)
+                        pl.col("mtime_ns").alias("old_mtime"), *columns,
+                        *([pl.col("etag").alias("old_etag")] if by_etag else []))
     frame = index.datasets.join(before, on=["eid", "id"], how="left")
-    same = ((pl.col("old_size") == pl.col("file_size"))
-            & (pl.col("old_mtime") == pl.col("mtime_ns"))
-            & (pl.col("old_mtime") < racy_from_ns)
+    unchanged = (pl.col("old_etag") == pl.col("etag") if by_etag else
+                 (pl.col("old_mtime") == pl.col("mtime_ns"))
+                 & (pl.col("old_mtime") < racy_from_ns))
+    same = ((pl.col("old_size") == pl.col("file_size")) & unchanged
             & pl.all_horizontal(pl.col(c).is_not_null() for c in columns))
     frame = frame.with_columns(keep=same.fill_null(False))
     reused = int(frame["keep"].sum())

@@ -305,6 +305,11 @@ def compare(sessions: pl.DataFrame, datasets: pl.DataFrame, found: pl.DataFrame,
                        & (pl.col(column) != pl.col(f"{column}_disk")),
                        pl.lit(f"{algo}:") + pl.col(column),
                        pl.lit(f"{algo}:") + pl.col(f"{column}_disk")))
+    if not hashed and "etag" in ours.columns and "etag" in found.columns:
+        # a bucket's objects: a rewrite of the same size has a new ETag
+        checks.append((CONTENT, (pl.col("file_size") == pl.col("file_size_disk"))
+                       & (pl.col("etag") != pl.col("etag_disk")),
+                       pl.lit("etag:") + pl.col("etag"), pl.lit("etag:") + pl.col("etag_disk")))
     differences = pl.concat([
         both.filter(mask.fill_null(False)).select(
             kind=pl.lit(kind), path=path, expected=expected.cast(pl.String),

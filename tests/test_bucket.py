@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import BEHAVIOUR, write_tree
+from conftest import BEHAVIOUR, npy, write_tree
 
 import fastindex
 from fastindex import bucket
@@ -86,9 +86,20 @@ def _rows(folder: Path) -> dict:
     out = {}
     for name in ("sessions.pqt", "datasets.pqt"):
         table = pq.read_table(folder / name)
-        out[name] = (table.drop_columns([c for c in ("mtime_ns",) if c in table.column_names])
+        out[name] = (table.drop_columns([c for c in ("mtime_ns", "etag")
+                                         if c in table.column_names])
                      .replace_schema_metadata(None).to_pylist())
     return out
+
+
+def _one_paths(folder: Path):
+    """The datasets of a folder's tables with the path ONE loads each from."""
+    import polars as pl
+
+    from fastindex.verify import one_paths
+
+    return one_paths(pl.read_parquet(folder / "sessions.pqt"),
+                     pl.read_parquet(folder / "datasets.pqt"))
 
 
 def _report(folder: Path) -> list:
@@ -117,6 +128,12 @@ def test_a_bucket_and_its_local_copy_give_the_same_tables(tmp_path, endpoint,
                      "--report", str(out / "r.json"), "--workers", "2", *extra]) == 0
     assert _rows(remote) == _rows(local)
     assert _report(remote) == _report(local)
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    listed = {o["Key"].removeprefix("data/"): o["ETag"] for o in
+              s3.list_objects_v2(Bucket=f"same-{hash_mode.replace('+', '-')}")["Contents"]}
+    rows = _one_paths(remote)
+    assert rows["etag"].to_list() == [listed[path] for path in rows["path"]]
+    assert "etag" not in pq.read_table(local / "datasets.pqt").column_names
     assert ("lab/Subjects/sub/2021-01-01/1/alf/unloadable.thing.npy",
             p.UNLOADABLE_SESSION) in _report(remote)
     assert pq.read_table(remote / "datasets.pqt").num_rows == len(BEHAVIOUR) + 2
@@ -238,10 +255,9 @@ def test_one_loads_the_rows_through_an_s3fs_mount(tmp_path, endpoint, strict_war
 
 def test_verify_and_update_take_a_bucket(tmp_path, endpoint) -> None:
     """verify compares the tables with the bucket; update rehashes only the keys whose
-    size or last-modified changed."""
+    size or ETag changed (a bucket's keys are never racy: any write changes the ETag)."""
     tree = write_tree(tmp_path / "t", BEHAVIOUR)
     url = _upload(endpoint, "changing", tree)
-    time.sleep(6)  # else every key is racy (written within 5 s of the walk): all rehashed
     out = tmp_path / "out"
     common = ["--endpoint-url", endpoint, "--workers", "1", "--quiet"]
     assert main(["build", url, "--out", str(out), "--hash", "md5", *common]) == 0
@@ -255,6 +271,33 @@ def test_verify_and_update_take_a_bucket(tmp_path, endpoint) -> None:
 
     kinds = {(r["kind"], r["path"]) for r in json.loads(report.read_text())["differences"]}
     assert kinds == {("size_mismatch", BEHAVIOUR[0])}
+    result = update(url, out, workers=1, endpoint_url=endpoint)
+    assert (result.incremental, result.rehashed) == (True, 1)
+    assert main(["verify", url, "--tables", str(out), "--hash", *common]) == 0
+
+
+def test_etags_find_rewrites_of_the_same_size_and_keep_digests_of_the_same_bytes(
+        tmp_path, endpoint) -> None:
+    """The tables keep each object's ETag: verify without --hash finds a rewrite that
+    kept the size; update hashes it again, and not an object uploaded again unchanged
+    (a new last-modified time, the same ETag)."""
+    tree = write_tree(tmp_path / "t", {f: npy(3) for f in BEHAVIOUR})
+    url = _upload(endpoint, "etags", tree)
+    out = tmp_path / "out"
+    common = ["--endpoint-url", endpoint, "--workers", "1", "--quiet"]
+    assert main(["build", url, "--out", str(out), "--hash", "md5", *common]) == 0
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    same, changed = (f"data/{f}" for f in BEHAVIOUR[:2])
+    s3.put_object(Bucket="etags", Key=same, Body=(tree / BEHAVIOUR[0]).read_bytes())
+    s3.put_object(Bucket="etags", Key=changed,
+                  Body=bytes(reversed((tree / BEHAVIOUR[1]).read_bytes())))
+    report = tmp_path / "v.json"
+    assert main(["verify", url, "--tables", str(out), "--report", str(report), *common]) == 1
+    import json
+
+    found = json.loads(report.read_text())["differences"]
+    assert [(r["kind"], r["path"]) for r in found] == [("content_mismatch", BEHAVIOUR[1])]
+    assert found[0]["expected"].startswith("etag:")
     result = update(url, out, workers=1, endpoint_url=endpoint)
     assert (result.incremental, result.rehashed) == (True, 1)
     assert main(["verify", url, "--tables", str(out), "--hash", *common]) == 0

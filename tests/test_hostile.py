@@ -390,6 +390,10 @@ FORGED = [
     ("sessions.pqt", _set("subject", ".."), "sessions.subject '..' is not an ALF subject"),
     ("sessions.pqt", _set("lab", "a/b"), "sessions.lab 'a/b' is not an ALF lab"),
     ("sessions.pqt", _set("number", 5000), "sessions.number 5000 is not a session number"),
+    ("datasets.pqt", lambda t: t.append_column("etag", __import__("pyarrow").array(
+        ["\x1b[2J" + "x" * 300] * t.num_rows)), "datasets.etag '\\x1b[2Jxxx"),
+    ("datasets.pqt", lambda t: t.append_column("etag", __import__("pyarrow").array(
+        range(t.num_rows))), "datasets.etag is Int64"),
 ]
 
 
