@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import urlparse
 
 from fastindex.errors import InputError
@@ -91,13 +92,35 @@ def _client(root: BucketRoot, pid: int):
     try:
         import boto3
         import botocore
+        import botocore.session
         from botocore.config import Config
     except ImportError:
         raise InputError("indexing a bucket needs boto3: pip install 'fastindex[s3]'") from None
     config = Config(max_pool_connections=REQUESTS_IN_FLIGHT,
                     retries={"max_attempts": 5, "mode": "standard"},
                     **({"signature_version": botocore.UNSIGNED} if root.anonymous else {}))
-    return boto3.session.Session().client("s3", endpoint_url=root.endpoint_url, config=config)
+    core = botocore.session.get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=parse_timestamp)
+    return boto3.session.Session(botocore_session=core).client(
+        "s3", endpoint_url=root.endpoint_url, config=config)
+
+
+def parse_timestamp(value: str) -> datetime:
+    """A listing's ``LastModified`` (ISO 8601, ``2026-12-03T13:17:34.000Z``) as botocore
+    reads it, without dateutil: botocore's own parser spends three quarters of a 1,000-key
+    page's parsing on the timestamps (measured: 74k keys, 10.1 s of CPU against 3.0 s).
+    Anything ``fromisoformat`` does not read exactly (headers' RFC 1123 dates, Python
+    3.10's narrower ``fromisoformat``, a time without a zone) goes to botocore's."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        from botocore.utils import parse_timestamp as botocore_parse
+
+        return botocore_parse(value)
+    return parsed
 
 
 class ObjectStat:

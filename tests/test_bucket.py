@@ -8,17 +8,21 @@ tree must give the same tables.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from conftest import BEHAVIOUR, npy, write_tree
+from hypothesis import given
+from hypothesis import strategies as st
 
 import fastindex
 from fastindex import bucket
@@ -320,3 +324,24 @@ def test_keys_no_folder_can_hold_are_reported_and_the_rest_indexed(tmp_path, end
     assert sorted(reasons) == sorted(odd)
     assert set(reasons.values()) == {p.BAD_COLLECTION}
     assert result.n_datasets == 2
+
+
+@given(when=st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1),
+                         timezones=st.sampled_from([timezone.utc,
+                                                    timezone(timedelta(hours=-5))])),
+       form=st.sampled_from(["listing", "offset", "header", "naive"]))
+def test_timestamps_are_read_as_botocore_reads_them(when, form) -> None:
+    """The fast ``LastModified`` parser gives botocore's datetime for every form a
+    response can hold: a listing's ``...000Z``, an offset, a header's RFC 1123 date, and a
+    time without a zone (left to botocore)."""
+    from botocore.utils import parse_timestamp as botocore_parse
+
+    when = when.replace(microsecond=when.microsecond // 1000 * 1000)
+    text = {"listing": when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+            + "Z",
+            "offset": when.isoformat(),
+            "header": email.utils.format_datetime(when.astimezone(timezone.utc), usegmt=True),
+            "naive": when.replace(tzinfo=None).isoformat()}[form]
+    ours, theirs = bucket.parse_timestamp(text), botocore_parse(text)
+    assert ours == theirs
+    assert ours.timestamp() == theirs.timestamp()
