@@ -261,10 +261,8 @@ class BucketLister:
                     self._flat.setdefault(f"{parent}/{name}", future)
 
     def entries(self, path: str, rel: str) -> list:
-        for top, future in list(self._flat.items()):
-            if path == top or path.startswith(top + "/"):
-                folders = future.result()
-                return list(folders.get(path, ()))
+        if (future := self._range_of(path)) is not None:
+            return list(future.result().get(path, ()))
         with self._lock:
             future = self._ahead.pop(path, None)
         entries = future.result() if future is not None else self._list_folder(path)
@@ -276,6 +274,16 @@ class BucketLister:
                         self._ahead[entry.path] = self._threads.submit(self._list_folder,
                                                                        entry.path)
         return entries
+
+    def _range_of(self, path: str) -> Future | None:
+        """The flat listing ``path`` is in: the folder's or its nearest listed parent's (a
+        lookup per level, not a scan of the batch's folders for every folder)."""
+        top = path
+        while len(top) > len(SCHEME):
+            if (future := self._flat.get(top)) is not None:
+                return future
+            top = top.rpartition("/")[0]
+        return None
 
     def _prefix(self, path: str) -> str:
         key = self.root.key(path)
