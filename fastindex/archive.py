@@ -13,6 +13,7 @@ SHA-256 is computed on a thread of its own from the bytes as they are written.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 import zipfile
@@ -88,8 +89,8 @@ def write_zip(file: BinaryIO, contents: Contents, progress: bool) -> tuple[int, 
     pool = ThreadPoolExecutor(contents.read_threads) if contents.read_threads else None
     stream = None
     try:
-        stream = _Stream(file)
-        with zipfile.ZipFile(stream, "w", allowZip64=True) as archive, \
+        stream, writer = _Stream.buffered(file)
+        with zipfile.ZipFile(writer, "w", allowZip64=True) as archive, \
                 progress_bar(progress, "zipping", "B", total) as bar:
             digests: list[dict[str, str]] = []
             pending: list = []
@@ -113,60 +114,70 @@ def write_zip(file: BinaryIO, contents: Contents, progress: bool) -> tuple[int, 
                 bar.update(size)
             for name, data in contents.tables(digests).items():
                 archive.writestr(entry(name, len(data), compress_type, when), data)
+        writer.flush()
         return total, stream.sha256()
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
         if stream is not None:
-            stream.close()
+            stream.discard()
 
 
-class _Stream:
-    """The zip file as a stream that cannot seek or tell, hashed as it is written.
+class _Stream(io.RawIOBase):
+    """The zip file as a stream that cannot seek, hashed as it is written.
 
     zipfile then writes each entry once, its CRC-32 and sizes in a data descriptor after
-    the data (standard since ZIP 2.0, read by every unzip), and counts offsets itself.
-    On a seekable file it writes each header twice, seeking back to patch it: four system
-    calls an entry, more than half the time of zipping 74k small files.  Written once and
-    in order, the bytes give the zip's SHA-256 without reading it back: hashed on a thread
-    of its own, in pieces of at least ``HASH_PIECE`` bytes (hashlib releases the GIL), as
-    it was a quarter of the writing thread's time.  A piece is written to the file in one
-    call too: zipfile writes about seven times an entry, and a buffered write per call
-    was a tenth of the writing thread's time.
+    the data (standard since ZIP 2.0, read by every unzip).  On a seekable file it writes
+    each header twice, seeking back to patch it: four system calls an entry, more than
+    half the time of zipping 74k small files.  Written once and in order, the bytes give
+    the zip's SHA-256 without reading it back: hashed on a thread of its own (hashlib
+    releases the GIL), as it was a quarter of the writing thread's time.
+
+    zipfile writes about eleven times an entry (header, name, data, descriptor, and four
+    writes to the central directory): ``buffered`` puts a ``BufferedWriter`` (C) in
+    front, so those calls cost no Python, and this raw stream receives pieces of
+    ``HASH_PIECE`` bytes.  ``tell`` counts what it received: zipfile asks where each
+    entry starts; ``seekable`` is False, so zipfile never seeks.
     """
 
     def __init__(self, file) -> None:
         self.file = file
+        self._written = 0
+        self._discarding = False
         self._sha256 = hashlib.sha256()
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="fastindex-sha256")
-        self._piece: list[bytes] = []
-        self._piece_bytes = 0
+
+    @classmethod
+    def buffered(cls, file) -> tuple[_Stream, io.BufferedWriter]:
+        raw = cls(file)
+        return raw, io.BufferedWriter(raw, HASH_PIECE)
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self._written
 
     def write(self, data) -> int:
-        n = len(data)
-        self._piece.append(bytes(data))
-        self._piece_bytes += n
-        if self._piece_bytes >= HASH_PIECE:
-            self._write_piece()
-        return n
-
-    def _write_piece(self) -> None:
-        piece = b"".join(self._piece)
+        if self._discarding:  # after a failure, what the writer still holds goes nowhere
+            return len(data)
+        piece = bytes(data)  # the writer reuses its buffer: the hashing thread gets a copy
         self._hasher.submit(self._sha256.update, piece)
-        self._piece, self._piece_bytes = [], 0
         self.file.write(piece)
-
-    def flush(self) -> None:
-        self._write_piece()
-        self.file.flush()
+        self._written += len(piece)
+        return len(piece)
 
     def sha256(self) -> str:
-        """The SHA-256 of everything written (once the writing is over)."""
-        self._write_piece()
+        """The SHA-256 of everything written (once the buffered writer is flushed)."""
         self._hasher.shutdown(wait=True)
         return self._sha256.hexdigest()
 
-    def close(self) -> None:
+    def discard(self) -> None:
+        """Stop: whatever the buffered writer flushes later is dropped."""
+        self._discarding = True
         self._hasher.shutdown(wait=False, cancel_futures=True)
 
 
