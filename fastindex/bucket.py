@@ -17,7 +17,9 @@ the listing is ``changed_while_reading``, not a digest of another version).
 
 The client is boto3's (the standard credential chain: environment, profile, instance
 role; ``anonymous`` signs nothing, as ``aws --no-sign-request``).  It is an optional
-extra: ``pip install 'fastindex[s3]'``.
+extra: ``pip install 'fastindex[s3]'``.  Range listings' pages are read by
+``s3list.PageReader`` (boto3 signs the request, ElementTree reads the answer), and by
+boto3's paginator from the first page it cannot read.
 """
 
 from __future__ import annotations
@@ -26,18 +28,21 @@ import errno
 import functools
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlparse
 
 from fastindex.errors import InputError
+from fastindex.s3list import Unreadable
 
 SCHEME = "s3://"
 #: Listings and reads in flight per process.  S3 answers a request in 15 to 30 ms
 #: whatever else is in flight; 32 keeps a 2-core process busy parsing pages.
 REQUESTS_IN_FLIGHT = 32
+#: Seconds to connect or to wait for an answer (botocore's defaults).
+TIMEOUT_S = 60
 #: ``.fastindexignore`` read from a bucket: the cap a local one has.
 IGNORE_CAP = 1 << 20
 
@@ -104,6 +109,21 @@ def _client(root: BucketRoot, pid: int):
         timestamp_parser=parse_timestamp)
     return boto3.session.Session(botocore_session=core).client(
         "s3", endpoint_url=root.endpoint_url, config=config)
+
+
+def page_reader(root: BucketRoot):
+    """The reader of ``root``'s range listings (``s3list``), one per client."""
+    return _page_reader(client(root))
+
+
+@functools.lru_cache(maxsize=8)
+def _page_reader(s3):
+    import botocore.session
+
+    from fastindex.s3list import PageReader
+
+    verify = botocore.session.get_session().get_config_variable("ca_bundle") or True
+    return PageReader(s3, verify, TIMEOUT_S, REQUESTS_IN_FLIGHT)
 
 
 def parse_timestamp(value: str) -> datetime:
@@ -316,10 +336,8 @@ class BucketLister:
         end = f"{prefix}{names[-1]}/\U0010ffff"
         folders: dict[str, list] = {parent: [], **{f"{parent}/{n}": [] for n in names}}
         try:
-            pages = self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.root.bucket, Prefix=prefix, StartAfter=f"{prefix}{names[0]}")
-            for page in pages:
-                for obj in page.get("Contents", ()):
+            for objects in self._range_pages(prefix, f"{prefix}{names[0]}"):
+                for obj in objects:
                     key = obj["Key"]
                     if key > end:
                         return folders
@@ -329,6 +347,25 @@ class BucketLister:
         except Exception as err:
             raise bucket_error(err, self.root) from None
         return folders
+
+
+    def _range_pages(self, prefix: str, after: str) -> Iterator[list[dict]]:
+        """The objects after ``after`` under ``prefix``, a page at a time: read by
+        ``s3list`` while it can, then by boto3's paginator from the last key given."""
+        reader = page_reader(self.root)
+        if reader.on:
+            try:
+                for objects in reader.pages(self.root.bucket, prefix, after):
+                    yield objects
+                    if objects:
+                        after = objects[-1]["Key"]
+                return
+            except Unreadable:
+                pass
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.root.bucket, Prefix=prefix, StartAfter=after)
+        for page in pages:
+            yield page.get("Contents", ())
 
 
 def _place(folders: dict[str, list], top: str, rest: str, obj: dict) -> None:

@@ -345,3 +345,59 @@ def test_timestamps_are_read_as_botocore_reads_them(when, form) -> None:
     ours, theirs = bucket.parse_timestamp(text), botocore_parse(text)
     assert ours == theirs
     assert ours.timestamp() == theirs.timestamp()
+
+
+ODD_NAMES = ["sp ace", "plus+sign", "pct%20", "pct%", "amp&lt<gt>", "quote\"'", "uni\u00e9",
+             "nfd\u0065\u0301", "ctl\x01", "del\x7f", "emoji\U0001f600", "tab\t", "back\\"]
+
+
+def _boto3_pages(endpoint: str, name: str, prefix: str, after: str = "") -> list[dict]:
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=name, Prefix=prefix,
+                                                         StartAfter=after)
+    return [{k: o[k] for k in ("Key", "Size", "ETag", "LastModified")}
+            for page in pages for o in page.get("Contents", ())]
+
+
+def test_range_listings_read_the_keys_sizes_etags_and_times_boto3_reads(tmp_path,
+                                                                       endpoint) -> None:
+    """The page reader (``s3list``) against boto3's paginator on the same bucket: keys a
+    file system could not hold and characters XML and URLs escape, over several pages."""
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    s3.create_bucket(Bucket="odd-names")
+    keys = [f"data/{SES}/alf/{name}.{i}.npy" for name in ODD_NAMES for i in range(90)]
+    for i, key in enumerate(keys):
+        s3.put_object(Bucket="odd-names", Key=key, Body=b"x" * (i % 7))
+    root = bucket.BucketRoot.parse("s3://odd-names/data", endpoint)
+    reader = bucket.page_reader(root)
+    ours = [o for page in reader.pages("odd-names", "data/", "") for o in page]
+    assert reader.on  # read here, not handed to boto3
+    assert len(ours) == len(keys) > 1000
+    assert ours == _boto3_pages(endpoint, "odd-names", "data/")
+    after = sorted(keys)[500]
+    assert [o for page in reader.pages("odd-names", "data/", after) for o in page] == \
+        _boto3_pages(endpoint, "odd-names", "data/", after)
+
+
+def test_a_page_the_reader_cannot_read_is_listed_by_boto3_from_the_last_key(
+        tmp_path, endpoint, monkeypatch) -> None:
+    """The second page is refused by the reader: boto3's paginator lists the rest of
+    the range from the last key given, and the tables are whole."""
+    from fastindex import s3list
+
+    names = [f"{SES}/alf/obj{i:04d}.times.npy" for i in range(2500)]
+    tree = write_tree(tmp_path / "t", {n: b"x" for n in names})
+    url = _upload(endpoint, "handover", tree)
+    read, pages = s3list.read_page, []
+
+    def second_refused(body: bytes):
+        pages.append(body)
+        if len(pages) == 2:
+            raise ValueError("refused for the test")
+        return read(body)
+
+    monkeypatch.setattr(s3list, "read_page", second_refused)
+    result = fastindex.build(url, tmp_path / "out", workers=1, endpoint_url=endpoint)
+    assert len(pages) == 2  # the reader stopped at its first refusal
+    assert result.n_datasets == 2500
+    assert not bucket.page_reader(bucket.BucketRoot.parse(url, endpoint)).on
