@@ -190,7 +190,8 @@ RUN_OPTIONS = ("--workers", "--io-threads", "--scheduler", "--quiet")
 def _add_run_options(command: argparse.ArgumentParser) -> None:
     """How to run (``RunSettings``): the same for every command that walks a tree."""
     command.add_argument("--workers", type=_positive_int,
-                         help="worker processes (default: the CPUs available)")
+                         help="worker processes (default: the CPUs available; twice that "
+                              "for a bucket)")
     command.add_argument("--io-threads", type=_non_negative_int, metavar="N",
                          help="listings and stats in flight per process, for network "
                               "storage (default: 0 on a fast disk, 16 once listings are "

@@ -110,12 +110,17 @@ class Engine:
         with self._stack as stack:
             given = given_executor(stack, self.root, s.executor, s.client, s.scheduler)
             self.pool = stack.enter_context(executor_for(
-                given, s.workers or default_workers(), s.start_method, fork_now=True))
+                given, s.workers or self._default_workers(), s.start_method, fork_now=True))
             self._stack = stack.pop_all()
         return self
 
     def __exit__(self, *exc) -> bool | None:
         return self._stack.__exit__(*exc)
+
+    def _default_workers(self) -> int:
+        """The CPUs; for a bucket ``bucket.WORKERS_PER_CPU`` times as many, as its workers
+        wait on requests part of the time."""
+        return default_workers() * (bucket.WORKERS_PER_CPU if self.bucket else 1)
 
     @pauses_gc
     def index(self, spec: BuildSpec, quiet_paths: Iterable[str] = ()) -> TreeIndex:
