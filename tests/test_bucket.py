@@ -72,6 +72,7 @@ def credentials(monkeypatch):
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
     bucket._client.cache_clear()
+    bucket._session.cache_clear()  # it holds the credentials it found
 
 
 def _upload(endpoint: str, name: str, tree: Path, prefix: str = "data") -> str:
