@@ -402,3 +402,42 @@ def test_a_page_the_reader_cannot_read_is_listed_by_boto3_from_the_last_key(
     assert len(pages) == 2  # the reader stopped at its first refusal
     assert result.n_datasets == 2500
     assert not bucket.page_reader(bucket.BucketRoot.parse(url, endpoint)).on
+
+
+AMPLIFIED = (b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
+             + b"".join(f'<!ENTITY {n} "{("&" + p + ";") * 10}">'.encode()
+                        for p, n in zip("abcdefg", "bcdefgh"))
+             + b"]><ListBucketResult><Contents><Key>&h;</Key></Contents></ListBucketResult>")
+
+
+def test_an_answer_that_would_expand_entities_is_not_read(tmp_path) -> None:
+    """An endpoint answering a listing with nested entities (a billion laughs): the page
+    reader refuses it and hands over to boto3, which refuses it in one line."""
+    import http.server
+    import threading
+
+    class Hostile(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(AMPLIFIED)))
+            self.end_headers()
+            self.wfile.write(AMPLIFIED)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_port}"
+    try:
+        reader = bucket.page_reader(bucket.BucketRoot.parse("s3://b/data", endpoint))
+        with pytest.raises(bucket.Unreadable):
+            next(reader.pages("b", "data/", ""))
+        assert not reader.on
+        line = _one_line(["build", "s3://b/data", "--out", str(tmp_path), "--endpoint-url",
+                          endpoint])
+        assert line.startswith("fastindex: error: cannot list s3://b/data")
+    finally:
+        server.shutdown()
