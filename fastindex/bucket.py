@@ -17,13 +17,14 @@ the listing is ``changed_while_reading``, not a digest of another version).
 
 The client is boto3's (the standard credential chain: environment, profile, instance
 role; ``anonymous`` signs nothing, as ``aws --no-sign-request``).  It is an optional
-extra: ``pip install 'fastindex[s3]'``.  Range listings' pages are read by
+extra: ``pip install 'fastindex[s3]'``.  Listings' pages are read by
 ``s3list.PageReader`` (boto3 signs the request, ElementTree reads the answer), and by
 boto3's paginator from the first page it cannot read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -329,21 +330,34 @@ class BucketLister:
     def _list_folder(self, path: str) -> list:
         """One folder: its objects and common prefixes (``Delimiter='/'``)."""
         prefix = self._prefix(path)
-        entries: list = []
         try:
-            pages = self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.root.bucket, Prefix=prefix, Delimiter="/")
-            for page in pages:
-                for common in page.get("CommonPrefixes", ()):
-                    name = common["Prefix"][len(prefix):].rstrip("/")
-                    entries.append(PrefixEntry(name, f"{path}/{name}"))
-                for obj in page.get("Contents", ()):
-                    name = obj["Key"][len(prefix):]
-                    if name:  # '' is the folder's own marker, made by consoles
-                        entries.append(ObjectEntry(name, f"{path}/{name}", _stat(obj)))
+            objects, prefixes = self._folder_listing(prefix)
         except Exception as err:
             raise bucket_error(err, self.root) from None
+        entries: list = []
+        for common in prefixes:
+            name = common[len(prefix):].rstrip("/")
+            entries.append(PrefixEntry(name, f"{path}/{name}"))
+        for obj in objects:
+            name = obj["Key"][len(prefix):]
+            if name:  # '' is the folder's own marker, made by consoles
+                entries.append(ObjectEntry(name, f"{path}/{name}", _stat(obj)))
         return entries
+
+    def _folder_listing(self, prefix: str) -> tuple[list[dict], list[str]]:
+        """(objects, common prefixes) of one delimiter listing: by ``s3list`` while it
+        can read the pages, else by boto3's paginator, from the start."""
+        reader = page_reader(self.root)
+        if reader.on:
+            with contextlib.suppress(Unreadable):
+                return reader.folder(self.root.bucket, prefix)
+        objects: list[dict] = []
+        prefixes: list[str] = []
+        for page in self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.root.bucket, Prefix=prefix, Delimiter="/"):
+            prefixes += (common["Prefix"] for common in page.get("CommonPrefixes", ()))
+            objects += page.get("Contents", ())
+        return objects, prefixes
 
     def _list_range(self, parent: str, names: list[str]) -> dict[str, list]:
         """Every key below ``parent/NAME`` for each of ``names`` (sorted), in one listing

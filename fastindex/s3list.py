@@ -1,4 +1,4 @@
-"""A bucket's range listings, read without botocore's response parser.
+"""A bucket's listings, read without botocore's response parser.
 
 botocore turns a 1,000-key ``ListObjectsV2`` page into dicts through its generic,
 model-driven XML parser: about 30 µs of CPU a key even with ``LastModified`` read by
@@ -51,12 +51,28 @@ class PageReader:
             params = {"Bucket": bucket, "Prefix": prefix,
                       **({"ContinuationToken": token} if token else
                          {"StartAfter": after} if after else {})}
-            objects, token = self._page(params)
+            objects, _, token = self._page(params)
             yield objects
             if token is None:
                 return
 
-    def _page(self, params: dict) -> tuple[list[dict], str | None]:
+    def folder(self, bucket: str, prefix: str) -> tuple[list[dict], list[str]]:
+        """A whole listing with ``Delimiter='/'``: the objects directly under ``prefix``
+        and its common prefixes (a page that cannot be read fails it all: it is listed
+        again by boto3)."""
+        objects: list[dict] = []
+        prefixes: list[str] = []
+        token = None
+        while True:
+            params = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/",
+                      **({"ContinuationToken": token} if token else {})}
+            more, common, token = self._page(params)
+            objects += more
+            prefixes += common
+            if token is None:
+                return objects, prefixes
+
+    def _page(self, params: dict) -> tuple[list[dict], list[str], str | None]:
         from botocore.awsrequest import AWSRequest
 
         try:
@@ -78,8 +94,9 @@ class PageReader:
         return Unreadable(why)
 
 
-def read_page(body: bytes) -> tuple[list[dict], str | None]:
-    """A ``ListBucketResult``'s objects and its continuation token (None: the last page)."""
+def read_page(body: bytes) -> tuple[list[dict], list[str], str | None]:
+    """A ``ListBucketResult``'s objects, common prefixes and continuation token (None:
+    the last page)."""
     from botocore.compat import unquote_str
 
     from fastindex.bucket import parse_timestamp
@@ -96,9 +113,11 @@ def read_page(body: bytes) -> tuple[list[dict], str | None]:
                         "Size": int(item.find(size).text),
                         "ETag": item.findtext(etag, ""),
                         "LastModified": parse_timestamp(item.find(modified).text)})
+    prefixes = [decode(item.find(f"{ns}Prefix").text or "")
+                for item in root.iterfind(f"{ns}CommonPrefixes")]
     if root.findtext(f"{ns}IsTruncated") != "true":
-        return objects, None
+        return objects, prefixes, None
     token = root.findtext(f"{ns}NextContinuationToken")
     if not token:
         raise ValueError("a truncated listing without a continuation token")
-    return objects, token
+    return objects, prefixes, token

@@ -367,6 +367,7 @@ def test_range_listings_read_the_keys_sizes_etags_and_times_boto3_reads(tmp_path
     s3 = boto3.client("s3", endpoint_url=endpoint)
     s3.create_bucket(Bucket="odd-names")
     keys = [f"data/{SES}/alf/{name}.{i}.npy" for name in ODD_NAMES for i in range(90)]
+    keys += [f"data/{SES}/alf/{name}/x.y.npy" for name in ODD_NAMES]  # odd folders
     for i, key in enumerate(keys):
         s3.put_object(Bucket="odd-names", Key=key, Body=b"x" * (i % 7))
     root = bucket.BucketRoot.parse("s3://odd-names/data", endpoint)
@@ -378,6 +379,15 @@ def test_range_listings_read_the_keys_sizes_etags_and_times_boto3_reads(tmp_path
     after = sorted(keys)[500]
     assert [o for page in reader.pages("odd-names", "data/", after) for o in page] == \
         _boto3_pages(endpoint, "odd-names", "data/", after)
+    folder = f"data/{SES}/alf/"
+    objects, prefixes = reader.folder("odd-names", folder)
+    pages = list(s3.get_paginator("list_objects_v2").paginate(
+        Bucket="odd-names", Prefix=folder, Delimiter="/"))
+    assert prefixes == [c["Prefix"] for page in pages for c in page.get("CommonPrefixes", ())]
+    assert prefixes == [f"{folder}{name}/" for name in sorted(ODD_NAMES)]
+    assert objects == [{k: o[k] for k in ("Key", "Size", "ETag", "LastModified")}
+                       for page in pages for o in page.get("Contents", ())]
+    assert reader.on
 
 
 def test_a_page_the_reader_cannot_read_is_listed_by_boto3_from_the_last_key(
