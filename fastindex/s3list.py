@@ -11,7 +11,8 @@ needs are taken from it: about a quarter of the CPU.
 
 Anything unexpected (an HTTP error, an answer that is not a ``ListBucketResult``, a
 missing field) raises ``Unreadable``: the caller goes on with boto3's own paginator from
-the last key it was given, so errors are still boto3's, with its retries and messages.
+the last key it was given (a folder's listing: from its start), so errors are still
+boto3's, with its retries and messages.
 Keys are decoded as botocore decodes them, so both ways give the same keys.
 """
 
@@ -31,7 +32,7 @@ class Unreadable(Exception):
 
 
 class PageReader:
-    """Reads the pages of one client's range listings (one per process, as the client)."""
+    """Reads the pages of one client's listings (one per process, as the client)."""
 
     def __init__(self, client, verify, timeout_s: float, connections: int) -> None:
         from botocore.httpsession import URLLib3Session
