@@ -115,32 +115,40 @@ def _client(root: BucketRoot, pid: int):
 
 @functools.lru_cache(maxsize=1)
 def _session():
-    """The process's boto3 session, with listings' times read by ``parse_timestamp``.
-    Forked workers inherit it with its service model loaded: a client then takes 0.02 s
-    to make, not the 0.13 s of a fresh session (the start-up of every worker)."""
+    """The process's boto3 session.  Forked workers inherit it with its service model
+    loaded: a client then takes 0.02 s to make, not the 0.13 s of a fresh session (the
+    start-up of every worker)."""
+    core = _core()  # first: it says when boto3 is missing
+    import boto3
+
+    return boto3.session.Session(botocore_session=core)
+
+
+@functools.lru_cache(maxsize=1)
+def _core():
+    """botocore's session under ``_session``, with listings' times read by
+    ``parse_timestamp``; the CA bundle the page reader verifies with comes from it."""
     try:
-        import boto3
+        import boto3  # noqa: F401
         import botocore.session
     except ImportError:
         raise InputError("indexing a bucket needs boto3: pip install 'fastindex[s3]'") from None
     core = botocore.session.get_session()
     core.get_component("response_parser_factory").set_parser_defaults(
         timestamp_parser=parse_timestamp)
-    return boto3.session.Session(botocore_session=core)
+    return core
 
 
 def page_reader(root: BucketRoot):
-    """The reader of ``root``'s range listings (``s3list``), one per client."""
+    """The reader of ``root``'s listings (``s3list``), one per client."""
     return _page_reader(client(root))
 
 
 @functools.lru_cache(maxsize=8)
 def _page_reader(s3):
-    import botocore.session
-
     from fastindex.s3list import PageReader
 
-    verify = botocore.session.get_session().get_config_variable("ca_bundle") or True
+    verify = _core().get_config_variable("ca_bundle") or True
     return PageReader(s3, verify, TIMEOUT_S, REQUESTS_IN_FLIGHT)
 
 
@@ -378,7 +386,6 @@ class BucketLister:
         except Exception as err:
             raise bucket_error(err, self.root) from None
         return folders
-
 
     def _range_pages(self, prefix: str, after: str) -> Iterator[list[dict]]:
         """The objects after ``after`` under ``prefix``, a page at a time: read by

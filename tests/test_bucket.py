@@ -72,7 +72,8 @@ def credentials(monkeypatch):
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
     bucket._client.cache_clear()
-    bucket._session.cache_clear()  # it holds the credentials it found
+    bucket._session.cache_clear()  # they hold the credentials they found
+    bucket._core.cache_clear()
 
 
 def _upload(endpoint: str, name: str, tree: Path, prefix: str = "data") -> str:
