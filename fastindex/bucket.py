@@ -48,22 +48,24 @@ REQUESTS_IN_FLIGHT = 32
 WORKERS_PER_CPU = 2
 #: Seconds to connect or to wait for an answer (botocore's defaults).
 TIMEOUT_S = 60
-#: ``.fastindexignore`` read from a bucket: the cap a local one has.
-IGNORE_CAP = 1 << 20
 
 
-def is_url(root) -> bool:
-    return isinstance(root, (str, BucketRoot)) and str(root).startswith(SCHEME)
+def is_url(given) -> bool:
+    """Whether what the user typed names a bucket (``s3://bucket/prefix``)."""
+    return isinstance(given, str) and given.startswith(SCHEME)
 
 
 @dataclass(frozen=True)
 class BucketRoot:
-    """Where a bucket tree is and how to reach it: what workers need to list and read."""
+    """A bucket's tree (a ``root.Root``): where it is and how to reach it, all that a
+    worker needs to list and read it with a client of its own."""
 
     bucket: str
     prefix: str  # '' or a key prefix without a trailing '/'
     endpoint_url: str | None = None
     anonymous: bool = False
+    workers_per_cpu = WORKERS_PER_CPU
+    keeps_etags = True
 
     @classmethod
     def parse(cls, url: str, endpoint_url: str | None = None, anonymous: bool = False
@@ -83,12 +85,71 @@ class BucketRoot:
     def url(self) -> str:
         return f"{SCHEME}{self.bucket}/{self.prefix}" if self.prefix else f"{SCHEME}{self.bucket}"
 
-    def as_posix(self) -> str:
+    @property
+    def top(self) -> str:
         return self.url
+
+    def join(self, rel: str) -> str:
+        return f"{self.url}/{rel}" if rel else self.url
 
     def key(self, path: str) -> str:
         """The key of an entry's path (``s3://bucket/key``)."""
         return path[len(SCHEME) + len(self.bucket) + 1:]
+
+    def lister(self, io, descend: Callable[[str, str], bool], where: str | None = None,
+               stat_files: bool = False) -> BucketLister:
+        """Listings are requests on the lister's own threads, whatever ``io`` says."""
+        return BucketLister(self, descend)
+
+    def read_small(self, name: str, cap: int) -> bytes | None:
+        return read_small(self, name, cap)
+
+    def digest(self, path: str, algorithms: tuple[str, ...], buffer: bytearray,
+               listed=None) -> tuple[int, dict[str, str]]:
+        return digest_object(self, path, algorithms, buffer, getattr(listed, "etag", None))
+
+    def own_files(self) -> frozenset[str]:
+        """The ignore file; a bucket's tables are written elsewhere (``tables_folder``)."""
+        from fastindex.ignore import IGNORE_FILE
+
+        return frozenset({self.join(IGNORE_FILE)})
+
+    def warnings(self) -> list:
+        return []
+
+    def link_prefix(self) -> str:
+        return ""  # keys are not links
+
+    def io_found(self):
+        return None  # a bucket's listers keep their own requests in flight
+
+    def check_reachable(self, client) -> None:
+        """Every worker lists the prefix with a client of its own, its own credentials."""
+        from fastindex.root import _refuse_blind
+
+        _refuse_blind(client.run(_reaches, self), f"cannot list {self.url}")
+
+    def tables_folder(self, given, option: str):
+        if given is None:
+            raise InputError(f"the tables of a bucket are written to a local folder: "
+                             f"{option} DIR")
+        return given
+
+
+def open_bucket(url: str, endpoint_url: str | None, anonymous: bool) -> BucketRoot:
+    """The bucket tree at ``url``, checked with one request (``check_bucket``)."""
+    root = BucketRoot.parse(url, endpoint_url, anonymous)
+    check_bucket(root)
+    return root
+
+
+def _reaches(root: BucketRoot) -> bool | str:
+    """True when this process can list ``root``, else why not (on a Dask worker)."""
+    try:
+        check_bucket(root)
+    except InputError as err:
+        return str(err)
+    return True
 
 
 def client(root: BucketRoot):
@@ -287,6 +348,19 @@ class BucketLister:
 
     def close(self) -> None:
         self._threads.shutdown(wait=True, cancel_futures=True)
+
+    def start(self, path: str, rel: str) -> None:
+        """Nothing to begin: a folder's subfolders are listed ahead as it is listed, and
+        only a worker's batch is listed flat (``start_all``)."""
+
+    def is_folder(self, path: str) -> bool:
+        """Whether any key is below ``path``: one request."""
+        try:
+            page = self._client.list_objects_v2(Bucket=self.root.bucket,
+                                                Prefix=self._prefix(path), MaxKeys=1)
+        except Exception:
+            return False
+        return bool(page.get("KeyCount"))
 
     def start_all(self, folders: list[tuple[str, str]]) -> None:
         """List every key below each folder of a worker's batch, flat, on the threads.

@@ -37,15 +37,14 @@ def integers(values: list[int], code: str) -> Column:
     return (array(code, values).tobytes(),)
 
 
-def dataset_batch(session: list[int], eids: list[bytes], rel_path: list[bytes],
-                  file_size: list[int], mtime_ns: list[int], id_md5: list[bytes] | None,
-                  digests: dict[str, list[str]], etag: list[bytes] | None = None) -> RawBatch:
-    """A worker's datasets; ``session`` indexes ``eids``; ``rel_path`` UTF-8 encoded;
-    ``id_md5`` None with string ids; ``digests`` holds the algorithms computed; ``etag``
-    a bucket's ETags (None for files)."""
+def dataset_batch(rel_path: list[bytes], file_size: list[int], mtime_ns: list[int],
+                  id_md5: list[bytes] | None, digests: dict[str, list[str]],
+                  etag: list[bytes] | None = None) -> RawBatch:
+    """A worker's datasets: ``rel_path`` UTF-8 encoded; ``id_md5`` None with string ids;
+    ``digests`` holds the algorithms computed; ``etag`` a bucket's ETags (None for
+    files).  Which session a row belongs to is sent once per session, not per row
+    (``index.BatchResult.rows``)."""
     return RawBatch(len(rel_path), {
-        "session": integers(session, "I"),
-        "eid": strings([eids[s] for s in session]),
         "rel_path": strings(rel_path),
         "file_size": integers(file_size, "Q"),
         "mtime_ns": integers(mtime_ns, "q"),

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from fastindex import log
-from fastindex.bucket import BucketRoot
-from fastindex.engine import Engine, TreeIndex, check_root
-from fastindex.errors import InputError, ProblemsFound
+from fastindex.engine import Engine, TreeIndex
+from fastindex.errors import ProblemsFound
+from fastindex.root import Root, open_root
 from fastindex.spec import BuildSpec, RunSettings, options
 from fastindex.store import BuildResult, TableStore
 
@@ -43,23 +43,13 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
     """
     started = time.perf_counter()
     spec, settings = options(**given)
-    root_path = check_root(root, settings)
-    store = TableStore.output(tables_folder(out_dir, root_path, "--out"), create=True)
+    root_path = open_root(root, settings)
+    store = TableStore.output(root_path.tables_folder(out_dir, "--out"), create=True)
     with store.lock():
         result = build_in(store, root_path, (spec, settings),
                           strict_refusal if strict else None, quiet_paths, started)[1]
     log.outcome("build", root, result)
     return result
-
-
-def tables_folder(given: str | os.PathLike | None, root: Path | BucketRoot, option: str
-                  ) -> str | os.PathLike:
-    """Where the tables are: ``given``, else the root; a bucket's go to a local folder."""
-    if given is not None:
-        return given
-    if isinstance(root, BucketRoot):
-        raise InputError(f"the tables of a bucket are written to a local folder: {option} DIR")
-    return root
 
 
 #: Looks at an index before anything is written: the reason to write nothing, or None.
@@ -75,7 +65,7 @@ def strict_refusal(index: TreeIndex) -> ProblemsFound | None:
                          index.skipped, index.warnings)
 
 
-def build_in(store: TableStore, root: Path, how: tuple[BuildSpec, RunSettings],
+def build_in(store: TableStore, root: Root, how: tuple[BuildSpec, RunSettings],
              refuse: Refusal | None = None, quiet_paths: Iterable[str | os.PathLike] = (),
              started: float | None = None) -> tuple[TreeIndex, BuildResult]:
     """Index ``root`` and write its tables to ``store``, whose lock the caller holds:
@@ -98,5 +88,5 @@ def check(root: str | os.PathLike, **given) -> TreeIndex:
     Takes the options of ``build``; ids are ONE's strings (they are not written).
     """
     spec, settings = options(**{"hash_ids": False, **given})
-    with Engine(check_root(root, settings), settings) as engine:
+    with Engine(open_root(root, settings), settings) as engine:
         return engine.index(spec)

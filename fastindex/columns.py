@@ -13,8 +13,6 @@ from fastindex import buffers
 from fastindex.buffers import RawBatch
 
 DATASET_FIELDS = pa.schema([
-    ("session", pa.uint32()),  # position of the session in the batch's session list
-    ("eid", pa.string()),  # the session's id
     ("rel_path", pa.string()),
     ("file_size", pa.uint64()),
     ("mtime_ns", pa.int64()),

@@ -10,23 +10,26 @@ Dask re-runs the batches of a worker that dies on another worker.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from concurrent.futures import Executor
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fastindex.errors import FastindexError, InputError
+from fastindex.errors import InputError
+
+if TYPE_CHECKING:
+    from fastindex.root import Root
 
 
 @contextlib.contextmanager
-def dask_executor(scheduler: str | None = None, client=None, root: Path | None = None
+def dask_executor(scheduler: str | None = None, client=None, root: Root | None = None
                   ) -> Iterator[Executor]:
     """An executor on ``client``, or on a cluster named by ``scheduler``.
 
     ``scheduler`` is a scheduler address (``tcp://host:8786``) or ``local:N`` to start a
     ``LocalCluster`` of N single-threaded worker processes on this machine (loopback
-    only, no dashboard).  With ``root``, every worker is first asked whether it can see
-    that folder: workers read the tree through the same path, on a shared filesystem.
+    only, no dashboard).  With ``root``, every worker is first asked whether it can read
+    the tree (``Root.check_reachable``): a folder through the same path, on a shared
+    filesystem; a bucket with a client and credentials of its own.
     """
     try:
         from dask.distributed import Client
@@ -46,7 +49,7 @@ def dask_executor(scheduler: str | None = None, client=None, root: Path | None =
                     raise InputError(f"cannot reach the Dask scheduler {scheduler!r}: "
                                      f"{err}") from None
         if root is not None:
-            _check_workers_see(client, root)
+            root.check_reachable(client)
         yield client.get_executor(pure=False)
 
 
@@ -74,15 +77,3 @@ def _local_workers(scheduler: str) -> int:
         raise InputError(f"local:N needs a number of workers from 1 to {MAX_WORKERS}, "
                          f"not {scheduler!r}")
     return n
-
-
-def _check_workers_see(client, root: Path) -> None:
-    """Fail clearly when a worker cannot read the tree (no shared filesystem)."""
-    seen = client.run(os.path.isdir, str(root))
-    blind = sorted(worker for worker, ok in seen.items() if not ok)
-    if not seen:
-        raise FastindexError("the Dask cluster has no workers")
-    if blind:
-        raise FastindexError(f"Dask workers {', '.join(blind)} cannot see {root}; the "
-                             f"workers must read the tree through the same path, on a "
-                             f"shared filesystem")

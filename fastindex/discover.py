@@ -14,17 +14,21 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastindex import alf, walk
 from fastindex import problems as p
 from fastindex.problems import Problem
 from fastindex.safefile import is_temporary
-from fastindex.scan import Lister, SerialLister, Source
-from fastindex.walk import NO_RULES, Policy
+from fastindex.scan import IoThreads
+from fastindex.walk import Policy
 
-__all__ = ["NO_RULES", "Policy", "Discovery", "Folder", "Session", "discover", "reject"]
+if TYPE_CHECKING:
+    from fastindex.index import IndexPlan
+    from fastindex.root import Descend, Lister
 
-DISK = Source()
+__all__ = ["Discovery", "Folder", "Session", "discover", "reject"]
+
 DEFAULT_POLICY = Policy()
 
 
@@ -58,8 +62,7 @@ class Discovery:
 
 def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY, *,
              max_batch: int = 64, hand_off_dates: bool = True, rel: str = "",
-             source: Source = DISK, lister: Lister | None = None
-             ) -> Iterator[list[Folder]]:
+             lister: Lister | None = None) -> Iterator[list[Folder]]:
     """Walk down from ``root`` to the session folders, in sorted order.
 
     Sessions are yielded as ``Folder`` units; problems are appended to ``found``.  With
@@ -71,20 +74,16 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
     holding up the others.  ``policy.quiet_paths`` holds absolute paths of files to pass
     over silently (the tables themselves); ``rel`` is ``root`` relative to the indexed
     root; entries that ``policy.rules`` ignore are counted in ``found`` and not walked.
-    The folders are listed by ``lister`` (if None, one of this walk's own, from
-    ``source``: the disk with its I/O threads, or a bucket), which lists ahead of the walk
-    down to the date folders it hands off.
+    The folders are listed by ``lister``; without one, ``root`` is a local folder,
+    listed ahead of the walk when its storage is slow.
     """
     root = os.fspath(root)  # a str: Path objects cost more than the listing, per session
-    rules = policy.rules
     if lister is None:
-        def descend(child: str, name: str) -> bool:
-            return not (hand_off_dates and alf.DATE_RE.fullmatch(name)) and not (
-                rules.patterns and rules.matches(child, True))
+        from fastindex.root import LocalRoot
 
-        with source.lister(descend, root) as own:
-            if source.bucket is None:  # a bucket lists flat only what workers are handed
-                own.start(root, rel)
+        with LocalRoot(Path(root)).lister(IoThreads(), _descend(policy, hand_off_dates)
+                                          ) as own:
+            own.start(root, rel)
             yield from discover(root, found, policy, max_batch=max_batch,
                                 hand_off_dates=hand_off_dates, rel=rel, lister=own)
         return
@@ -132,9 +131,30 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
                 yield from session(entry.path, entry_rel, parts)
             else:  # a date folder, handed off unlisted
                 yield from add(Folder(entry.path, entry_rel, None), listing.path)
-        _outside_sessions(found, listing, policy, listing.path == root)
+        _outside_sessions(found, listing, policy, listing.rel == "")
     if batch:
         yield batch
+
+
+def discover_root(plan: IndexPlan, found: Discovery) -> Iterator[list[Folder]]:
+    """``discover`` of a build's root, listed ahead (down to the date folders) by the
+    root's own lister."""
+    top = plan.root.top
+    with plan.root.lister(plan.io, _descend(plan.policy, True), top) as lister:
+        lister.start(top, "")
+        yield from discover(top, found, plan.policy, lister=lister)
+
+
+def _descend(policy: Policy, hand_off_dates: bool) -> Descend:
+    """Which subfolders a walk to the sessions lists ahead: not the ignored ones, nor
+    the date folders it hands off."""
+    rules = policy.rules
+
+    def descend(child: str, name: str) -> bool:
+        return not (hand_off_dates and alf.DATE_RE.fullmatch(name)) and not (
+            rules.patterns and rules.matches(child, True))
+
+    return descend
 
 
 def _session_parts(path: str) -> alf.SessionParts | None:
@@ -160,7 +180,8 @@ def _outside_sessions(found: Discovery, listing: walk.Listing, policy: walk.Poli
 FOLDER_REASONS = frozenset({p.SYMLINK_DIR, p.SYMLINK_LOOP, p.UNREADABLE})
 
 
-def _is_possible(found: Discovery, session: Session, policy: walk.Policy, lister) -> bool:
+def _is_possible(found: Discovery, session: Session, policy: walk.Policy, lister: Lister
+                 ) -> bool:
     """True unless the session's date does not exist; then its files are reported."""
     if alf.parse_date(session.parts.date) is not None:
         return True
@@ -169,7 +190,8 @@ def _is_possible(found: Discovery, session: Session, policy: walk.Policy, lister
     return False
 
 
-def _is_loadable(found: Discovery, session: Session, policy: walk.Policy, lister) -> bool:
+def _is_loadable(found: Discovery, session: Session, policy: walk.Policy, lister: Lister
+                 ) -> bool:
     """True when ONE looks for the session in its own folder; else its files are reported.
 
     Each session is checked on its own path, so ``2`` beside ``002`` needs no
@@ -184,7 +206,7 @@ def _is_loadable(found: Discovery, session: Session, policy: walk.Policy, lister
         return False
     found.unloadable.append(session)
     root = session.path[: len(session.path) - len(session.rel)]
-    taken = ", another folder: its files would load instead" if os.path.isdir(
+    taken = ", another folder: its files would load instead" if lister.is_folder(
         os.path.join(root, expected)) else ""
     reject(found, session, policy, p.UNLOADABLE_SESSION,
            f"ONE looks for this session in {expected}{taken}", lister)
@@ -192,11 +214,11 @@ def _is_loadable(found: Discovery, session: Session, policy: walk.Policy, lister
 
 
 def reject(found: Discovery, session: Session, policy: walk.Policy, reason: str,
-           detail: str, lister=None) -> None:
+           detail: str, lister: Lister) -> None:
     """Report every file of a session folder that is not indexed, with ``reason``
     (the folder itself when it holds no file, so an empty session is not lost)."""
     before = len(found.problems)
-    for listing in walk.walk(session.path, session.rel, policy, lister or SerialLister()):
+    for listing in walk.walk(session.path, session.rel, policy, lister):
         found.ignored += listing.ignored
         if listing.error is not None:
             found.problems.append(Problem(p.display_path(listing.rel or "."), p.UNREADABLE,

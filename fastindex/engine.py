@@ -16,31 +16,30 @@ tables or import polars.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Iterable
 from concurrent.futures import Executor, Future, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastindex import alf, bucket, discover, ignore, scan
+from fastindex import alf, discover, ignore, scan
 from fastindex import problems as p
-from fastindex.bucket import BucketRoot
 from fastindex.discover import Folder, Session
 from fastindex.errors import FastindexError, InputError, LabError
 from fastindex.executors import default_workers, executor_for, given_executor
 from fastindex.gcpause import pauses_gc
-from fastindex.index import BatchResult, IndexOptions, hash_files, index_sessions, read_problem
+from fastindex.index import BatchResult, IndexPlan, hash_files, index_sessions, read_problem
 from fastindex.problems import Problem
 from fastindex.progress import progress_bar
-from fastindex.store import TABLE_FILES, TableStore
+from fastindex.store import TABLE_FILES
+from fastindex.walk import Policy
 
 if TYPE_CHECKING:
     import polars as pl
     from tqdm import tqdm
 
+    from fastindex.root import Root
     from fastindex.spec import BuildSpec, RunSettings
 
 #: When hashing, files this large are hashed as tasks of their own (work balance).
@@ -51,7 +50,7 @@ DEFER_SIZE = 64 << 20
 class TreeIndex:
     """The tables of a tree, in memory: what ``build`` writes and ``verify`` compares."""
 
-    root: Path
+    root: Root
     sessions: pl.DataFrame
     datasets: pl.DataFrame
     skipped: pl.DataFrame
@@ -72,29 +71,10 @@ class HashJob:
     size: int  # bytes when listed
 
 
-def check_root(root: str | os.PathLike, settings: RunSettings | None = None
-               ) -> Path | BucketRoot:
-    """The resolved root, or a clear refusal before any work is done.  An ``s3://`` URL
-    is a bucket's tree where ``settings`` (its endpoint and signing) are given: the
-    commands that only read (build, check, update, verify) take buckets."""
-    if bucket.is_url(root):
-        if settings is None:
-            raise InputError(f"this command takes a local folder, not a bucket: {root}")
-        where = BucketRoot.parse(str(root), settings.endpoint_url, settings.anonymous)
-        bucket.check_bucket(where)
-        return where
-    root_path = Path(root).expanduser()
-    if not root_path.exists():
-        raise InputError(f"root does not exist: {root_path}")
-    if not root_path.is_dir():
-        raise InputError(f"root is not a folder: {root_path}")
-    return root_path.resolve()
-
-
 class Engine:
     """Runs the index stage of one tree on an executor (see the module's docstring)."""
 
-    def __init__(self, root: Path | BucketRoot, settings: RunSettings) -> None:
+    def __init__(self, root: Root, settings: RunSettings) -> None:
         self.root = root
         self.settings = settings
         try:
@@ -103,7 +83,6 @@ class Engine:
             raise InputError(str(err)) from None
         self._stack = contextlib.ExitStack()
         self.pool: Executor | None = None
-        self.bucket = root if isinstance(root, BucketRoot) else None
 
     def __enter__(self) -> Engine:
         s = self.settings
@@ -118,9 +97,8 @@ class Engine:
         return self._stack.__exit__(*exc)
 
     def _default_workers(self) -> int:
-        """The CPUs; for a bucket ``bucket.WORKERS_PER_CPU`` times as many, as its workers
-        wait on requests part of the time."""
-        return default_workers() * (bucket.WORKERS_PER_CPU if self.bucket else 1)
+        """The CPUs, times the root's workers per CPU (more where workers wait)."""
+        return default_workers() * self.root.workers_per_cpu
 
     @pauses_gc
     def index(self, spec: BuildSpec, quiet_paths: Iterable[str] = ()) -> TreeIndex:
@@ -133,16 +111,13 @@ class Engine:
         root, progress = self.root, self.settings.progress
         listed_at_ns = time.time_ns()
         rules = ignore.read_rules(root, spec.exclude, spec.default_ignores)
-        where = self.bucket
-        quiet = frozenset(quiet_paths) | {ignore.own_file(root)} | (
-            TableStore(root).own_files() if where is None else frozenset())
+        quiet = frozenset(quiet_paths) | root.own_files()
         hashes = spec.digests.algorithms
         found = discover.Discovery()
-        options = IndexOptions(spec.id_namespace, spec.follow_symlinks, hashes, DEFER_SIZE,
-                               rules, self.io, "" if where else os.path.join(root, ""), where)
-        policy = discover.Policy(spec.follow_symlinks, rules, quiet, TABLE_FILES)
-        units = discover.discover(str(root), found, policy, source=scan.Source(self.io, where))
-        futures = self._submit(units, options)  # before tqdm's thread
+        plan = IndexPlan(root, spec.id_namespace,
+                         Policy(spec.follow_symlinks, rules, quiet, TABLE_FILES), hashes,
+                         DEFER_SIZE, self.io)
+        futures = self._submit(discover.discover_root(plan, found), plan)  # before tqdm's thread
         with _index_bar(progress, hashes, len(futures)) as bar:
             if not hashes:  # Arrow and polars load while the workers index
                 _merge_stage()
@@ -153,6 +128,7 @@ class Engine:
         sessions = [s for r in results for s in r.sessions]
         check_lab(sessions, spec.lab)
         eids = [e for r in results for e in r.eids]
+        rows = [n for r in results for n in r.rows]
         late = [(results[batch].eids[pos], rel, digests)
                 for (batch, pos, rel), digests in ((job.key, d) for job, d in hashed)]
         problems = merge.problems_frame(found.problems + late_problems,
@@ -161,8 +137,8 @@ class Engine:
         warnings = [Problem(*row) for row in problems.filter(warned).iter_rows()]
         return TreeIndex(
             root, merge.sessions_frame(sessions, eids),
-            merge.datasets_frame([r.datasets for r in results], hashes, late),
-            problems.filter(~warned), (_root_warnings(root) if where is None else []) + warnings,
+            merge.datasets_frame([r.datasets for r in results], eids, rows, hashes, late),
+            problems.filter(~warned), root.warnings() + warnings,
             dict(zip(eids, sessions)), listed_at_ns,
             found.ignored + sum(r.ignored for r in results), rules)
 
@@ -178,11 +154,11 @@ class Engine:
     def _submit_hashing(self, jobs: list[HashJob], algorithms: tuple[str, ...],
                         per_task: int = 1) -> list[tuple[list[HashJob], Future]]:
         chunks = [jobs[i:i + per_task] for i in range(0, len(jobs), per_task)]
-        return [(chunk, self.pool.submit(hash_files, [j.path for j in chunk], algorithms,
-                                         self.bucket))
+        return [(chunk, self.pool.submit(hash_files, self.root, [j.path for j in chunk],
+                                         algorithms))
                 for chunk in chunks]
 
-    def _submit(self, batches: Iterable[list[Folder]], options: IndexOptions
+    def _submit(self, batches: Iterable[list[Folder]], plan: IndexPlan
                 ) -> list[tuple[Future, list[Folder]]]:
         """Submit each batch as discovery yields it, so the walk and the indexing overlap.
 
@@ -190,11 +166,10 @@ class Engine:
         that on slow storage they start with their threads on.
         """
         submitted = []
-        root = str(self.root)
         for batch in batches:
-            if options.io.threads is None and (found := scan.finding(root)) is not None:
-                options = replace(options, io=found)
-            submitted.append((self.pool.submit(index_sessions, batch, options), batch))
+            if plan.io.threads is None and (found := self.root.io_found()) is not None:
+                plan = replace(plan, io=found)
+            submitted.append((self.pool.submit(index_sessions, batch, plan), batch))
         return submitted
 
     def _gather(self, futures: list[tuple[Future, list[Folder]]], bar: tqdm,
@@ -268,15 +243,6 @@ def check_lab(sessions: list[Session], lab: str | None) -> None:
     if others:
         raise LabError(f"lab name conflict: --lab {lab} but the tree has lab folders "
                        f"{', '.join(others)}")
-
-
-def _root_warnings(root: Path) -> list[Problem]:
-    """A root that is a lab's ``Subjects`` folder: loadable rows, but without the lab."""
-    lab = alf.lab_around(root.as_posix())
-    if lab is None:
-        return []
-    return [Problem(".", p.LAB_ABOVE_ROOT, f"the root is inside lab {lab}: the rows have "
-                                           f"no lab; index {root.parent.parent} to keep it")]
 
 
 def _deferred_jobs(result: BatchResult, batch: int) -> list[HashJob]:

@@ -35,6 +35,10 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastindex.root import Root
 
 START_METHODS = ("fork", "forkserver", "spawn")
 
@@ -60,7 +64,7 @@ def default_workers() -> int:
     return os.cpu_count() or 1
 
 
-def given_executor(stack: contextlib.ExitStack, root: Path, executor: Executor | None = None,
+def given_executor(stack: contextlib.ExitStack, root: Root, executor: Executor | None = None,
                    client=None, scheduler: str | None = None) -> Executor | None:
     """The executor a caller asked for: ``executor``, or a Dask cluster's (``client`` or
     ``scheduler``, kept open on ``stack``); None for the local pool."""

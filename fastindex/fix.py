@@ -59,9 +59,9 @@ def plan(root: str | os.PathLike, lab: str | None = None) -> FixPlan:
     to ``LAB/Subjects/``.  A single folder above a subject, where a lab would be
     (``labB/m2/...``), is taken as the lab and gets its ``Subjects`` folder.
     """
-    from fastindex.engine import check_root
+    from fastindex.root import open_folder
 
-    root_path = check_root(root)
+    root_path = open_folder(root).path
     if lab is not None and not alf.LAB_RE.fullmatch(lab):
         raise InputError(f"not a lab name (letters, digits, underscores): {lab}")
     found = Discovery()
@@ -215,10 +215,10 @@ def undo(root: str | os.PathLike, journal: str | os.PathLike) -> tuple[Path, int
 
     The journal must name ``root``; every step is checked before any is taken.
     """
-    from fastindex.engine import check_root
+    from fastindex.root import open_folder
     from fastindex.store import TableStore
 
-    root_path = check_root(root)
+    root_path = open_folder(root).path
     steps = _read_journal(Path(journal), root_path)
     undone, left = 0, []
     with TableStore(root_path).lock():

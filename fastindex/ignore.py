@@ -12,9 +12,11 @@ when there are user rules, so a tree without rules pays nothing for them.
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastindex.root import Root
 
 IGNORE_FILE = ".fastindexignore"
 #: Files that Finder, Explorer and AppleDouble copies leave in every folder.
@@ -57,23 +59,16 @@ def _spec(patterns: tuple[str, ...]):
     return pathspec.GitIgnoreSpec.from_lines(patterns)
 
 
-def read_rules(root: Path, exclude: tuple[str, ...] = (), litter: bool = True
+def read_rules(root: Root, exclude: tuple[str, ...] = (), litter: bool = True
                ) -> IgnoreRules:
     """The root's ``.fastindexignore`` lines, then ``exclude``; bad patterns are refused.
 
     Comments and blank lines are dropped, so the provenance records only rules.
     """
     from fastindex.errors import InputError
-    from fastindex.safefile import read_regular
 
-    if isinstance(root, os.PathLike):
-        path = root / IGNORE_FILE
-        data = read_regular(path, MAX_BYTES, "ignore file") or b""
-    else:  # a bucket's (bucket.BucketRoot)
-        from fastindex.bucket import read_small
-
-        path = own_file(root)
-        data = read_small(root, IGNORE_FILE, MAX_BYTES) or b""
+    path = root.join(IGNORE_FILE)
+    data = root.read_small(IGNORE_FILE, MAX_BYTES) or b""
     try:
         text = data.decode("utf-8-sig")  # an editor's byte-order mark is not a rule
     except UnicodeDecodeError as err:
@@ -86,8 +81,3 @@ def read_rules(root: Path, exclude: tuple[str, ...] = (), litter: bool = True
     except Exception as err:  # pathspec raises GitWildMatchPatternError and others
         raise InputError(f"bad ignore pattern in {path} or --exclude: {err}") from None
     return IgnoreRules(patterns, litter)
-
-
-def own_file(root: str | os.PathLike) -> str:
-    """The ignore file's absolute path: it is configuration, never reported."""
-    return os.path.join(root if isinstance(root, os.PathLike) else str(root), IGNORE_FILE)

@@ -49,14 +49,15 @@ def sessions_frame(sessions: list[Session], eids: list[str]) -> pl.DataFrame:
     ).sort("id")
 
 
-def datasets_frame(batches: list[RawBatch],
-                   hashes: tuple[str, ...] = (),
+def datasets_frame(batches: list[RawBatch], eids: list[str], rows: list[int],
+                   algorithms: tuple[str, ...] = (),
                    late: list[tuple[str, str, dict | None]] = ()) -> pl.DataFrame:
     """All datasets, with their session's id, ``default_revision``, sorted by (eid, id).
 
-    ``hashes`` names the digests computed: md5 becomes ONE's ``hash`` column, xxh3 an
-    ``xxh3`` column.  ``late`` holds (eid, rel_path, digests) of files hashed as tasks of their own
-    (None: the file could not be read, and its row is dropped).
+    ``batches`` hold ``rows[i]`` rows of the session ``eids[i]`` in turn.  ``algorithms``
+    names the digests computed: md5 becomes ONE's ``hash`` column, xxh3 an ``xxh3``
+    column.  ``late`` holds (eid, rel_path, digests) of files hashed as tasks of their
+    own (None: the file could not be read, and its row is dropped).
 
     ``default_revision`` is True on the lexicographically last revision of each dataset,
     grouping by rel_path without its ``#revision#/`` folder, as ONE groups them; no
@@ -64,16 +65,24 @@ def datasets_frame(batches: list[RawBatch],
     """
     arrow = [record_batch(b, DATASET_FIELDS) for b in batches]
     frame = pl.from_arrow(pa.Table.from_batches(arrow, schema=DATASET_FIELDS))
-    frame = frame.with_columns(id=pl.coalesce(uuid3_from_md5(pl.col("id_md5")), "rel_path"))
+    frame = frame.with_columns(eid=_repeated(eids, rows),
+                               id=pl.coalesce(uuid3_from_md5(pl.col("id_md5")), "rel_path"))
     if late:
         frame = _apply_late(frame, late)
-    digests = [pl.col("md5").alias("hash")] if "md5" in hashes else []
-    digests += [pl.col("xxh3")] if "xxh3" in hashes else []
+    digests = [pl.col("md5").alias("hash")] if "md5" in algorithms else []
+    digests += [pl.col("xxh3")] if "xxh3" in algorithms else []
     etag = ["etag"] if frame["etag"].null_count() < frame.height else []  # a bucket's
     return (frame.with_columns(default_revision=_is_default_revision(frame))
             .select("eid", "id", "rel_path", "file_size", *digests, "default_revision",
                     "mtime_ns", *etag)
             .sort("eid", "id"))
+
+
+def _repeated(eids: list[str], rows: list[int]) -> pl.Series:
+    """Each session's id repeated once per row of it, in order, vectorized."""
+    runs = pl.DataFrame({"eid": eids, "rows": rows},
+                        schema={"eid": pl.String, "rows": pl.UInt32}).filter(pl.col("rows") > 0)
+    return runs.select(pl.col("eid").repeat_by("rows")).explode("eid").to_series()
 
 
 def _apply_late(frame: pl.DataFrame, late: list[tuple[str, str, dict | None]]

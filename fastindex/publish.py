@@ -32,10 +32,11 @@ from pathlib import Path
 from fastindex import archive, log, scan
 from fastindex import problems as p
 from fastindex.build import Refusal
-from fastindex.engine import Engine, TreeIndex, check_root
+from fastindex.engine import Engine, TreeIndex
 from fastindex.errors import InputError, Interrupted, ProblemsFound
 from fastindex.hashing import Digests
 from fastindex.progress import counted, human_bytes
+from fastindex.root import LocalRoot, open_folder
 from fastindex.safefile import replacing
 from fastindex.spec import DEFAULT_NAMESPACE, BuildSpec, RunSettings, options
 from fastindex.store import TABLE_FILES, BuildResult, Rendered, TableStore, render
@@ -80,7 +81,7 @@ def release(root: str | os.PathLike, out: str | os.PathLike, *,
     """
     started = time.perf_counter()
     spec, settings = options(**{"hash": "md5", **given})
-    root_path = check_root(root)
+    root_path = open_folder(root).path
     out_path = _check_out(Path(out))
     if not spec.digests:
         raise InputError("a release checks every file against a digest: --hash md5, xxh3 "
@@ -172,7 +173,7 @@ def _checked_index(root: Path, how: tuple[BuildSpec, RunSettings], store: TableS
     """The tree indexed without reading a file (the check), or the refusal."""
     spec, settings = how
     quiet = (store.own_files() if store else frozenset()) | {str(p) for p in quiet_paths}
-    with Engine(root, settings) as engine:
+    with Engine(LocalRoot(root), settings) as engine:
         index = engine.index(replace(spec, digests=Digests()), quiet)
     refusal = refuse(index)
     if refusal is not None:

@@ -160,33 +160,9 @@ class IoPool:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-@dataclass(frozen=True)
-class Source:
-    """Where a walk's listings come from: the disk, with its I/O threads, or a bucket
-    (a ``bucket.BucketRoot``)."""
-
-    io: IoThreads = IoThreads()
-    bucket: object = None
-
-    def lister(self, descend: Descend, where: str, stat_files: bool = False):
-        """The lister of a walk: a bucket's (``bucket.BucketLister``) or the disk's."""
-        if self.bucket is not None:
-            from fastindex.bucket import BucketLister
-
-            return BucketLister(self.bucket, descend)
-        return Lister(self.io, descend, where, stat_files)
-
-
-class SerialLister:
-    """Lists a folder when the walk asks for it: for walks too small to plan ahead."""
-
-    def entries(self, path: str, rel: str) -> list[os.DirEntry]:
-        with os.scandir(path) as it:
-            return list(it)
-
-
 class Lister:
-    """Lists folders for a walk, ahead of it when its pool has threads.
+    """A local tree's ``root.Lister``: lists folders for a walk, ahead of it when its
+    pool has threads.
 
     ``start(path, rel)`` begins listing ``path`` and, through ``descend``, the folders
     below it; ``entries(path, rel)`` gives a listing (waiting for it, or making it now),
@@ -233,6 +209,9 @@ class Lister:
             self._submit(path, rel)
         elif self._probe.deciding:
             self._planned[path] = rel
+
+    def is_folder(self, path: str) -> bool:
+        return os.path.isdir(path)
 
     def entries(self, path: str, rel: str) -> list[os.DirEntry]:
         """The entries of ``path``, at root-relative ``rel``; raises ``OSError`` as

@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from fastindex import alf, log
-from fastindex.build import tables_folder
-from fastindex.engine import Engine, HashJob, TreeIndex, check_root
+from fastindex.engine import Engine, HashJob, TreeIndex
 from fastindex.errors import InputError
 from fastindex.hashing import Digests
 from fastindex.progress import counted
+from fastindex.root import open_root
 from fastindex.spec import BuildSpec, options
 from fastindex.store import BuildResult, StoredTables, TableStore
 
@@ -68,8 +68,8 @@ def update(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
     """
     started = time.perf_counter()
     _, settings = options(settings=run.pop("settings", None), **_run_only(run))
-    root_path = check_root(root, settings)
-    store = TableStore.output(tables_folder(out_dir, root_path, "--out"))
+    root_path = open_root(root, settings)
+    store = TableStore.output(root_path.tables_folder(out_dir, "--out"))
     with store.lock():
         with Engine(root_path, settings) as engine:
             old = store.read("no tables to update in {folder}; run fastindex build first")

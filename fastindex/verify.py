@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastindex import hashing
-from fastindex.build import tables_folder
-from fastindex.engine import Engine, check_root
+from fastindex.engine import Engine
 from fastindex.errors import InputError
 from fastindex.hashing import Digests
 from fastindex.progress import counted, progress_bar
+from fastindex.root import open_root
 from fastindex.spec import BuildSpec, options
 from fastindex.store import TABLE_FILES, TableStore
 from fastindex.tablecheck import check_tables
@@ -83,8 +83,8 @@ def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None,
     following links are verified only with ``follow_symlinks`` (as ``update``).
     """
     _, settings = options(**run)
-    root_path = check_root(root, settings)
-    store = TableStore(Path(tables_folder(tables_dir, root_path, "--tables")).expanduser()
+    root_path = open_root(root, settings)
+    store = TableStore(Path(root_path.tables_folder(tables_dir, "--tables")).expanduser()
                        .resolve())
     with Engine(root_path, settings) as engine:  # before the tables load polars
         tables = store.read("no table at {path}")

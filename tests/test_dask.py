@@ -58,12 +58,13 @@ def test_cli_local_scheduler(tree, tmp_path) -> None:
 
 def test_workers_that_cannot_see_the_root_fail_clearly(client, tmp_path) -> None:
     from fastindex.dask_backend import dask_executor
+    from fastindex.root import LocalRoot
 
     # a folder only this process would see, as on a machine without the shared filesystem
     with pytest.raises(fastindex.FastindexError, match="cannot see"):
-        with dask_executor(client=client, root=tmp_path / "only-here"):
+        with dask_executor(client=client, root=LocalRoot(tmp_path / "only-here")):
             pass
-    with dask_executor(client=client, root=tmp_path) as executor:
+    with dask_executor(client=client, root=LocalRoot(tmp_path)) as executor:
         assert executor.submit(sum, [1, 2]).result() == 3
 
 

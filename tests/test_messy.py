@@ -216,11 +216,11 @@ def test_a_killed_worker_fails_the_build_and_keeps_the_old_tables(tmp_path, monk
 _SLOW_BUILD = """
 import sys, time
 import fastindex.index as ix
-_index_found = ix._index_found
-def _slow(*args):
+_index = ix.BatchIndexer.index
+def _slow(self, sessions):
     time.sleep(0.3)
-    return _index_found(*args)
-ix._index_found = _slow
+    return _index(self, sessions)
+ix.BatchIndexer.index = _slow
 from fastindex.cli import run
 run()
 """
