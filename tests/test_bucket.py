@@ -452,3 +452,34 @@ def test_an_answer_that_would_expand_entities_is_not_read(tmp_path) -> None:
         assert line.startswith("fastindex: error: cannot list s3://b/data")
     finally:
         server.shutdown()
+
+
+def test_a_bucket_on_a_dask_cluster_gives_the_process_pools_tables(tmp_path, endpoint) -> None:
+    """Dask workers list and hash their own prefixes with clients of their own: no shared
+    filesystem is needed, and every command gives what the process pool gives."""
+    distributed = pytest.importorskip("distributed")
+    from fastindex.dask_backend import dask_executor, local_cluster
+
+    tree = write_tree(tmp_path / "t", MESSY)
+    url = _upload(endpoint, "on-dask", tree)
+    pool, cluster = tmp_path / "pool", tmp_path / "cluster"
+    common = ["--endpoint-url", endpoint, "--hash", "md5", "--quiet"]
+    for out, how in ((pool, ["--workers", "2"]), (cluster, ["--scheduler", "local:2"])):
+        out.mkdir()
+        assert main(["build", url, "--out", str(out), "--report", str(out / "r.json"),
+                     *common, *how]) == 0
+    assert _rows(cluster) == _rows(pool)
+    assert _report(cluster) == _report(pool)
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    s3.put_object(Bucket="on-dask", Key=f"data/{SES}/alf/new.thing.npy", Body=b"new")
+    with local_cluster(2) as workers, distributed.Client(workers) as client:
+        settings = {"client": client, "endpoint_url": endpoint}
+        assert fastindex.check(url, **settings).datasets.height == len(BEHAVIOUR) + 3
+        updated = update(url, cluster, **settings)
+        assert (updated.build.n_datasets, updated.rehashed) == (len(BEHAVIOUR) + 3, 1)
+        assert main(["verify", url, "--tables", str(cluster), "--hash", "--endpoint-url",
+                     endpoint, "--scheduler", "local:1", "--quiet"]) == 0
+        gone = bucket.BucketRoot.parse("s3://no-such-bucket", endpoint)
+        with pytest.raises(fastindex.FastindexError, match="cannot list s3://no-such-bucket"):
+            with dask_executor(client=client, root=gone):
+                pass
