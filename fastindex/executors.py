@@ -36,8 +36,6 @@ from multiprocessing import get_context
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-START_METHODS = ("fork", "forkserver", "spawn")
-
 
 class InlineExecutor(Executor):
     """Runs each task in the calling process as it is submitted: ``workers=1``."""

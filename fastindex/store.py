@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
+import fcntl
 import json
 import os
 import stat
@@ -20,11 +21,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-try:
-    import fcntl
-except ImportError:  # Windows: builds are not locked
-    fcntl = None
 
 from fastindex import __version__
 from fastindex.errors import InputError, write_failure
@@ -108,9 +104,6 @@ class TableStore:
             raise InputError(f"output folder is not writable: {out_path}")
         return cls(out_path)
 
-    def exists(self) -> bool:
-        return all(p.is_file() for p in self.paths)
-
     def own_files(self) -> frozenset[str]:
         """fastindex's own files here (tables, lock): never reported as skipped."""
         return frozenset(str(self.folder / name) for name in (*TABLE_FILES, LOCK_FILE))
@@ -143,9 +136,6 @@ class TableStore:
         folders cannot be locked (``flock`` on NFS is a byte-range lock, which needs a
         file open for writing) a lock file is used instead, and removed on the way out.
         """
-        if fcntl is None:
-            yield
-            return
         fd = os.open(self.folder, os.O_RDONLY)
         try:
             try:
