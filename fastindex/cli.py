@@ -21,11 +21,12 @@ import time
 import uuid
 from pathlib import Path
 
-from fastindex import __version__, hashing, log
+from fastindex import hashing, log
 from fastindex.errors import FastindexError, InputError, ProblemsFound
 from fastindex.problems import UNLOADABLE_SESSION, display_path
 from fastindex.progress import counted
 from fastindex.report import check_report_path, write_report
+from fastindex.version import __version__
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastindex import __version__
 from fastindex.errors import InputError, write_failure
 from fastindex.gcpause import pauses_gc
 from fastindex.progress import counted, human_bytes
 from fastindex.safefile import TEMP_SUFFIX, is_temporary, open_untrusted
 from fastindex.tablecheck import check_tables
+from fastindex.version import __version__
 
 if TYPE_CHECKING:
     import polars as pl
