@@ -17,7 +17,10 @@ from __future__ import annotations
 import datetime
 import functools
 import re
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import polars as pl
 
 #: Each ALF part and the pattern it must match.
 PARTS: dict[str, str] = {
@@ -79,6 +82,22 @@ class SessionParts(NamedTuple):
         """
         head = f"{self.lab}/Subjects/" if self.lab else ""
         return f"{head}{self.subject}/{self.date}/{int(self.number):03d}"
+
+
+def one_paths(sessions: pl.DataFrame, datasets: pl.DataFrame) -> pl.DataFrame:
+    """Datasets keyed by the path ONE loads them from, not by ids (ids depend on options):
+    their session's ``SessionParts.folder``, ``/``, and their ``rel_path``.
+
+    The sessions are few, so each one's folder is ``SessionParts.folder`` itself.
+    """
+    import polars as pl
+
+    parts = sessions.select(pl.col("lab").fill_null("").cast(pl.String), "subject",
+                            pl.col("date").cast(pl.String), pl.col("number").cast(pl.String))
+    folders = [f"{SessionParts(*row).folder}/" for row in parts.iter_rows()]
+    ses = pl.DataFrame({"eid": sessions["id"], "folder": pl.Series(folders, dtype=pl.String)})
+    return (datasets.join(ses, on="eid", how="left")
+            .with_columns(path=pl.col("folder") + pl.col("rel_path")))
 
 
 def session_parts(posix_path: str) -> SessionParts | None:

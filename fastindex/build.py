@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from fastindex import log
-from fastindex.bucket import BucketRoot
 from fastindex.engine import Engine, TreeIndex, check_root
-from fastindex.errors import InputError, ProblemsFound
+from fastindex.errors import ProblemsFound, Refusal
 from fastindex.spec import BuildSpec, RunSettings, options
 from fastindex.store import BuildResult, TableStore
+from fastindex.tablefolder import tables_folder
 
 
 def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
@@ -50,20 +50,6 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
                           strict_refusal if strict else None, quiet_paths, started)[1]
     log.outcome("build", root, result)
     return result
-
-
-def tables_folder(given: str | os.PathLike | None, root: Path | BucketRoot, option: str
-                  ) -> str | os.PathLike:
-    """Where the tables are: ``given``, else the root; a bucket's go to a local folder."""
-    if given is not None:
-        return given
-    if isinstance(root, BucketRoot):
-        raise InputError(f"the tables of a bucket are written to a local folder: {option} DIR")
-    return root
-
-
-#: Looks at an index before anything is written: the reason to write nothing, or None.
-Refusal = Callable[[TreeIndex], "ProblemsFound | None"]
 
 
 def strict_refusal(index: TreeIndex) -> ProblemsFound | None:

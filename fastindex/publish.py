@@ -31,14 +31,15 @@ from pathlib import Path
 
 from fastindex import archive, log, scan
 from fastindex import problems as p
-from fastindex.build import Refusal
+from fastindex.alf import one_paths
 from fastindex.engine import Engine, TreeIndex, check_root
-from fastindex.errors import InputError, Interrupted, ProblemsFound
+from fastindex.errors import InputError, Interrupted, ProblemsFound, Refusal
 from fastindex.hashing import Digests
 from fastindex.progress import counted, human_bytes
 from fastindex.safefile import replacing
 from fastindex.spec import DEFAULT_NAMESPACE, BuildSpec, RunSettings, options
-from fastindex.store import TABLE_FILES, BuildResult, Rendered, TableStore, render
+from fastindex.store import BuildResult, Rendered, TableStore, render
+from fastindex.tablefolder import TABLE_FILES
 
 
 @dataclass
@@ -237,8 +238,6 @@ def _included(root: Path, include: Iterable[str | os.PathLike]) -> list[tuple[st
 
 def _members(index: TreeIndex) -> list[tuple[str, int, int]]:
     """(path ONE loads it from, size, mtime_ns as listed) of every row, by path."""
-    from fastindex.verify import one_paths
-
     rows = (one_paths(index.sessions, index.datasets).sort("path")
             .select("path", "file_size", "mtime_ns"))
     return list(rows.iter_rows())
@@ -248,8 +247,6 @@ def _with_digests(index: TreeIndex, members: list[tuple[str, int, int]],
                   digests: list[dict[str, str]], spec: BuildSpec) -> TreeIndex:
     """The index with the digests the zip's read gave, in the columns the spec names."""
     import polars as pl
-
-    from fastindex.verify import one_paths
 
     algorithms, columns = spec.digests.algorithms, spec.digests.columns
     found = pl.DataFrame({"path": [m[0] for m in members],

@@ -16,13 +16,13 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from fastindex import alf, log
-from fastindex.build import tables_folder
 from fastindex.engine import Engine, HashJob, TreeIndex, check_root
 from fastindex.errors import InputError
 from fastindex.hashing import Digests
 from fastindex.progress import counted
 from fastindex.spec import BuildSpec, options
 from fastindex.store import BuildResult, StoredTables, TableStore
+from fastindex.tablefolder import tables_folder
 
 if TYPE_CHECKING:
     import polars as pl

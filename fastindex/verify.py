@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastindex import hashing
-from fastindex.build import tables_folder
+from fastindex.alf import one_paths
 from fastindex.engine import Engine, check_root
 from fastindex.errors import InputError
 from fastindex.hashing import Digests
 from fastindex.progress import counted, progress_bar
 from fastindex.spec import BuildSpec, options
-from fastindex.store import TABLE_FILES, TableStore
+from fastindex.store import TableStore
 from fastindex.tablecheck import check_tables
+from fastindex.tablefolder import TABLE_FILES, tables_folder
 
 if TYPE_CHECKING:
     import polars as pl
@@ -250,23 +251,6 @@ def _digests_to_compare(datasets: pl.DataFrame, hash: bool, where) -> tuple[str,
                          f"without --hash), so no content could be compared; verify "
                          f"without --hash compares sizes, or build with --hash md5")
     return held
-
-
-def one_paths(sessions: pl.DataFrame, datasets: pl.DataFrame) -> pl.DataFrame:
-    """Datasets keyed by the path ONE loads them from, not by ids (ids depend on options).
-
-    The path is ``one.converters.session_record2path``'s, relative to the root.
-    """
-    import polars as pl
-
-    lab = pl.col("lab").fill_null("")
-    folder = pl.concat_str(
-        pl.when(lab != "").then(lab + "/Subjects/").otherwise(pl.lit("")),
-        pl.col("subject"), pl.lit("/"), pl.col("date").cast(pl.String), pl.lit("/"),
-        pl.col("number").cast(pl.String).str.zfill(3), pl.lit("/"))
-    ses = sessions.select(pl.col("id").alias("eid"), folder.alias("folder"))
-    return (datasets.join(ses, on="eid", how="left")
-            .with_columns(path=pl.col("folder") + pl.col("rel_path")))
 
 
 def digests_held(datasets: pl.DataFrame) -> tuple[str, ...]:
