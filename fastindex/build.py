@@ -16,8 +16,9 @@ from pathlib import Path
 from fastindex import log
 from fastindex.engine import Engine, TreeIndex, check_root
 from fastindex.errors import ProblemsFound, Refusal
+from fastindex.results import BuildResult
 from fastindex.spec import BuildSpec, RunSettings, options
-from fastindex.store import BuildResult, TableStore
+from fastindex.store import TableStore
 from fastindex.tablefolder import tables_folder
 
 

@@ -36,9 +36,11 @@ from fastindex.engine import Engine, TreeIndex, check_root
 from fastindex.errors import InputError, Interrupted, ProblemsFound, Refusal
 from fastindex.hashing import Digests
 from fastindex.progress import counted, human_bytes
+from fastindex.provenance import render
+from fastindex.results import BuildResult, Rendered
 from fastindex.safefile import replacing
 from fastindex.spec import DEFAULT_NAMESPACE, BuildSpec, RunSettings, options
-from fastindex.store import BuildResult, Rendered, TableStore, render
+from fastindex.store import TableStore
 from fastindex.tablefolder import TABLE_FILES
 
 

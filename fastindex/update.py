@@ -20,8 +20,9 @@ from fastindex.engine import Engine, HashJob, TreeIndex, check_root
 from fastindex.errors import InputError
 from fastindex.hashing import Digests
 from fastindex.progress import counted
+from fastindex.results import BuildResult, StoredTables
 from fastindex.spec import BuildSpec, options
-from fastindex.store import BuildResult, StoredTables, TableStore
+from fastindex.store import TableStore
 from fastindex.tablefolder import tables_folder
 
 if TYPE_CHECKING:
