@@ -52,8 +52,13 @@ SESSION_RE = compile_spec(SESSION_SPEC + "$")
 DATE_RE = compile_spec("{date}")
 COLLECTION_RE = compile_spec(COLLECTION_SPEC)
 FILE_RE = compile_spec(FILE_SPEC)
+#: A revision folder in a rel_path, removed to group a dataset's revisions as ONE does
+#: (``revision_group``).
 REVISION_FOLDER_RE = re.compile(r"#.*#/")
+#: The revision folder just above a file: group 1 is its revision (``default_revision``).
+FILE_REVISION = r"(?:^|/)#([^/]*)#/[^/]*$"
 LAB_RE = compile_spec("{lab}")
+SUBJECT_RE = compile_spec("{subject}")
 LAB_FOLDER_RE = compile_spec("(?:^|/){lab}/Subjects/?$")
 
 

@@ -250,14 +250,14 @@ def _with_digests(index: TreeIndex, members: list[tuple[str, int, int]],
     """The index with the digests the zip's read gave, in the columns the spec names."""
     import polars as pl
 
+    from fastindex.merge import DATASET_COLUMNS
+
     algorithms, columns = spec.digests.algorithms, spec.digests.columns
     found = pl.DataFrame({"path": [m[0] for m in members],
                           **{c: [d[a] for d in digests] for a, c in zip(algorithms, columns)}},
                          schema={"path": pl.String, **{c: pl.String for c in columns}})
     frame = one_paths(index.sessions, index.datasets).join(found, on="path", how="left")
-    order = [c for c in index.datasets.columns if c not in ("default_revision", "mtime_ns")]
-    held = [c for c in ("hash", "xxh3") if c in columns]  # merge.datasets_frame's order
-    frame = frame.select(*order, *held, "default_revision", "mtime_ns").sort("eid", "id")
+    frame = frame.select([c for c in DATASET_COLUMNS if c in frame.columns]).sort("eid", "id")
     return replace(index, datasets=frame)
 
 
