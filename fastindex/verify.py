@@ -83,7 +83,7 @@ def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None,
     run, as in ``build``.  Read-only trees (a mounted release) are fine.  Tables built
     following links are verified only with ``follow_symlinks`` (as ``update``).
     """
-    _, settings = options(**run)
+    _, settings = options("verify", **run)
     root_path = check_root(root, settings)
     store = TableStore(Path(tables_folder(tables_dir, root_path, "--tables")).expanduser()
                        .resolve())
