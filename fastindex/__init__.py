@@ -1,13 +1,12 @@
 """fastindex: a parallel indexer that writes ONE's cache tables for large ALF trees."""
 
-__version__ = "0.1.0"
-
-from fastindex.build import build, check  # noqa: E402
-from fastindex.errors import FastindexError, InputError, LabError  # noqa: E402
-from fastindex.one_compat import make_parquet_db, setup, use_fastindex  # noqa: E402
-from fastindex.publish import ReleaseResult, release  # noqa: E402
-from fastindex.spec import BuildSpec, RunSettings  # noqa: E402
-from fastindex.store import BuildResult  # noqa: E402
+from fastindex.build import build, check
+from fastindex.errors import FastindexError, InputError, LabError
+from fastindex.one_compat import make_parquet_db, setup, use_fastindex
+from fastindex.publish import ReleaseResult, release
+from fastindex.results import BuildResult
+from fastindex.spec import BuildSpec, RunSettings
+from fastindex.version import __version__
 
 __all__ = ["build", "check", "BuildResult", "BuildSpec", "RunSettings", "release",
            "ReleaseResult", "make_parquet_db", "setup", "use_fastindex", "FastindexError",

@@ -17,7 +17,10 @@ from __future__ import annotations
 import datetime
 import functools
 import re
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import polars as pl
 
 #: Each ALF part and the pattern it must match.
 PARTS: dict[str, str] = {
@@ -49,8 +52,13 @@ SESSION_RE = compile_spec(SESSION_SPEC + "$")
 DATE_RE = compile_spec("{date}")
 COLLECTION_RE = compile_spec(COLLECTION_SPEC)
 FILE_RE = compile_spec(FILE_SPEC)
+#: A revision folder in a rel_path, removed to group a dataset's revisions as ONE does
+#: (``revision_group``).
 REVISION_FOLDER_RE = re.compile(r"#.*#/")
+#: The revision folder just above a file: group 1 is its revision (``default_revision``).
+FILE_REVISION = r"(?:^|/)#([^/]*)#/[^/]*$"
 LAB_RE = compile_spec("{lab}")
+SUBJECT_RE = compile_spec("{subject}")
 LAB_FOLDER_RE = compile_spec("(?:^|/){lab}/Subjects/?$")
 
 
@@ -79,6 +87,22 @@ class SessionParts(NamedTuple):
         """
         head = f"{self.lab}/Subjects/" if self.lab else ""
         return f"{head}{self.subject}/{self.date}/{int(self.number):03d}"
+
+
+def one_paths(sessions: pl.DataFrame, datasets: pl.DataFrame) -> pl.DataFrame:
+    """Datasets keyed by the path ONE loads them from, not by ids (ids depend on options):
+    their session's ``SessionParts.folder``, ``/``, and their ``rel_path``.
+
+    The sessions are few, so each one's folder is ``SessionParts.folder`` itself.
+    """
+    import polars as pl
+
+    parts = sessions.select(pl.col("lab").fill_null("").cast(pl.String), "subject",
+                            pl.col("date").cast(pl.String), pl.col("number").cast(pl.String))
+    folders = [f"{SessionParts(*row).folder}/" for row in parts.iter_rows()]
+    ses = pl.DataFrame({"eid": sessions["id"], "folder": pl.Series(folders, dtype=pl.String)})
+    return (datasets.join(ses, on="eid", how="left")
+            .with_columns(path=pl.col("folder") + pl.col("rel_path")))
 
 
 def session_parts(posix_path: str) -> SessionParts | None:

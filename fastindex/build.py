@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from fastindex import log
 from fastindex.engine import Engine, TreeIndex
-from fastindex.errors import ProblemsFound
+from fastindex.errors import ProblemsFound, Refusal
+from fastindex.results import BuildResult
 from fastindex.root import Root, open_root
 from fastindex.spec import BuildSpec, RunSettings, options
-from fastindex.store import BuildResult, TableStore
+from fastindex.store import TableStore
 
 
 def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
@@ -50,10 +51,6 @@ def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
                           strict_refusal if strict else None, quiet_paths, started)[1]
     log.outcome("build", root, result)
     return result
-
-
-#: Looks at an index before anything is written: the reason to write nothing, or None.
-Refusal = Callable[[TreeIndex], "ProblemsFound | None"]
 
 
 def strict_refusal(index: TreeIndex) -> ProblemsFound | None:

@@ -21,11 +21,12 @@ import time
 import uuid
 from pathlib import Path
 
-from fastindex import __version__, hashing, log
+from fastindex import hashing, log
 from fastindex.errors import FastindexError, InputError, ProblemsFound
 from fastindex.problems import UNLOADABLE_SESSION, display_path
 from fastindex.progress import counted
 from fastindex.report import check_report_path, write_report
+from fastindex.version import __version__
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -245,10 +246,11 @@ def _uuid(text: str) -> uuid.UUID:
 
 def _build(args: argparse.Namespace) -> int:
     from fastindex.build import build
+    from fastindex.tablefiles import DATASETS_FILE
 
     report = check_report_path(args.report) if args.report else None
     tables = args.out or args.root
-    had_tables = isinstance(tables, Path) and (tables / "datasets.pqt").exists()
+    had_tables = isinstance(tables, Path) and (tables / DATASETS_FILE).exists()
     try:
         result = build(args.root, args.out, strict=args.strict, hash_ids=not args.string_ids,
                        namespace=args.namespace, lab=args.lab, hash=args.hash, **_tree(args),
@@ -428,6 +430,7 @@ def _release(args: argparse.Namespace) -> int:
 
 def _fix(args: argparse.Namespace) -> int:
     from fastindex import fix
+    from fastindex.tablefiles import DATASETS_FILE
 
     if args.undo:
         if args.apply or args.lab:
@@ -451,7 +454,7 @@ def _fix(args: argparse.Namespace) -> int:
     else:
         journal = args.journal or Path(f"fastindex-fix-{time.strftime('%Y%m%dT%H%M%S')}.jsonl")
         done = fix.apply(plan, journal.resolve())
-        next_step = "update" if (plan.root / "datasets.pqt").exists() else "build"
+        next_step = "update" if (plan.root / DATASETS_FILE).exists() else "build"
         print(f"fastindex: {summary}; renamed {counted(done, 'folder')} (undo: fastindex fix "
               f"{args.root} --undo {journal}); now run: fastindex {next_step} {args.root}",
               file=sys.stderr)

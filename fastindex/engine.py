@@ -32,7 +32,7 @@ from fastindex.gcpause import pauses_gc
 from fastindex.index import BatchResult, IndexPlan, hash_files, index_sessions, read_problem
 from fastindex.problems import Problem
 from fastindex.progress import progress_bar
-from fastindex.store import TABLE_FILES
+from fastindex.tablefiles import TABLE_FILES
 from fastindex.walk import Policy
 
 if TYPE_CHECKING:

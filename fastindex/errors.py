@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastindex.engine import TreeIndex
 
 #: What a write can meet that is about the disk, not about fastindex or its input.
 WRITE_FAILURES = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "over quota",
@@ -42,6 +47,10 @@ class ProblemsFound(FastindexError):
         self.skipped = skipped
         self.warnings = warnings
         self.remedy = remedy  # what the user can do, when the caller knows better
+
+
+#: Looks at an index before anything is written: the reason to write nothing, or None.
+Refusal = Callable[["TreeIndex"], "ProblemsFound | None"]
 
 
 class Interrupted(KeyboardInterrupt):

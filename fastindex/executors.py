@@ -40,8 +40,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from fastindex.root import Root
 
-START_METHODS = ("fork", "forkserver", "spawn")
-
 
 class InlineExecutor(Executor):
     """Runs each task in the calling process as it is submitted: ``workers=1``."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from fastindex.progress import counted
 
 if TYPE_CHECKING:
-    from fastindex.store import BuildResult
+    from fastindex.results import BuildResult
 
 logger = logging.getLogger("fastindex")
 

@@ -16,8 +16,10 @@ from fastindex.columns import DATASET_FIELDS, PROBLEM_FIELDS, record_batch
 from fastindex.discover import Session
 from fastindex.problems import Problem
 
-_REVISION = r"(?:^|/)#([^/]*)#/[^/]*$"  # the revision folder just above the file
-
+#: The datasets frame's columns, in order: ``hash`` (md5) and ``xxh3`` only where they
+#: were computed, ``etag`` only for a bucket's objects.
+DATASET_COLUMNS = ("eid", "id", "rel_path", "file_size", "hash", "xxh3", "default_revision",
+                   "mtime_ns", "etag")
 
 _VARIANT = {f"{i:x}": f"{(i & 3) | 8:x}" for i in range(16)}  # RFC 4122 variant bits
 
@@ -69,12 +71,11 @@ def datasets_frame(batches: list[RawBatch], eids: list[str], rows: list[int],
                                id=pl.coalesce(uuid3_from_md5(pl.col("id_md5")), "rel_path"))
     if late:
         frame = _apply_late(frame, late)
-    digests = [pl.col("md5").alias("hash")] if "md5" in algorithms else []
-    digests += [pl.col("xxh3")] if "xxh3" in algorithms else []
-    etag = ["etag"] if frame["etag"].null_count() < frame.height else []  # a bucket's
+    held = {"hash": "md5" in algorithms, "xxh3": "xxh3" in algorithms,
+            "etag": frame["etag"].null_count() < frame.height}  # etag: a bucket's
     return (frame.with_columns(default_revision=_is_default_revision(frame))
-            .select("eid", "id", "rel_path", "file_size", *digests, "default_revision",
-                    "mtime_ns", *etag)
+            .rename({"md5": "hash"})
+            .select([c for c in DATASET_COLUMNS if held.get(c, True)])
             .sort("eid", "id"))
 
 
@@ -105,7 +106,7 @@ def _is_default_revision(frame: pl.DataFrame) -> pl.Expr:
     """True where a row's revision is the last of its dataset's (all True without any)."""
     if not frame["rel_path"].str.contains("#", literal=True).any():
         return pl.lit(True)  # no revision folder anywhere: skip the grouping
-    revision = pl.col("rel_path").str.extract(_REVISION, 1).fill_null("")
+    revision = pl.col("rel_path").str.extract(alf.FILE_REVISION, 1).fill_null("")
     group = [pl.col("eid"), pl.col("rel_path").str.replace_all(alf.REVISION_FOLDER_RE.pattern, "")]
     return revision == revision.max().over(group)
 

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 from fastindex.build import build
+from fastindex.tablefiles import SESSIONS_FILE
 
 
 def make_parquet_db(root_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
@@ -40,7 +41,7 @@ def setup(cache_dir: str | os.PathLike, overwrite: bool = False, **kwargs):
     cache_dir = Path(cache_dir)
     if not cache_dir.is_dir():
         raise FileNotFoundError(f"{cache_dir} does not exist")
-    if overwrite or not (cache_dir / "sessions.pqt").exists():
+    if overwrite or not (cache_dir / SESSIONS_FILE).exists():
         make_parquet_db(cache_dir, **kwargs)
     return One(cache_dir=cache_dir, mode="local")
 

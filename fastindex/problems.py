@@ -28,11 +28,6 @@ INVALID_ENCODING = "invalid_encoding"  # a name that is not valid UTF-8
 LAB_ABOVE_ROOT = "lab_above_root"  # the root is inside a lab folder: rows have no lab
 LINK_OUTSIDE_ROOT = "link_outside_root"  # indexed, but its file is not under the root
 
-REASONS = (
-    NOT_ALF_NAME, BAD_COLLECTION, OUTSIDE_SESSION, IMPOSSIBLE_DATE, UNLOADABLE_SESSION,
-    UNREADABLE, VANISHED, CHANGED, BROKEN_SYMLINK, SYMLINK_DIR, SYMLINK_LOOP, NOT_REGULAR,
-    INVALID_ENCODING,
-)
 WARNINGS = (LAB_ABOVE_ROOT, LINK_OUTSIDE_ROOT)
 
 

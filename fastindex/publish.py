@@ -31,15 +31,18 @@ from pathlib import Path
 
 from fastindex import archive, log, scan
 from fastindex import problems as p
-from fastindex.build import Refusal
+from fastindex.alf import one_paths
 from fastindex.engine import Engine, TreeIndex
-from fastindex.errors import InputError, Interrupted, ProblemsFound
+from fastindex.errors import InputError, Interrupted, ProblemsFound, Refusal
 from fastindex.hashing import Digests
 from fastindex.progress import counted, human_bytes
+from fastindex.provenance import render
+from fastindex.results import BuildResult, Rendered
 from fastindex.root import LocalRoot, open_folder
 from fastindex.safefile import replacing
 from fastindex.spec import DEFAULT_NAMESPACE, BuildSpec, RunSettings, options
-from fastindex.store import TABLE_FILES, BuildResult, Rendered, TableStore, render
+from fastindex.store import TableStore
+from fastindex.tablefiles import TABLE_FILES
 
 
 @dataclass
@@ -238,8 +241,6 @@ def _included(root: Path, include: Iterable[str | os.PathLike]) -> list[tuple[st
 
 def _members(index: TreeIndex) -> list[tuple[str, int, int]]:
     """(path ONE loads it from, size, mtime_ns as listed) of every row, by path."""
-    from fastindex.verify import one_paths
-
     rows = (one_paths(index.sessions, index.datasets).sort("path")
             .select("path", "file_size", "mtime_ns"))
     return list(rows.iter_rows())
@@ -250,16 +251,14 @@ def _with_digests(index: TreeIndex, members: list[tuple[str, int, int]],
     """The index with the digests the zip's read gave, in the columns the spec names."""
     import polars as pl
 
-    from fastindex.verify import one_paths
+    from fastindex.merge import DATASET_COLUMNS
 
     algorithms, columns = spec.digests.algorithms, spec.digests.columns
     found = pl.DataFrame({"path": [m[0] for m in members],
                           **{c: [d[a] for d in digests] for a, c in zip(algorithms, columns)}},
                          schema={"path": pl.String, **{c: pl.String for c in columns}})
     frame = one_paths(index.sessions, index.datasets).join(found, on="path", how="left")
-    order = [c for c in index.datasets.columns if c not in ("default_revision", "mtime_ns")]
-    held = [c for c in ("hash", "xxh3") if c in columns]  # merge.datasets_frame's order
-    frame = frame.select(*order, *held, "default_revision", "mtime_ns").sort("eid", "id")
+    frame = frame.select([c for c in DATASET_COLUMNS if c in frame.columns]).sort("eid", "id")
     return replace(index, datasets=frame)
 
 

@@ -119,14 +119,21 @@ _ALIASES = {"hash": "digests", "hash_ids": "uuid_ids"}
 _RUN_NAMES = {f.name for f in fields(RunSettings)}
 
 
-def options(spec: BuildSpec | None = None, settings: RunSettings | None = None,
-            **given: Any) -> tuple[BuildSpec, RunSettings]:
+def options(keeps: str = "", /, spec: BuildSpec | None = None,
+            settings: RunSettings | None = None, **given: Any) -> tuple[BuildSpec, RunSettings]:
     """A spec and settings from keyword options, as the Python API takes them.
 
     ``given`` may name any field of either object, and one-api's spellings: ``hash``
     (a ``--hash`` choice), ``hash_ids``, ``namespace`` as text.  ``None`` means the
-    default.  An unknown name is a ``TypeError``, as for any misspelt keyword.
+    default.  An unknown name is a ``TypeError``, as for any misspelt keyword; so is any
+    option of the spec (or a ``spec``) given to ``keeps``, a command that keeps the
+    tables' spec (positional only: ``keeps=`` is an unknown option).
     """
+    if keeps:  # update and verify index the tree as the tables' spec says
+        refused = ["spec"] * (spec is not None) + [
+            name for name in given if _ALIASES.get(name, name) in _SPEC_NAMES]
+        if refused:
+            raise TypeError(f"{keeps} keeps the tables' {refused[0]}; it is not an option here")
     spec, settings = spec or BuildSpec(), settings or RunSettings()
     spec_changes, run_changes = {}, {}
     for name, value in given.items():

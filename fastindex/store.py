@@ -1,83 +1,44 @@
-"""The tables of a folder: the only code that finds, locks, reads and writes them.
+"""The tables of a folder: the only code that locks, reads and replaces them.
 
 ``TableStore(folder)`` holds a folder's ``sessions.pqt`` and ``datasets.pqt``.  ``lock``
-lets one writer at a time in; ``read`` gives both tables and their provenance, or a
-one-line ``InputError`` when they are missing or damaged; ``write`` writes an index's
-two tables (with provenance) beside their final names and renames both into place.
+lets one writer at a time in; ``read`` gives both tables and their provenance, checked,
+or a one-line ``InputError`` when they are missing or damaged; ``write`` writes an
+index's two tables (with provenance) beside their final names and swaps both into place.
+
+The swap is here and only here: both tables are written and flushed as
+``.NAME.<build id>.tmp``, then renamed into place in ``TABLE_FILES`` order, sessions
+first.  So a writer killed between the two renames leaves a complete
+``.datasets.pqt.<build id>.tmp`` beside a ``sessions.pqt`` of that build id, and the next
+writer, once it holds the lock, renames it in (``_settle``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import errno
-import json
+import fcntl
 import os
 import stat
-import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-try:
-    import fcntl
-except ImportError:  # Windows: builds are not locked
-    fcntl = None
-
-from fastindex import __version__
 from fastindex.errors import InputError, write_failure
 from fastindex.gcpause import pauses_gc
-from fastindex.progress import counted, human_bytes
+from fastindex.provenance import recorded, render
+from fastindex.results import BuildResult, Rendered, StoredTables
 from fastindex.safefile import TEMP_SUFFIX, is_temporary, open_untrusted
 from fastindex.tablecheck import check_tables
+from fastindex.tablefiles import TABLE_FILES
 
 if TYPE_CHECKING:
     import polars as pl
     import pyarrow as pa
 
     from fastindex.engine import TreeIndex
-    from fastindex.problems import Problem
     from fastindex.spec import BuildSpec
 
-TABLE_FILES = ("sessions.pqt", "datasets.pqt")
 LOCK_FILE = ".fastindex.lock"
-
-
-@dataclass
-class StoredTables:
-    """Both tables of a folder as read, with what fastindex recorded in them."""
-
-    sessions: pl.DataFrame
-    datasets: pl.DataFrame
-    provenance: dict | None  # the datasets table's ``fastindex`` entry; None: another tool's
-    build_ids: tuple[str | None, str | None]  # of the sessions and the datasets table
-
-
-@dataclass
-class BuildResult:
-    """What a build wrote and what it left out."""
-
-    sessions_path: Path | None  # None: a release of a read-only tree (in its zip only)
-    datasets_path: Path | None
-    n_sessions: int
-    n_datasets: int
-    total_bytes: int
-    skipped: pl.DataFrame  # path, reason, detail: every file not indexed
-    warnings: list[Problem] = field(default_factory=list)
-    seconds: float = 0.0
-    build_id: str = ""
-    ignored: int = 0  # entries the ignore rules passed over (a folder counts once)
-    tables: dict[str, pa.Table] = field(default_factory=dict, repr=False)  # as written
-
-    def summary(self) -> str:
-        """The one line the CLI prints at the end of a build."""
-        return (f"{counted(self.n_sessions, 'session')}, "
-                f"{counted(self.n_datasets, 'dataset')}, "
-                f"{self.skipped.height} skipped, {counted(len(self.warnings), 'warning')}, "
-                f"{self.ignored} ignored, {human_bytes(self.total_bytes)}, "
-                f"{self.seconds:.2f} s")
 
 
 class TableStore:
@@ -108,9 +69,6 @@ class TableStore:
             raise InputError(f"output folder is not writable: {out_path}")
         return cls(out_path)
 
-    def exists(self) -> bool:
-        return all(p.is_file() for p in self.paths)
-
     def own_files(self) -> frozenset[str]:
         """fastindex's own files here (tables, lock): never reported as skipped."""
         return frozenset(str(self.folder / name) for name in (*TABLE_FILES, LOCK_FILE))
@@ -123,7 +81,7 @@ class TableStore:
         for path in self.paths:
             if not path.is_file():
                 raise InputError(missing.format(folder=self.folder, path=path))
-        metas = [_fastindex_meta(path) for path in self.paths]
+        metas = [recorded(path) for path in self.paths]
         try:
             sessions, datasets = (_read_table(pl, path) for path in self.paths)
         except InputError:
@@ -143,9 +101,6 @@ class TableStore:
         folders cannot be locked (``flock`` on NFS is a byte-range lock, which needs a
         file open for writing) a lock file is used instead, and removed on the way out.
         """
-        if fcntl is None:
-            yield
-            return
         fd = os.open(self.folder, os.O_RDONLY)
         try:
             try:
@@ -169,21 +124,22 @@ class TableStore:
         """Finish the table swap a killed writer left half done, and remove the
         temporary tables it left (the lock is held: no writer is running).
 
-        ``sessions.pqt`` is renamed into place first, so a ``.datasets.pqt.ID.tmp``
-        beside a ``sessions.pqt`` of build ``ID`` is complete (both were flushed before
-        the first rename) and is the other half of the pair: it is renamed in.  Any other
-        leftover is removed.
+        The tables are renamed into place in ``TABLE_FILES`` order (``_swap``), so a
+        temporary of the last one beside a first one of its build id is complete (both
+        were flushed before the first rename) and is the other half of the pair: it is
+        renamed in.  Any other leftover is removed.
         """
         try:
             leftovers = [n for n in os.listdir(self.folder) if is_temporary(n, TABLE_FILES)]
         except OSError:
             return
+        prefix = _temp_name(TABLE_FILES[-1], "")[:-len(TEMP_SUFFIX)]  # '.datasets.pqt.'
         for name in sorted(leftovers):
             path = self.folder / name
             if not stat.S_ISREG(path.lstat().st_mode):
                 continue  # not a file fastindex made
-            tag = name[len(".datasets.pqt."):-len(TEMP_SUFFIX)]
-            if (name.startswith(".datasets.pqt.") and self._build_id(0) == tag
+            tag = name[len(prefix):-len(TEMP_SUFFIX)]
+            if (name.startswith(prefix) and self._build_id(0) == tag
                     and self._build_id(1) != tag):
                 os.replace(path, self.paths[1])
             else:
@@ -191,7 +147,7 @@ class TableStore:
 
     def _build_id(self, table: int) -> str | None:
         try:
-            meta = _fastindex_meta(self.paths[table])
+            meta = recorded(self.paths[table])
         except InputError:
             return None
         build_id = meta.get("build_id") if meta else None
@@ -204,10 +160,8 @@ class TableStore:
 
     def write_rendered(self, rendered: Rendered, started: float) -> BuildResult:
         """Write tables already rendered (``render``), atomically."""
-        from fastindex import tables
-
         try:
-            tables.write_tables(self.folder, rendered.tables, rendered.build_id)
+            self._swap(rendered.tables, rendered.build_id)
         except OSError as err:
             failure = write_failure(err, self.folder, "the tables",
                                     "the previous tables are as they were")
@@ -216,76 +170,43 @@ class TableStore:
             raise failure from None
         return rendered.result(self.paths, started)
 
+    def _swap(self, tables: dict[str, pa.Table], build_id: str) -> None:
+        """Write both tables (``tables``: file name to table) beside their final names,
+        flushed, then rename them into place in ``TABLE_FILES`` order.
 
-@dataclass
-class Rendered:
-    """An index's two tables as they are written (Arrow, metadata included), before
-    they are: a release puts them in its zip, and in a folder when it has one."""
+        ``build_id`` makes the temporary names unique to this build.  A failure before
+        the renames leaves the previous tables untouched and removes the temporary files.
+        """
+        import pyarrow.parquet as pq
 
-    index: TreeIndex
-    tables: dict[str, pa.Table]
-    build_id: str
-    total_bytes: int
+        temps = [self.folder / _temp_name(name, build_id) for name in TABLE_FILES]
+        try:
+            for name, temp in zip(TABLE_FILES, temps):
+                # Created exclusively, never through a link planted at that name.
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
+                with os.fdopen(fd, "wb") as f:
+                    pq.write_table(tables[name], f)
+                    f.flush()
+                    os.fsync(fd)
+            for temp, path in zip(temps, self.paths):
+                os.replace(temp, path)
+        finally:
+            for temp in temps:
+                temp.unlink(missing_ok=True)
 
-    def result(self, paths: tuple[Path, Path] | tuple[None, None], started: float
-               ) -> BuildResult:
-        index = self.index
-        return BuildResult(*paths, index.sessions.height, index.datasets.height,
-                           self.total_bytes, index.skipped, index.warnings,
-                           time.perf_counter() - started, self.build_id, index.ignored,
-                           self.tables)
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
-@pauses_gc
-def render(index: TreeIndex, spec: BuildSpec) -> Rendered:
-    """An index's two tables with fastindex's provenance, as they will be written."""
-    from fastindex import tables
-
-    build_id = str(uuid.uuid4())
-    counts = {"sessions": index.sessions.height, "datasets": index.datasets.height,
-              "skipped": index.skipped.height, "warnings": len(index.warnings),
-              "ignored": index.ignored,
-              "bytes": int(index.datasets["file_size"].sum() or 0)}
-    metadata = {
-        "one_metadata": tables.one_metadata(index.root, datetime.datetime.now()),
-        "fastindex": {"version": __version__, "build_id": build_id,
-                      "options": spec.to_provenance(), "counts": counts,
-                      "ignore_rules": list(index.rules.patterns),
-                      "listed_at_ns": index.listed_at_ns},
-    }
-    arrow = {"sessions.pqt": tables.sessions_table(index.sessions),
-             "datasets.pqt": tables.datasets_table(index.datasets,
-                                                   record_mtime=bool(spec.digests))}
-    return Rendered(index, tables.finished(arrow, metadata, id_index=spec.uuid_ids),
-                    build_id, counts["bytes"])
+def _temp_name(name: str, build_id: str) -> str:
+    """Where a table is written before it is renamed into place: ``.NAME.BUILD_ID.tmp``."""
+    return f".{name}.{build_id}{TEMP_SUFFIX}"
 
 
 def _read_table(pl, path: Path) -> pl.DataFrame:
     """A table, read without following a link (old tables are untrusted)."""
     with open_untrusted(path, "table") as f:
         return pl.read_parquet(f)
-
-
-def _fastindex_meta(path: Path) -> dict | None:
-    """A table's ``fastindex`` metadata (None: not written by fastindex)."""
-    import pyarrow.parquet as pq
-
-    try:
-        with open_untrusted(path, "table") as f:
-            meta = pq.read_schema(f).metadata or {}
-    except InputError:
-        raise
-    except Exception as err:  # Arrow raises several types for a damaged file
-        raise InputError(f"cannot read {path}: {err}") from None
-    if b"fastindex" not in meta:
-        return None
-    try:
-        value = json.loads(meta[b"fastindex"])
-    except ValueError:
-        raise InputError(f"{path}: its fastindex metadata is not JSON") from None
-    if not isinstance(value, dict):
-        raise InputError(f"{path}: its fastindex metadata is not an object")
-    return value
 
 
 def _flock(fd: int, where: Path) -> None:

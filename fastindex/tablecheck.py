@@ -17,7 +17,6 @@ times, so this stays a small fraction of reading the tables.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from fastindex import alf, hashing
@@ -32,8 +31,6 @@ DIGEST_FORMS = {column: "^[0-9a-f]{32}$" for column in hashing.COLUMNS.values()}
 #: An object's ETag as S3 and compatible stores send it: printable ASCII, at most 200
 #: characters (only ever compared with a listing's, never used as a digest or a path).
 ETAG_FORM = "^[\\x21-\\x7e]{1,200}$"
-SUBJECT_RE = re.compile(alf.PARTS["subject"])
-LAB_RE = re.compile(alf.PARTS["lab"])
 
 
 def check_tables(sessions: pl.DataFrame, datasets: pl.DataFrame, where: str) -> None:
@@ -70,9 +67,9 @@ def _sessions(sessions: pl.DataFrame, where: str) -> None:
     _no_nulls(sessions, "sessions", ("id", "subject", "date", "number"), where)
     if sessions["id"].n_unique() != sessions.height:
         raise InputError(f"{where}: sessions has repeated ids")
-    _each(sessions["subject"], lambda s: SUBJECT_RE.fullmatch(s) is not None,
+    _each(sessions["subject"], lambda s: alf.SUBJECT_RE.fullmatch(s) is not None,
           "sessions.subject", "is not an ALF subject", where)
-    _each(sessions["lab"].drop_nulls(), lambda s: s == "" or LAB_RE.fullmatch(s) is not None,
+    _each(sessions["lab"].drop_nulls(), lambda s: s == "" or alf.LAB_RE.fullmatch(s) is not None,
           "sessions.lab", "is not an ALF lab", where)
     if sessions.schema["date"] == pl.String:
         _each(sessions["date"], lambda s: alf.DATE_RE.fullmatch(s) is not None

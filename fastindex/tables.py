@@ -1,13 +1,10 @@
-"""Stage 4b: write the two tables exactly as ONE reads them.
+"""Stage 4b: the two tables exactly as ONE reads them, as Arrow tables.
 
 The schemas below are the contract measured against one-api (see
 ``docs/ONE-CONTRACT.md``).  ONE skips any table whose ``one_metadata``
 lacks ``date_created``.  The pandas metadata names the index columns: without it ONE
 sets the index itself with ``set_index(inplace=True)``, which warns under pandas 3.1.
-Both tables are written to temporary files in the output folder and renamed into place
-only after both are complete, sessions first: a run killed between the two renames
-leaves ``.datasets.pqt.<build id>.tmp`` complete beside a ``sessions.pqt`` of that
-build id, which the next writer finishes (``TableStore.lock``).
+Writing them to a folder, and the order of the swap, are ``store.py``'s.
 """
 
 from __future__ import annotations
@@ -15,7 +12,6 @@ from __future__ import annotations
 import datetime
 import io
 import json
-import os
 from array import array
 from pathlib import Path
 
@@ -185,37 +181,6 @@ def finished(arrow: dict[str, pa.Table], metadata: dict[str, dict], id_index: bo
         meta = {**metadata, "pandas": pandas_metadata(table.schema, index, table.num_rows)}
         done[name] = table.replace_schema_metadata({k: json.dumps(v) for k, v in meta.items()})
     return done
-
-
-def write_tables(out_dir: Path, tables: dict[str, pa.Table], tag: str) -> None:
-    """Write both ``finished`` tables beside their final names, then rename both into
-    place.
-
-    ``tag`` makes the temporary names unique to this build.  A failure before the renames
-    leaves the previous tables untouched and removes the temporary files.
-    """
-    temps = {name: temp_name(out_dir, name, tag) for name in tables}
-    try:
-        for name, table in tables.items():
-            # Created exclusively, never through a link planted at that name.
-            fd = os.open(temps[name], os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
-            with os.fdopen(fd, "wb") as f:
-                pq.write_table(table, f)
-                f.flush()
-                os.fsync(fd)
-        for name, temp in temps.items():
-            os.replace(temp, out_dir / name)
-    finally:
-        for temp in temps.values():
-            temp.unlink(missing_ok=True)
-
-
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-
-
-def temp_name(out_dir: Path, name: str, tag: str) -> Path:
-    """Where a table is written before it is renamed into place: ``.NAME.TAG.tmp``."""
-    return out_dir / f".{name}.{tag}.tmp"
 
 
 def republished(table: pa.Table, updates: dict[str, dict], drop: tuple[str, ...] = ()) -> bytes:

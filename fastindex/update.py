@@ -20,9 +20,10 @@ from fastindex.engine import Engine, HashJob, TreeIndex
 from fastindex.errors import InputError
 from fastindex.hashing import Digests
 from fastindex.progress import counted
+from fastindex.results import BuildResult, StoredTables
 from fastindex.root import open_root
 from fastindex.spec import BuildSpec, options
-from fastindex.store import BuildResult, StoredTables, TableStore
+from fastindex.store import TableStore
 
 if TYPE_CHECKING:
     import polars as pl
@@ -67,7 +68,7 @@ def update(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
     tree and hashes what changed.
     """
     started = time.perf_counter()
-    _, settings = options(settings=run.pop("settings", None), **_run_only(run))
+    _, settings = options("update", **run)
     root_path = open_root(root, settings)
     store = TableStore.output(root_path.tables_folder(out_dir, "--out"))
     with store.lock():
@@ -90,14 +91,6 @@ def update(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
     return UpdateResult(result, not why_full, reason, rehashed, reused)
 
 
-def _run_only(given: dict) -> dict:
-    """``given``, refused if it names anything but how to run (the spec is the tables')."""
-    for name in given:
-        if name in BuildSpec.__dataclass_fields__:
-            raise TypeError(f"update keeps the tables' {name}; it is not an option here")
-    return given
-
-
 def _plan(old: StoredTables, hash: str | None, namespace: str | None, force: bool
           ) -> tuple[BuildSpec, str]:
     """The spec to build with, and why a full build is needed ('' when it is not)."""
@@ -109,7 +102,7 @@ def _plan(old: StoredTables, hash: str | None, namespace: str | None, force: boo
                              "--force")
         return options(hash=hash, namespace=namespace)[0], "tables made by another tool"
     spec = BuildSpec.from_provenance(provenance.get("options"))
-    asked, _ = options(spec, hash=hash, namespace=namespace)
+    asked, _ = options(spec=spec, hash=hash, namespace=namespace)
     if asked.namespace != spec.namespace:
         if not force:
             raise InputError(f"these tables use the namespace {spec.namespace}: another "

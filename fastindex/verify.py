@@ -22,14 +22,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastindex import hashing
+from fastindex.alf import one_paths
 from fastindex.engine import Engine
 from fastindex.errors import InputError
 from fastindex.hashing import Digests
 from fastindex.progress import counted, progress_bar
 from fastindex.root import open_root
 from fastindex.spec import BuildSpec, options
-from fastindex.store import TABLE_FILES, TableStore
+from fastindex.store import TableStore
 from fastindex.tablecheck import check_tables
+from fastindex.tablefiles import TABLE_FILES
 
 if TYPE_CHECKING:
     import polars as pl
@@ -82,7 +84,7 @@ def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None,
     run, as in ``build``.  Read-only trees (a mounted release) are fine.  Tables built
     following links are verified only with ``follow_symlinks`` (as ``update``).
     """
-    _, settings = options(**run)
+    _, settings = options("verify", **run)
     root_path = open_root(root, settings)
     store = TableStore(Path(root_path.tables_folder(tables_dir, "--tables")).expanduser()
                        .resolve())
@@ -250,23 +252,6 @@ def _digests_to_compare(datasets: pl.DataFrame, hash: bool, where) -> tuple[str,
                          f"without --hash), so no content could be compared; verify "
                          f"without --hash compares sizes, or build with --hash md5")
     return held
-
-
-def one_paths(sessions: pl.DataFrame, datasets: pl.DataFrame) -> pl.DataFrame:
-    """Datasets keyed by the path ONE loads them from, not by ids (ids depend on options).
-
-    The path is ``one.converters.session_record2path``'s, relative to the root.
-    """
-    import polars as pl
-
-    lab = pl.col("lab").fill_null("")
-    folder = pl.concat_str(
-        pl.when(lab != "").then(lab + "/Subjects/").otherwise(pl.lit("")),
-        pl.col("subject"), pl.lit("/"), pl.col("date").cast(pl.String), pl.lit("/"),
-        pl.col("number").cast(pl.String).str.zfill(3), pl.lit("/"))
-    ses = sessions.select(pl.col("id").alias("eid"), folder.alias("folder"))
-    return (datasets.join(ses, on="eid", how="left")
-            .with_columns(path=pl.col("folder") + pl.col("rel_path")))
 
 
 def digests_held(datasets: pl.DataFrame) -> tuple[str, ...]:

@@ -102,7 +102,7 @@ def _one_paths(folder: Path):
     """The datasets of a folder's tables with the path ONE loads each from."""
     import polars as pl
 
-    from fastindex.verify import one_paths
+    from fastindex.alf import one_paths
 
     return one_paths(pl.read_parquet(folder / "sessions.pqt"),
                      pl.read_parquet(folder / "datasets.pqt"))

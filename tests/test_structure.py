@@ -17,6 +17,8 @@ from fastindex.errors import InputError
 from fastindex.hashing import Digests
 from fastindex.spec import DEFAULT_NAMESPACE, BuildSpec, RunSettings, options
 from fastindex.store import TableStore
+from fastindex.update import update
+from fastindex.verify import verify
 
 WALKING = ("build", "check", "update", "verify", "release")
 
@@ -72,6 +74,27 @@ def test_keyword_options_split_into_spec_and_settings() -> None:
         options(wrokers=2)
     with pytest.raises(InputError, match="unknown hash"):
         options(hash="sha1")
+
+
+@pytest.mark.parametrize("command", ["update", "verify"])
+@pytest.mark.parametrize("given", [{"exclude": ["x"]}, {"hash_ids": False}, {"lab": "x"},
+                                   {"default_ignores": False}, {"spec": BuildSpec()}])
+def test_commands_that_keep_the_tables_spec_refuse_its_options(tmp_path, command, given
+                                                               ) -> None:
+    run = {"update": update, "verify": verify}[command]
+    with pytest.raises(TypeError, match=f"^{command} keeps the tables' {next(iter(given))};"):
+        run(tmp_path, **given)
+
+
+def _release(root, **given):
+    return fastindex.release(root, root / "r.zip", **given)
+
+
+@pytest.mark.parametrize("run", [fastindex.build, fastindex.check, update, verify, _release])
+@pytest.mark.parametrize("name", ["wrokers", "keeps"])
+def test_every_command_refuses_an_unknown_keyword_by_name(tmp_path, run, name) -> None:
+    with pytest.raises(TypeError, match=f"unknown option '{name}'"):
+        run(tmp_path, **{name: 2})
 
 
 def test_the_tables_a_build_writes_are_the_tables_the_store_reads(tmp_path) -> None:
