@@ -2,7 +2,7 @@
 
     python benchmarks/bench_objectstore.py [--files 74000] [--mount-files 2000]
         [--one-files 500] [--delay-ms 20] [--cap 64] [--repeat 3] [--mount-repeat 1]
-        [--tree DIR] [--no-mount] [--name objectstore]
+        [--tree DIR] [--no-mount] [--name objectstore] [--baseline GIT-REF]
 
 The endpoint is ``thins3.py`` on 127.0.0.1: the files of a generated IBL-behaviour tree
 as one bucket's keys, every request waiting ``--delay-ms`` (S3: 15 to 30 ms) in one of
@@ -17,6 +17,9 @@ as one bucket's keys, every request waiting ``--delay-ms`` (S3: 15 to 30 ms) in 
   an hour through it), ``--mount-repeat`` times;
 - one-api's ``make_parquet_db`` through the mount, on ``--one-files`` (one run).
 
+``--baseline`` adds ``fastindex build s3://`` as of a git commit (a temporary worktree),
+run in turn with the others on the same endpoint: an A/B of a change, in one run.
+
 Writes benchmarks/results/NAME.json and .csv.  ``--no-mount`` leaves out the mount and
 one-api rows: for a larger release (``--files 1000000 --no-mount --name objectstore-1m``).
 Needs boto3 and, for the mount rows, Debian's ``s3fs`` (skipped with a note when
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -35,6 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_build import worktree
 from measure import machine, median, run, write_rows
 
 from fastindex.treegen import make_tree
@@ -104,6 +109,8 @@ def main() -> int:
     parser.add_argument("--no-mount", action="store_true",
                         help="only fastindex and the paginator on the URL")
     parser.add_argument("--name", default="objectstore", help="results file stem")
+    parser.add_argument("--baseline", metavar="GIT-REF",
+                        help="also run fastindex as of this commit, in turn with the others")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fastindex-s3bench-"))
     rows = []
@@ -116,13 +123,22 @@ def main() -> int:
 
     try:
         big = args.tree or _tree(work / "big", args.files)
-        with endpoint(big, args.delay_ms, args.cap) as url:
+        with endpoint(big, args.delay_ms, args.cap) as url, contextlib.ExitStack() as stack:
             out = work / "tables"
             build = [*FASTINDEX, "build", "s3://bench", "--out", str(out), "--endpoint-url",
                      url, "--no-sign-request", "--quiet"]
-            row("fastindex build s3://", args.files, [run(build) for _ in range(args.repeat)])
-            row("boto3 paginator (by hand)", args.files,
-                [run([sys.executable, "-c", PAGINATE, url]) for _ in range(args.repeat)])
+            commands = {"fastindex build s3://": (build, {}),
+                        "boto3 paginator (by hand)": ([sys.executable, "-c", PAGINATE, url], {})}
+            if args.baseline:
+                base = stack.enter_context(worktree(args.baseline, work / "baseline"))
+                commands[f"fastindex {args.baseline} build s3://"] = (build, {
+                    "cwd": base, "env": {**os.environ, "PYTHONPATH": str(base)}})
+            samples: dict[str, list] = {name: [] for name in commands}
+            for _ in range(args.repeat):  # in turn, so that load falls on every row alike
+                for name, (command, where) in commands.items():
+                    samples[name].append(run(command, **where))
+            for name, taken in samples.items():
+                row(name, args.files, taken)
         if args.no_mount:
             pass
         elif shutil.which("s3fs") is None:
