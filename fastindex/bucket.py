@@ -123,11 +123,13 @@ class BucketRoot:
     def io_found(self):
         return None  # a bucket's listers keep their own requests in flight
 
-    def check_reachable(self, client) -> None:
-        """Every worker lists the prefix with a client of its own, its own credentials."""
-        from fastindex.root import _refuse_blind
-
-        _refuse_blind(client.run(_reaches, self), f"cannot list {self.url}")
+    def readable_here(self) -> bool | str:
+        """Each worker lists the prefix with a client of its own, its own credentials."""
+        try:
+            check_bucket(self)
+        except InputError as err:
+            return f"cannot list {self.url}: {err}"
+        return True
 
     def tables_folder(self, given, option: str):
         if given is None:
@@ -141,15 +143,6 @@ def open_bucket(url: str, endpoint_url: str | None, anonymous: bool) -> BucketRo
     root = BucketRoot.parse(url, endpoint_url, anonymous)
     check_bucket(root)
     return root
-
-
-def _reaches(root: BucketRoot) -> bool | str:
-    """True when this process can list ``root``, else why not (on a Dask worker)."""
-    try:
-        check_bucket(root)
-    except InputError as err:
-        return str(err)
-    return True
 
 
 def client(root: BucketRoot):

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
-from fastindex.errors import InputError
+from fastindex.errors import FastindexError, InputError
 
 if TYPE_CHECKING:
     from fastindex.root import Root
@@ -49,7 +49,7 @@ def dask_executor(scheduler: str | None = None, client=None, root: Root | None =
                     raise InputError(f"cannot reach the Dask scheduler {scheduler!r}: "
                                      f"{err}") from None
         if root is not None:
-            root.check_reachable(client)
+            _check_workers_read(client, root)
         yield client.get_executor(pure=False)
 
 
@@ -77,3 +77,13 @@ def _local_workers(scheduler: str) -> int:
         raise InputError(f"local:N needs a number of workers from 1 to {MAX_WORKERS}, "
                          f"not {scheduler!r}")
     return n
+
+
+def _check_workers_read(client, root: Root) -> None:
+    """Fail clearly, before any task, when a worker cannot read the tree."""
+    seen = client.run(root.readable_here)
+    if not seen:
+        raise FastindexError("the Dask cluster has no workers")
+    blind = {worker: why for worker, why in sorted(seen.items()) if why is not True}
+    if blind:
+        raise FastindexError(f"Dask workers {', '.join(blind)} {next(iter(blind.values()))}")

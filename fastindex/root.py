@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fastindex.errors import FastindexError, InputError
+from fastindex.errors import InputError
 
 if TYPE_CHECKING:
     from fastindex.problems import Problem
@@ -109,9 +109,9 @@ class Root(Protocol):
         """What this process found of the storage's speed, for the workers; None when
         there is nothing to tell."""
 
-    def check_reachable(self, client: Any) -> None:
-        """Refuse (``FastindexError``) when a worker of the Dask ``client`` cannot read
-        the tree."""
+    def readable_here(self) -> bool | str:
+        """True when this process can read the tree, else why not: run on each worker
+        of a cluster before any task (``dask_backend``)."""
 
     def tables_folder(self, given: str | os.PathLike | None, option: str
                       ) -> str | os.PathLike:
@@ -184,24 +184,15 @@ class LocalRoot:
 
         return finding(str(self.path))
 
-    def check_reachable(self, client: Any) -> None:
-        """Every worker sees the folder through the same path (a shared filesystem)."""
-        _refuse_blind(client.run(os.path.isdir, str(self.path)),
-                      f"cannot see {self.path}; the workers must read the tree through "
-                      f"the same path, on a shared filesystem")
+    def readable_here(self) -> bool | str:
+        """Workers see the folder through the same path (a shared filesystem)."""
+        return os.path.isdir(self.path) or (
+            f"cannot see {self.path}; the workers must read the tree through the same "
+            f"path, on a shared filesystem")
 
     def tables_folder(self, given: str | os.PathLike | None, option: str
                       ) -> str | os.PathLike:
         return self.path if given is None else given
-
-
-def _refuse_blind(seen: dict[str, Any], why: str) -> None:
-    """``seen``: each Dask worker's answer, True when it can read the tree."""
-    if not seen:
-        raise FastindexError("the Dask cluster has no workers")
-    blind = sorted(worker for worker, ok in seen.items() if ok is not True)
-    if blind:
-        raise FastindexError(f"Dask workers {', '.join(blind)} {why}")
 
 
 def open_root(given: str | os.PathLike, settings: RunSettings | None = None) -> Root:
