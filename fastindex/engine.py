@@ -93,6 +93,13 @@ class Engine:
             self._stack = stack.pop_all()
         return self
 
+    @property
+    def _pool(self) -> Executor:
+        """The executor; only while the engine is entered."""
+        if self.pool is None:
+            raise RuntimeError("the engine runs work only inside its with block")
+        return self.pool
+
     def __exit__(self, *exc) -> bool | None:
         return self._stack.__exit__(*exc)
 
@@ -154,7 +161,7 @@ class Engine:
     def _submit_hashing(self, jobs: list[HashJob], algorithms: tuple[str, ...],
                         per_task: int = 1) -> list[tuple[list[HashJob], Future]]:
         chunks = [jobs[i:i + per_task] for i in range(0, len(jobs), per_task)]
-        return [(chunk, self.pool.submit(hash_files, self.root, [j.path for j in chunk],
+        return [(chunk, self._pool.submit(hash_files, self.root, [j.path for j in chunk],
                                          algorithms))
                 for chunk in chunks]
 
@@ -169,7 +176,7 @@ class Engine:
         for batch in batches:
             if plan.io.threads is None and (found := self.root.io_found()) is not None:
                 plan = replace(plan, io=found)
-            submitted.append((self.pool.submit(index_sessions, batch, plan), batch))
+            submitted.append((self._pool.submit(index_sessions, batch, plan), batch))
         return submitted
 
     def _gather(self, futures: list[tuple[Future, list[Folder]]], bar: tqdm,

@@ -83,7 +83,7 @@ def index_sessions(units: list[Folder], plan: IndexPlan) -> BatchResult:
                 continue
             sessions.extend(Session(s.path, s.rel, s.parts) for batch in discover(
                 unit.path, found, plan.policy, hand_off_dates=False, rel=unit.rel,
-                lister=lister) for s in batch)
+                lister=lister) for s in batch if s.parts is not None)  # all: no date handed
         return BatchIndexer(plan, lister, found).index(sessions)
 
 
@@ -107,7 +107,7 @@ class BatchIndexer:
         self.ignored = found.ignored
         #: (row, digest future, session position, session rel, rel_path, size)
         self.hashing: list[tuple] = []
-        self.buffer = bytearray(hashing.CHUNK) if plan.algorithms else None
+        self.buffer = bytearray(hashing.CHUNK if plan.algorithms else 0)
 
     def index(self, sessions: list[Session]) -> BatchResult:
         """Every session's rows and problems, as a worker returns them."""
@@ -206,6 +206,7 @@ class BatchIndexer:
             self.hashing.append((len(self.rel_path), future, position, top, rel_path, size))
             digests = dict.fromkeys(plan.algorithms, "")
         else:
+            outcome: tuple[int, dict[str, str]] | OSError
             try:
                 outcome = plan.root.digest(path, plan.algorithms, self.buffer, st)
             except OSError as err:
@@ -214,6 +215,7 @@ class BatchIndexer:
             if problem:
                 self.problems.append(_problem(top, rel_path, *problem))
                 return False
+            assert not isinstance(outcome, OSError)  # read_problem names every error
             digests = outcome[1]
             self.nbytes += size
         for algorithm, digest in digests.items():
@@ -270,7 +272,7 @@ def read_problem(outcome: tuple[int, dict] | OSError, size: int) -> tuple[str, s
     if isinstance(outcome, FileNotFoundError):
         return p.VANISHED, str(outcome)
     if isinstance(outcome, hashing.ChangedWhileReading):
-        return p.CHANGED, outcome.strerror
+        return p.CHANGED, outcome.strerror or ""
     if isinstance(outcome, hashing.NotRegularFile):
         return p.NOT_REGULAR, "no longer a regular file when read"
     if isinstance(outcome, OSError):

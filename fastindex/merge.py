@@ -7,6 +7,8 @@ both frames are sorted by their ids here, which is what makes ``workers=1`` and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import polars as pl
 import pyarrow as pa
 
@@ -53,7 +55,7 @@ def sessions_frame(sessions: list[Session], eids: list[str]) -> pl.DataFrame:
 
 def datasets_frame(batches: list[RawBatch], eids: list[str], rows: list[int],
                    algorithms: tuple[str, ...] = (),
-                   late: list[tuple[str, str, dict | None]] = ()) -> pl.DataFrame:
+                   late: Sequence[tuple[str, str, dict | None]] = ()) -> pl.DataFrame:
     """All datasets, with their session's id, ``default_revision``, sorted by (eid, id).
 
     ``batches`` hold ``rows[i]`` rows of the session ``eids[i]`` in turn.  ``algorithms``
@@ -66,7 +68,7 @@ def datasets_frame(batches: list[RawBatch], eids: list[str], rows: list[int],
     revision sorts before any revision.
     """
     arrow = [record_batch(b, DATASET_FIELDS) for b in batches]
-    frame = pl.from_arrow(pa.Table.from_batches(arrow, schema=DATASET_FIELDS))
+    frame = _frame(pa.Table.from_batches(arrow, schema=DATASET_FIELDS))
     frame = frame.with_columns(eid=_repeated(eids, rows),
                                id=pl.coalesce(uuid3_from_md5(pl.col("id_md5")), "rel_path"))
     if late:
@@ -86,7 +88,7 @@ def _repeated(eids: list[str], rows: list[int]) -> pl.Series:
     return runs.select(pl.col("eid").repeat_by("rows")).explode("eid").to_series()
 
 
-def _apply_late(frame: pl.DataFrame, late: list[tuple[str, str, dict | None]]
+def _apply_late(frame: pl.DataFrame, late: Sequence[tuple[str, str, dict | None]]
                 ) -> pl.DataFrame:
     """Fill in the digests of separately hashed files; drop the ones that failed."""
     rows = pl.DataFrame({
@@ -114,6 +116,13 @@ def _is_default_revision(frame: pl.DataFrame) -> pl.Expr:
 def problems_frame(found: list[Problem], batches: list[RawBatch]) -> pl.DataFrame:
     """Every skipped file, from the parent and the workers, sorted by path."""
     own = pl.DataFrame(found, schema=PROBLEM_FIELDS.names, orient="row").cast(pl.String)
-    workers = pl.from_arrow(pa.Table.from_batches(
+    workers = _frame(pa.Table.from_batches(
         [record_batch(b, PROBLEM_FIELDS) for b in batches], schema=PROBLEM_FIELDS))
     return pl.concat([own, workers]).sort("path", "reason")
+
+
+def _frame(table: pa.Table) -> pl.DataFrame:
+    """An Arrow table as a polars frame (``from_arrow`` gives a frame for a table)."""
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame

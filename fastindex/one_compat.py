@@ -28,6 +28,7 @@ def make_parquet_db(root_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     if result.n_sessions == 0 or result.n_datasets == 0:
         what = "sessions" if result.n_sessions == 0 else "datasets"
         warnings.warn(f"No {what} found", RuntimeWarning, stacklevel=2)
+    assert result.sessions_path and result.datasets_path  # build writes both, or raises
     return result.sessions_path, result.datasets_path
 
 

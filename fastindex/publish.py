@@ -158,7 +158,7 @@ def _read_threads(root: Path, settings: RunSettings) -> int:
     if given is not None:
         return given
     found = scan.finding(str(root))
-    return found.threads if found is not None else 0
+    return found.threads or 0 if found is not None else 0
 
 
 def _tables_store(root: Path, given: str | os.PathLike | None) -> TableStore | None:

@@ -67,7 +67,8 @@ class Rendered:
     def result(self, paths: tuple[Path, Path] | tuple[None, None], started: float
                ) -> BuildResult:
         index = self.index
-        return BuildResult(*paths, index.sessions.height, index.datasets.height,
-                           self.total_bytes, index.skipped, index.warnings,
+        sessions_path, datasets_path = paths
+        return BuildResult(sessions_path, datasets_path, index.sessions.height,
+                           index.datasets.height, self.total_bytes, index.skipped, index.warnings,
                            time.perf_counter() - started, self.build_id, index.ignored,
                            self.tables)

@@ -46,7 +46,9 @@ class Lister(Protocol):
     ``OSError`` for a folder that cannot be listed; the walk reports it.
     """
 
-    pool: Pool
+    @property
+    def pool(self) -> Pool:
+        """The threads reads may run on (none on a fast local disk)."""
 
     def __enter__(self) -> Lister: ...
 

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 #: Environment variable that sets the I/O threads per process (0: none), as --io-threads.
 ENV = "FASTINDEX_IO_THREADS"
@@ -148,7 +149,7 @@ class IoPool:
     def turn_on(self, threads: int = DEFAULT_THREADS) -> None:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fastindex-io")
 
-    def submit(self, fn, /, *args) -> Future | None:
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future | None:
         """Run ``fn(*args)`` on the threads; None when there are none (run it in line).
         Raises ``RuntimeError`` once closed."""
         pool = self._pool

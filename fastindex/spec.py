@@ -12,6 +12,7 @@ that every walking command shares; the Python API takes the same names as keywor
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -52,9 +53,9 @@ class BuildSpec:
         anyone, so a value of the wrong type is refused, not obeyed (``InputError``)."""
         if not isinstance(options, dict):
             raise InputError("the tables' provenance has no options")
-        kinds = {"hash_ids": bool, "namespace": str, "lab": (str, type(None)),
-                 "follow_symlinks": bool, "hash": str, "exclude": list,
-                 "default_ignores": bool}
+        kinds: dict[str, type | tuple[type, ...]] = {
+            "hash_ids": bool, "namespace": str, "lab": (str, type(None)),
+            "follow_symlinks": bool, "hash": str, "exclude": list, "default_ignores": bool}
         for key, kind in kinds.items():
             if key in options and not isinstance(options[key], kind):
                 raise InputError(f"the tables' provenance has a bad {key}: {options[key]!r}")
@@ -165,4 +166,5 @@ def _namespace(value: str | uuid.UUID) -> uuid.UUID:
         raise InputError(f"not a UUID: {value}") from None
 
 
-_CONVERT = {"digests": _digests, "namespace": _namespace, "exclude": tuple}
+_CONVERT: dict[str, Callable[[Any], Any]] = {"digests": _digests, "namespace": _namespace,
+                                             "exclude": tuple}

@@ -89,8 +89,9 @@ class TableStore:
         except Exception as err:  # polars raises several types for a damaged file
             raise InputError(f"cannot read the tables in {self.folder}: {err}") from None
         check_tables(sessions, datasets, f"the tables in {self.folder}")
+        _, datasets_meta = metas
         ids = tuple(m.get("build_id") if m else None for m in metas)
-        return StoredTables(sessions, datasets, metas[1], ids)
+        return StoredTables(sessions, datasets, datasets_meta, (ids[0], ids[1]))
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -168,7 +169,8 @@ class TableStore:
             if failure is None:
                 raise
             raise failure from None
-        return rendered.result(self.paths, started)
+        sessions_path, datasets_path = self.paths
+        return rendered.result((sessions_path, datasets_path), started)
 
     def _swap(self, tables: dict[str, pa.Table], build_id: str) -> None:
         """Write both tables (``tables``: file name to table) beside their final names,

@@ -13,7 +13,6 @@ import datetime
 import io
 import json
 from array import array
-from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -149,10 +148,10 @@ def pandas_metadata(schema: pa.Schema, index: list[str] | None, rows: int) -> di
         meta = {"num_categories": len(QC_VALUES), "ordered": True} if f.type == QC_TYPE else None
         columns.append({"name": f.name, "field_name": f.name, "pandas_type": pandas_type,
                         "numpy_type": numpy_type, "metadata": meta})
-    if index is None:
-        index = [{"kind": "range", "name": None, "start": 0, "stop": rows, "step": 1}]
+    index_columns: list = [{"kind": "range", "name": None, "start": 0, "stop": rows,
+                            "step": 1}] if index is None else index
     return {
-        "index_columns": index,
+        "index_columns": index_columns,
         "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode",
                             "numpy_type": "object", "metadata": {"encoding": "UTF-8"}}],
         "columns": columns, "attributes": {},
@@ -160,7 +159,7 @@ def pandas_metadata(schema: pa.Schema, index: list[str] | None, rows: int) -> di
     }
 
 
-def one_metadata(origin: Path, created: datetime.datetime) -> dict:
+def one_metadata(origin: object, created: datetime.datetime) -> dict:
     """ONE's own metadata: ``date_created`` (required by ONE) and ``origin``."""
     return {"date_created": created.isoformat(sep=" ", timespec="minutes"),
             "origin": str(origin)}

@@ -81,7 +81,7 @@ def update(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
             reused = rehashed = 0
             if not why_full:
                 index, reused, rehashed = _refresh_digests(
-                    index, old.datasets, old.provenance["listed_at_ns"] - RACY_NS, spec,
+                    index, old.datasets, (old.provenance or {})["listed_at_ns"] - RACY_NS, spec,
                     engine)
         if keep_missing:
             index = _keep_missing(index, old.sessions, old.datasets)
@@ -101,7 +101,7 @@ def _plan(old: StoredTables, hash: str | None, namespace: str | None, force: boo
                              "change their published ids; use fastindex build, or update "
                              "--force")
         return options(hash=hash, namespace=namespace)[0], "tables made by another tool"
-    spec = BuildSpec.from_provenance(provenance.get("options"))
+    spec = BuildSpec.from_provenance(provenance.get("options", {}))
     asked, _ = options(spec=spec, hash=hash, namespace=namespace)
     if asked.namespace != spec.namespace:
         if not force:

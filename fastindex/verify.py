@@ -216,7 +216,8 @@ def _read_members(archive: zipfile.ZipFile, rows: pl.DataFrame, hashed: tuple[st
     where the size is the row's); and the members whose CRC-32 does not match."""
     import polars as pl
 
-    found = {"path": [], "file_size": [], **{c: [] for c in Digests(hashed).columns}}
+    found: dict[str, list] = {"path": [], "file_size": [],
+                              **{c: [] for c in Digests(hashed).columns}}
     corrupt = []
     buffer = bytearray(hashing.CHUNK)
     for name, size in rows.iter_rows():
