@@ -52,6 +52,15 @@ class FixPlan:
     unloadable: int = 0  # sessions where ONE does not look for them
 
 
+def _local_root(root: str | os.PathLike) -> Path:
+    """The resolved root folder, or ``InputError`` (a bucket too: fix moves folders)."""
+    from fastindex.engine import check_root
+
+    root_path = check_root(root)  # without run settings, a bucket's URL is refused
+    assert isinstance(root_path, Path)
+    return root_path
+
+
 def plan(root: str | os.PathLike, lab: str | None = None) -> FixPlan:
     """The renames that put every session where ONE looks for it.
 
@@ -59,14 +68,15 @@ def plan(root: str | os.PathLike, lab: str | None = None) -> FixPlan:
     to ``LAB/Subjects/``.  A single folder above a subject, where a lab would be
     (``labB/m2/...``), is taken as the lab and gets its ``Subjects`` folder.
     """
-    from fastindex.engine import check_root
-
-    root_path = check_root(root)
+    root_path = _local_root(root)
     if lab is not None and not alf.LAB_RE.fullmatch(lab):
         raise InputError(f"not a lab name (letters, digits, underscores): {lab}")
     found = Discovery()
-    sessions = [Session(u.path, u.rel, u.parts) for batch in discover(
-        root_path, found, hand_off_dates=False) for u in batch]
+    sessions = []
+    for batch in discover(root_path, found, hand_off_dates=False):
+        for unit in batch:
+            assert unit.parts is not None  # without hand_off_dates, every unit is a session
+            sessions.append(Session(unit.path, unit.rel, unit.parts))
     moving = found.unloadable + ([s for s in sessions if not s.parts.lab] if lab else [])
     result = FixPlan(root_path, unloadable=len(found.unloadable))
     numbers: list[Rename] = []
@@ -215,10 +225,9 @@ def undo(root: str | os.PathLike, journal: str | os.PathLike) -> tuple[Path, int
 
     The journal must name ``root``; every step is checked before any is taken.
     """
-    from fastindex.engine import check_root
     from fastindex.store import TableStore
 
-    root_path = check_root(root)
+    root_path = _local_root(root)
     steps = _read_journal(Path(journal), root_path)
     undone, left = 0, []
     with TableStore(root_path).lock():
