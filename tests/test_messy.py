@@ -300,7 +300,8 @@ folders = st.sampled_from([b"alf", b"#v1#", b"probe00", b"my coll", b"\xff\xfe"]
                                            b"s/2021-02-30/1", b"other"]),
                           st.lists(st.one_of(folders, name_bytes), max_size=2),
                           st.one_of(alf_names, name_bytes)), max_size=15))
-def test_every_file_is_indexed_or_reported_never_both(tmp_path_factory, tree) -> None:
+def test_every_file_is_indexed_or_reported_never_both(tmp_path_factory, two_workers,
+                                                      tree) -> None:
     root = tmp_path_factory.mktemp("fuzz")
     written = set()
     for session, parts, name in tree:
@@ -314,7 +315,7 @@ def test_every_file_is_indexed_or_reported_never_both(tmp_path_factory, tree) ->
             continue
         written.add(os.path.relpath(path, os.fsencode(root)))
     written = {w for w in written if os.path.isfile(os.path.join(os.fsencode(root), w))}
-    result = fastindex.build(root, workers=2)
+    result = fastindex.build(root, executor=two_workers)
     ses = pl.read_parquet(result.sessions_path)
     ds = pl.read_parquet(result.datasets_path).join(
         ses.select(pl.col("id").alias("eid"), "subject", "date"), on="eid")
