@@ -211,16 +211,15 @@ def test_a_killed_worker_fails_the_build_and_keeps_the_old_tables(tmp_path, monk
     assert (root / "datasets.pqt").read_bytes() == before
 
 
-#: ``fastindex build``, with every batch slowed down in the workers, so that a signal
-#: sent once they run always lands in the middle of the build.
-_SLOW_BUILD = """
-import sys, time
+#: ``fastindex build``, with every batch held in the workers until the build is stopped
+#: from outside, so that a signal sent once they run always lands in the middle of it.
+_STALLED_BUILD = """
+import time
 import fastindex.index as ix
-_index_found = ix._index_found
-def _slow(*args):
-    time.sleep(0.3)
-    return _index_found(*args)
-ix._index_found = _slow
+def _stalled(*args):
+    while True:
+        time.sleep(1)
+ix._index_found = _stalled
 from fastindex.cli import run
 run()
 """
@@ -232,18 +231,18 @@ def test_a_signal_leaves_the_old_tables(tmp_path, sig, code) -> None:
     from fastindex.treegen import make_tree
 
     root = tmp_path / "t"
-    make_tree(root, files=5_000, seed=2)
+    make_tree(root, files=1_000, seed=2)
     fastindex.build(root, workers=2)
     before = (root / "sessions.pqt").read_bytes(), (root / "datasets.pqt").read_bytes()
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_BUILD, "build", str(root),
+    proc = subprocess.Popen([sys.executable, "-c", _STALLED_BUILD, "build", str(root),
                              "--quiet", "--hash", "md5", "--workers", "2"],
                             stderr=subprocess.PIPE)
     # Signal once the workers run: earlier, Python is still importing, and an interrupt
     # there ends it the standard way (killed by SIGINT) before fastindex can answer.
-    deadline = time.monotonic() + 30
-    while proc.poll() is None and len(_processes_on(root)) < 3 and time.monotonic() < deadline:
+    deadline = time.monotonic() + 60
+    while len(_processes_on(root)) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.01)
-    time.sleep(0.2)
     proc.send_signal(sig)
     err = proc.communicate(timeout=60)[1].decode()
     assert proc.returncode == code, err
@@ -251,7 +250,9 @@ def test_a_signal_leaves_the_old_tables(tmp_path, sig, code) -> None:
         assert "interrupted" in err and "Traceback" not in err
         assert not list(root.glob(".*.tmp"))
     assert ((root / "sessions.pqt").read_bytes(), (root / "datasets.pqt").read_bytes()) == before
-    time.sleep(1.5)  # workers of a killed build notice and exit
+    deadline = time.monotonic() + 30  # workers of a killed build notice and exit
+    while _processes_on(root) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert _processes_on(root) == []
     from one.api import One
 
