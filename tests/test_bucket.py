@@ -52,9 +52,12 @@ def _moto(**env: str):
                             env={**os.environ, **env})
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
+        deadline = time.monotonic() + 120  # its start (imports) is slow on a busy machine
+        while True:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
                 break
+            assert proc.poll() is None, "moto's server did not start"
+            assert time.monotonic() < deadline, "moto's server is not listening"
             time.sleep(0.05)
         yield endpoint
     finally:
@@ -264,9 +267,8 @@ def test_one_loads_the_rows_through_an_s3fs_mount(tmp_path, endpoint, strict_war
     if mounted.returncode:
         pytest.skip(f"s3fs cannot mount here: {mounted.stderr.strip()}")
     try:
-        for _ in range(100):
-            if (mnt / "lab").exists():
-                break
+        deadline = time.monotonic() + 60
+        while not (mnt / "lab").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         one = One(cache_dir=mnt, tables_dir=tables, mode="local")
         paths = [one.load_dataset(eid, rel, download_only=True) for eid in one.search()
