@@ -11,7 +11,6 @@ interpreter itself starts, comes before any of this and is Python's to report.
 
 import os
 import signal
-import sys
 
 
 def _before_start(signum, frame) -> None:
@@ -28,4 +27,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()  # run() leaves the process itself

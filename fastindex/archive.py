@@ -18,7 +18,7 @@ import os
 import time
 import zipfile
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -39,7 +39,11 @@ class ChangedError(FastindexError):
     exit_code = 1
 
 
-def entry(name: str, size: int, compress_type: int, when: tuple[int, ...]) -> zipfile.ZipInfo:
+#: A zip entry's date and time: year, month, day, hours, minutes, seconds.
+DateTime = tuple[int, int, int, int, int, int]
+
+
+def entry(name: str, size: int, compress_type: int, when: DateTime) -> zipfile.ZipInfo:
     """A zip entry whose header depends only on its name, size, compression and the
     release's ``timestamp()``."""
     info = zipfile.ZipInfo(name, date_time=when)
@@ -50,7 +54,7 @@ def entry(name: str, size: int, compress_type: int, when: tuple[int, ...]) -> zi
     return info
 
 
-def timestamp() -> tuple[int, ...]:
+def timestamp() -> DateTime:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if not epoch:
         return ZIP_EPOCH
@@ -58,7 +62,8 @@ def timestamp() -> tuple[int, ...]:
         moment = time.gmtime(int(epoch))
     except ValueError:
         raise InputError(f"SOURCE_DATE_EPOCH is not a number of seconds: {epoch}") from None
-    return max(ZIP_EPOCH, tuple(moment[:6]))
+    return max(ZIP_EPOCH, (moment.tm_year, moment.tm_mon, moment.tm_mday, moment.tm_hour,
+                           moment.tm_min, moment.tm_sec))
 
 
 @dataclass
@@ -207,10 +212,10 @@ def _windows(members: list) -> list[list]:
 
 
 def _read_ahead(pool: ThreadPoolExecutor | None, base: str, window: list,
-                algorithms: tuple[str, ...]) -> list[tuple[list, object]]:
+                algorithms: tuple[str, ...]) -> list[tuple[list, Future[list] | _Read]]:
     """Start reading a window's small files, ``READ_TASK`` files per task (or read them
     now, without a pool)."""
-    tasks = []
+    tasks: list[tuple[list, Future[list] | _Read]] = []
     for i in range(0, len(window), READ_TASK):
         chunk = window[i:i + READ_TASK]
         paths = [os.path.join(base, name) if size < SMALL_FILE else None
@@ -230,7 +235,7 @@ class _Read:
         return self.outcome
 
 
-def _results(tasks: list[tuple[list, object]]) -> list[tuple[tuple, object]]:
+def _results(tasks: list[tuple[list, Future[list] | _Read]]) -> list[tuple[tuple, object]]:
     """Each member of a window with what its reader found (None: a large file)."""
     return [pair for chunk, future in tasks for pair in zip(chunk, future.result())]
 

@@ -65,8 +65,11 @@ def plan(root: str | os.PathLike, lab: str | None = None) -> FixPlan:
     if lab is not None and not alf.LAB_RE.fullmatch(lab):
         raise InputError(f"not a lab name (letters, digits, underscores): {lab}")
     found = Discovery()
-    sessions = [Session(u.path, u.rel, u.parts) for batch in discover(
-        root_path, found, hand_off_dates=False) for u in batch]
+    sessions = []
+    for batch in discover(root_path, found, hand_off_dates=False):
+        for unit in batch:
+            assert unit.parts is not None  # without hand_off_dates, every unit is a session
+            sessions.append(Session(unit.path, unit.rel, unit.parts))
     moving = found.unloadable + ([s for s in sessions if not s.parts.lab] if lab else [])
     result = FixPlan(root_path, unloadable=len(found.unloadable))
     numbers: list[Rename] = []

@@ -23,7 +23,7 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Protocol
 
 import xxhash
 
@@ -32,6 +32,18 @@ CHOICES = ("none", "xxh3", "md5", "xxh3+md5")
 #: Where each digest goes in the datasets table.
 COLUMNS = {"md5": "hash", "xxh3": "xxh3"}
 CHUNK = 1 << 20  # 1 MiB: large enough for full read speed, small enough per worker
+
+
+class Readable(Protocol):
+    """What ``digest_stream`` reads: a binary file, a zip member, a response body."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
+class Writable(Protocol):
+    """Where ``digest_stream`` copies what it reads (a zip member being written)."""
+
+    def write(self, data: memoryview, /) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -75,8 +87,9 @@ def new(algorithm: str, data: bytes = b""):
     return hashlib.md5(data, usedforsecurity=False)
 
 
-def digest_stream(source: BinaryIO, algorithms: tuple[str, ...], buffer: bytearray | None = None,
-                  sink: BinaryIO | None = None, limit: int | None = None
+def digest_stream(source: Readable, algorithms: tuple[str, ...],
+                  buffer: bytearray | None = None, sink: Writable | None = None,
+                  limit: int | None = None
                   ) -> tuple[int, dict[str, str]]:
     """Read ``source`` to its end once: (bytes read, hex digest per algorithm).
 
@@ -126,7 +139,7 @@ def open_regular(path: str) -> tuple[int, os.stat_result]:
 
 
 def digest_file(path: str, algorithms: tuple[str, ...], buffer: bytearray | None = None,
-                sink: BinaryIO | None = None, listed: os.stat_result | None = None
+                sink: Writable | None = None, listed: os.stat_result | None = None
                 ) -> tuple[int, dict[str, str]]:
     """``digest_stream`` of the regular file at ``path``; ``ChangedWhileReading`` when it
     moved while read, or (``listed``: the listing's stat) since it was listed."""

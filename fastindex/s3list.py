@@ -110,11 +110,11 @@ def read_page(body: bytes) -> tuple[list[dict], list[str], str | None]:
     key, size, etag, modified = (f"{ns}Key", f"{ns}Size", f"{ns}ETag", f"{ns}LastModified")
     objects = []
     for item in root.iterfind(f"{ns}Contents"):
-        objects.append({"Key": decode(item.find(key).text or ""),
-                        "Size": int(item.find(size).text),
+        objects.append({"Key": decode(_text(item, key, "")),
+                        "Size": int(_text(item, size)),
                         "ETag": item.findtext(etag, ""),
-                        "LastModified": parse_timestamp(item.find(modified).text)})
-    prefixes = [decode(item.find(f"{ns}Prefix").text or "")
+                        "LastModified": parse_timestamp(_text(item, modified))})
+    prefixes = [decode(_text(item, f"{ns}Prefix", ""))
                 for item in root.iterfind(f"{ns}CommonPrefixes")]
     if root.findtext(f"{ns}IsTruncated") != "true":
         return objects, prefixes, None
@@ -122,3 +122,13 @@ def read_page(body: bytes) -> tuple[list[dict], list[str], str | None]:
     if not token:
         raise ValueError("a truncated listing without a continuation token")
     return objects, prefixes, token
+
+
+def _text(item: ElementTree.Element, tag: str, empty: str | None = None) -> str:
+    """The text of ``item``'s ``tag``, ``empty`` when the element is empty; ValueError
+    when it is missing (or empty, without ``empty``)."""
+    found = item.find(tag)
+    text = None if found is None else found.text if found.text is not None else empty
+    if text is None:
+        raise ValueError(f"a listing entry without its {tag}")
+    return text

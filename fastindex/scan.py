@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,38 +97,48 @@ def finding(path: str) -> IoThreads | None:
 class StorageProbe:
     """Decides whether the storage under a path is slow, by timing its first listings.
 
-    A decision is remembered per device for the rest of the process, so that later walks
-    on it (and workers told of it, ``finding``) start threaded, or serial, at once.
+    A decision is remembered per device in ``decisions`` (device -> slow), by default
+    for the rest of the process, so that later walks on it (and workers told of it,
+    ``finding``) start threaded, or serial, at once; ``forget`` clears the process's.
     """
 
-    def __init__(self, io: IoThreads, where: str) -> None:
+    def __init__(self, io: IoThreads, where: str,
+                 decisions: MutableMapping[int, bool] | None = None) -> None:
         self.threads = io.start()  # threads to begin with
-        self._device = None
+        self._decisions = _slow_devices if decisions is None else decisions
+        self._device: int | None = None
         self._timed: list[float] | None = None  # seconds per entry, while deciding
         if io.threads is None:
             try:
                 self._device = os.stat(where).st_dev
             except OSError:
                 pass
-            slow = _slow_devices.get(self._device)
+            slow = None if self._device is None else self._decisions.get(self._device)
             if slow:
                 self.threads = DEFAULT_THREADS
             elif slow is None:
                 self._timed = []
+
+    @staticmethod
+    def forget() -> None:
+        """Forget what this process found of every device: the next walks time again."""
+        _slow_devices.clear()
 
     @property
     def deciding(self) -> bool:
         return self._timed is not None
 
     def timed(self, seconds_per_entry: float) -> bool:
-        """Record one listing; True when the storage is now found slow."""
+        """Record one listing (only while ``deciding``); True when the storage is now
+        found slow."""
         timed = self._timed
+        assert timed is not None, "decided already"
         timed.append(seconds_per_entry)
         if len(timed) < TIMED_LISTINGS and timed[-1] <= CLEARLY_SLOW_S:
             return False
         slow = min(timed) > SLOW_ENTRY_S
         if self._device is not None:
-            _slow_devices[self._device] = slow
+            self._decisions[self._device] = slow
         self._timed = None
         return slow
 
@@ -171,19 +181,23 @@ class Lister:
     into the ``os.DirEntry`` (which keeps them), or raises the listing's ``OSError``.  A
     walk asks for a folder only after its parent's listing, so a started subtree is
     always found started.  ``where``: a path on the storage, which ``StorageProbe``
-    times when ``io`` is automatic.  ``pool`` is the process's I/O threads, lent to
-    hashing too.  Listings never asked for are dropped at ``close``.
+    times when ``io`` is automatic (``decisions``: where it remembers what it found,
+    see ``StorageProbe``).  ``pool`` is the process's I/O threads, lent to hashing too;
+    ``turned_on`` says whether this walk's timed listings found the storage slow and
+    turned them on.  Listings never asked for are dropped at ``close``.
     """
 
     def __init__(self, io: IoThreads, descend: Descend, where: str,
-                 stat_files: bool = False) -> None:
+                 stat_files: bool = False,
+                 decisions: MutableMapping[int, bool] | None = None) -> None:
         self._descend = descend
         self._stat_files = stat_files
         self._pending: dict[str, Future] = {}
         self._planned: dict[str, str] = {}  # started before the threads were on
         self._lock = threading.Lock()
-        self._probe = StorageProbe(io, where)
+        self._probe = StorageProbe(io, where, decisions)
         self.pool = IoPool(self._probe.threads)
+        self.turned_on = False
         #: no threads and nothing to time: every listing is a plain ``scandir`` (the
         #: common case, a local disk, checked once per folder)
         self._serial = not self.pool.on and not self._probe.deciding
@@ -239,6 +253,7 @@ class Lister:
     def _turn_on(self) -> None:
         """Slow storage: threads from now on, starting what the walk has planned."""
         self.pool.turn_on()
+        self.turned_on = True
         planned, self._planned = self._planned, {}
         for path, rel in planned.items():
             self._submit(path, rel)

@@ -19,7 +19,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from fastindex import hashing
 from fastindex.alf import one_paths
@@ -229,7 +229,8 @@ def _read_members(archive: zipfile.ZipFile, rows: pl.DataFrame, hashed: tuple[st
         if info.file_size == size:
             try:
                 with archive.open(info) as member:
-                    digests = hashing.digest_stream(member, hashed, buffer)[1]
+                    digests = hashing.digest_stream(cast(hashing.Readable, member), hashed,
+                                                    buffer)[1]
             except UNREADABLE_ZIP as err:  # a CRC-32 that does not match, a bad header
                 corrupt.append((CONTENT, name, f"crc32:{info.CRC:08x}", str(err)))
                 continue

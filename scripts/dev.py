@@ -2,7 +2,7 @@
 """Set up and run fastindex from a fresh clone with nothing but python3.
 
     python3 scripts/dev.py demo   # build the tables of a generated example tree, query with ONE
-    python3 scripts/dev.py test   # lint and run the test suite
+    python3 scripts/dev.py test   # lint, type-check and run the test suite
 
 The first run creates ``.venv`` in the repository and installs fastindex with its test
 extras into it; later runs reuse it (reinstalling when pyproject.toml changes).
@@ -52,8 +52,9 @@ def main(argv: list[str]) -> int:
         return run(PYTHON, REPO / "scripts" / "demo.py", *argv[1:])
     lint = run(PYTHON, "-m", "ruff", "check", "fastindex", "fastindex_entry.py", "tests",
                "scripts", "benchmarks")
+    types = run(PYTHON, "-m", "mypy")  # what it checks: [tool.mypy] in pyproject.toml
     tests = run(PYTHON, "-m", "pytest", "-q", *argv[1:])
-    return tests or lint
+    return lint or types or tests
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -51,9 +52,12 @@ def _moto(**env: str):
                             env={**os.environ, **env})
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
+        deadline = time.monotonic() + 120  # its start (imports) is slow on a busy machine
+        while True:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
                 break
+            assert proc.poll() is None, "moto's server did not start"
+            assert time.monotonic() < deadline, "moto's server is not listening"
             time.sleep(0.05)
         yield endpoint
     finally:
@@ -76,14 +80,22 @@ def credentials(monkeypatch):
     bucket._core.cache_clear()
 
 
+def _put(endpoint: str, name: str, objects: dict[str, bytes]) -> None:
+    """Upload ``objects`` (key -> body) to the bucket ``name``, several at a time."""
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    with ThreadPoolExecutor(8) as pool:
+        for done in [pool.submit(s3.put_object, Bucket=name, Key=key, Body=body)
+                     for key, body in objects.items()]:
+            done.result()
+
+
 def _upload(endpoint: str, name: str, tree: Path, prefix: str = "data") -> str:
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     s3.create_bucket(Bucket=name)
-    for path in sorted(tree.rglob("*")):
-        if path.is_file() and not path.is_symlink():
-            key = f"{prefix}/{path.relative_to(tree).as_posix()}" if prefix else \
-                path.relative_to(tree).as_posix()
-            s3.put_object(Bucket=name, Key=key, Body=path.read_bytes())
+    top = f"{prefix}/" if prefix else ""
+    _put(endpoint, name, {f"{top}{path.relative_to(tree).as_posix()}": path.read_bytes()
+                          for path in sorted(tree.rglob("*"))
+                          if path.is_file() and not path.is_symlink()})
     return f"s3://{name}/{prefix}" if prefix else f"s3://{name}"
 
 
@@ -163,12 +175,22 @@ def test_one_loads_the_rows_from_a_mirror_of_the_bucket(tmp_path, endpoint) -> N
     assert len(paths) == len(BEHAVIOUR) and all(Path(x).is_file() for x in paths)
 
 
-def test_more_than_a_page_of_keys_under_one_prefix(tmp_path, endpoint) -> None:
-    names = [f"{SES}/alf/obj{i:04d}.times.npy" for i in range(1100)]
-    tree = write_tree(tmp_path / "t", {n: b"x" for n in names})
-    url = _upload(endpoint, "pages", tree)
-    result = fastindex.build(url, tmp_path / "out", workers=1, endpoint_url=endpoint)
-    assert result.n_datasets == 1100
+#: Keys of the bucket ``pages``: two pages and a half of a listing, under one prefix.
+PAGES = [f"{SES}/alf/obj{i:04d}.times.npy" for i in range(2500)]
+
+
+@pytest.fixture(scope="module")
+def pages_bucket(endpoint) -> str:
+    """The bucket ``pages`` (``PAGES`` under ``data/``), read by the tests, never changed."""
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
+        Bucket="pages")
+    _put(endpoint, "pages", {f"data/{name}": b"x" for name in PAGES})
+    return "s3://pages/data"
+
+
+def test_more_than_a_page_of_keys_under_one_prefix(tmp_path, endpoint, pages_bucket) -> None:
+    result = fastindex.build(pages_bucket, tmp_path / "out", workers=1, endpoint_url=endpoint)
+    assert result.n_datasets == len(PAGES) > 1000
 
 
 def test_a_key_deleted_between_listing_and_hashing_is_vanished(tmp_path, endpoint,
@@ -245,9 +267,8 @@ def test_one_loads_the_rows_through_an_s3fs_mount(tmp_path, endpoint, strict_war
     if mounted.returncode:
         pytest.skip(f"s3fs cannot mount here: {mounted.stderr.strip()}")
     try:
-        for _ in range(100):
-            if (mnt / "lab").exists():
-                break
+        deadline = time.monotonic() + 60
+        while not (mnt / "lab").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         one = One(cache_dir=mnt, tables_dir=tables, mode="local")
         paths = [one.load_dataset(eid, rel, download_only=True) for eid in one.search()
@@ -369,8 +390,7 @@ def test_range_listings_read_the_keys_sizes_etags_and_times_boto3_reads(tmp_path
     s3.create_bucket(Bucket="odd-names")
     keys = [f"data/{SES}/alf/{name}.{i}.npy" for name in ODD_NAMES for i in range(90)]
     keys += [f"data/{SES}/alf/{name}/x.y.npy" for name in ODD_NAMES]  # odd folders
-    for i, key in enumerate(keys):
-        s3.put_object(Bucket="odd-names", Key=key, Body=b"x" * (i % 7))
+    _put(endpoint, "odd-names", {key: b"x" * (i % 7) for i, key in enumerate(keys)})
     root = bucket.BucketRoot.parse("s3://odd-names/data", endpoint)
     reader = bucket.page_reader(root)
     ours = [o for page in reader.pages("odd-names", "data/", "") for o in page]
@@ -392,15 +412,12 @@ def test_range_listings_read_the_keys_sizes_etags_and_times_boto3_reads(tmp_path
 
 
 def test_a_page_the_reader_cannot_read_is_listed_by_boto3_from_the_last_key(
-        tmp_path, endpoint, monkeypatch) -> None:
+        tmp_path, endpoint, pages_bucket, monkeypatch) -> None:
     """The second page is refused by the reader: boto3's paginator lists the rest of
-    the range from the last key given, and the tables are whole."""
+    the range from the last key given (two pages more), and the tables are whole."""
     from fastindex import s3list
 
-    names = [f"{SES}/alf/obj{i:04d}.times.npy" for i in range(2500)]
-    tree = write_tree(tmp_path / "t", {n: b"x" for n in names})
-    url = _upload(endpoint, "handover", tree)
-    read, pages = s3list.read_page, []
+    url, read, pages = pages_bucket, s3list.read_page, []
 
     def second_refused(body: bytes):
         pages.append(body)
@@ -411,7 +428,7 @@ def test_a_page_the_reader_cannot_read_is_listed_by_boto3_from_the_last_key(
     monkeypatch.setattr(s3list, "read_page", second_refused)
     result = fastindex.build(url, tmp_path / "out", workers=1, endpoint_url=endpoint)
     assert len(pages) == 2  # the reader stopped at its first refusal
-    assert result.n_datasets == 2500
+    assert result.n_datasets == len(PAGES)
     assert not bucket.page_reader(bucket.BucketRoot.parse(url, endpoint)).on
 
 

@@ -188,17 +188,23 @@ def test_cli_build_summary_report_and_exit_codes(tmp_path, capsys) -> None:
     assert exc.value.code == 2
 
 
-def test_worker_failure_is_a_clear_error_and_keeps_old_tables(tmp_path, monkeypatch) -> None:
+class _BrokenDisk(ThreadPoolExecutor):
+    """Workers whose every task fails, as on a disk that fails every read."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        return super().submit(_disk_on_fire)
+
+
+def _disk_on_fire():
+    raise OSError("disk on fire")
+
+
+def test_worker_failure_is_a_clear_error_and_keeps_old_tables(tmp_path) -> None:
     root = write_tree(tmp_path / "t", BEHAVIOUR)
     fastindex.build(root, workers=1)
     before = (root / "datasets.pqt").read_bytes()
-
-    def boom(*args):
-        raise OSError("disk on fire")
-
-    monkeypatch.setattr("fastindex.engine.index_sessions", boom)
-    with pytest.raises(fastindex.FastindexError, match="disk on fire"):
-        fastindex.build(root, executor=ThreadPoolExecutor(2))
+    with pytest.raises(fastindex.FastindexError, match="disk on fire"), _BrokenDisk(2) as pool:
+        fastindex.build(root, executor=pool)
     assert (root / "datasets.pqt").read_bytes() == before
     shutil.rmtree(root / "cortexlab")
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-import time
 
 import pytest
 from conftest import age_files, table_bytes
@@ -68,25 +66,41 @@ def test_workers_that_cannot_see_the_root_fail_clearly(client, tmp_path) -> None
         assert executor.submit(sum, [1, 2]).result() == 3
 
 
-def test_a_killed_dask_worker_is_replaced_and_the_build_completes(tmp_path) -> None:
-    make_tree(tmp_path / "t", files=30_000, seed=6)
-    reference = tmp_path / "ref"
+class _KillFirstWorker(distributed.WorkerPlugin):
+    """Kills the worker that starts the cluster's first task, once: it dies mid-build.
+    The file ``marker`` says the kill was made, and of which worker process."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def transition(self, key, start, finish, **kwargs) -> None:
+        if finish != "executing":
+            return
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:  # killed already
+            return
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_killed_dask_worker_is_replaced_and_the_build_completes(tree, tmp_path) -> None:
+    reference, out = tmp_path / "ref", tmp_path / "out"
     reference.mkdir()
-    fastindex.build(tmp_path / "t", reference, workers=2)
+    out.mkdir()
+    fastindex.build(tree, reference, workers=2)
+    marker = tmp_path / "killed"
     with local_cluster(2) as cluster, distributed.Client(cluster) as c:
         pids = list(c.run(os.getpid).values())
-
-        def kill_one() -> None:
-            time.sleep(0.3)
-            os.kill(pids[0], signal.SIGKILL)
-
-        killer = threading.Thread(target=kill_one)
-        killer.start()
-        result = fastindex.build(tmp_path / "t", client=c)
-        killer.join()
-        assert pids[0] not in c.run(os.getpid).values()  # it was killed, and replaced
-    assert TableStore(tmp_path / "t").read().build_ids == (result.build_id,) * 2
-    assert _both(tmp_path / "t") == _both(reference)
+        register = getattr(c, "register_plugin", None) or c.register_worker_plugin  # < 2023.9
+        register(_KillFirstWorker(str(marker)))
+        result = fastindex.build(tree, out, client=c)
+        killed = int(marker.read_text())
+        assert killed in pids  # one of the workers, killed in its first task
+        assert killed not in c.run(os.getpid).values()  # and replaced
+    assert TableStore(out).read().build_ids == (result.build_id,) * 2
+    assert _both(out) == _both(reference)
 
 
 def test_update_and_verify_on_dask(client, tmp_path) -> None:

@@ -37,12 +37,22 @@ def test_a_dead_worker_breaks_the_pool(method) -> None:
 
 
 def test_shutdown_without_waiting_stops_busy_workers() -> None:
-    import time
+    import socket
+    import urllib.request
 
-    pool = CleanWorkers(2, "forkserver")
-    busy = [pool.submit(time.sleep, 60) for _ in range(2)]
-    time.sleep(1)  # both running
-    pool.shutdown(wait=False, cancel_futures=True)
-    for future in busy:
-        with pytest.raises(BrokenProcessPool):
-            future.result(timeout=10)
+    # Each task asks this socket for a page that never comes: once both connections are
+    # accepted, both workers are running a task that would wait forever.
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(60)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/"
+        pool = CleanWorkers(2, "forkserver")
+        try:
+            busy = [pool.submit(urllib.request.urlopen, url) for _ in range(2)]
+            connections = [server.accept()[0] for _ in busy]
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        for future in busy:
+            with pytest.raises(BrokenProcessPool):
+                future.result(timeout=10)
+        for connection in connections:
+            connection.close()

@@ -49,9 +49,11 @@ def _build(root: Path, out: Path, **kwargs) -> tuple:
 
 
 @pytest.fixture
-def fresh_decisions(monkeypatch):
+def fresh_decisions():
     """Each test decides about its storage afresh (the finding is kept per process)."""
-    monkeypatch.setattr(scan, "_slow_devices", {})
+    scan.StorageProbe.forget()
+    yield
+    scan.StorageProbe.forget()
 
 
 def test_any_number_of_io_threads_gives_the_same_tables(messy_tree, tmp_path,
@@ -72,23 +74,58 @@ def test_hashing_on_io_threads_gives_the_same_digests(messy_tree, tmp_path) -> N
                   hash="xxh3+md5") == expected
 
 
+class _Listers(list):
+    """The listers the walks of this process make (``scan.Lister``, recorded)."""
+
+    def __init__(self, monkeypatch) -> None:
+        super().__init__()
+        listers = self
+
+        class Recorded(scan.Lister):
+            def __init__(self, *args, **kwargs) -> None:
+                super().__init__(*args, **kwargs)
+                listers.append(self)
+
+        monkeypatch.setattr(scan, "Lister", Recorded)
+
+
 @pytest.mark.parametrize("slow", [True, False])
 def test_slow_listings_turn_threads_on_and_fast_ones_do_not(messy_tree, tmp_path, monkeypatch,
                                                             fresh_decisions, slow) -> None:
     """The automatic default: timed listings decide, and the walk's result is the same."""
-    turned_on = []
-    original = scan.Lister._turn_on
     monkeypatch.setattr(scan, "SLOW_ENTRY_S", -1.0 if slow else float("inf"))
-    monkeypatch.setattr(scan.Lister, "_turn_on",
-                        lambda self: (turned_on.append(1), original(self)))
+    listers = _Listers(monkeypatch)
     expected = _build(messy_tree, tmp_path / "serial", workers=1, io_threads=0)
-    assert not turned_on
+    assert listers and not any(lister.turned_on for lister in listers)
+    assert scan.finding(str(messy_tree)) is None  # told 0 threads: nothing timed
+    listers.clear()
     assert _build(messy_tree, tmp_path / "auto", workers=1) == expected
-    assert bool(turned_on) == slow
-    assert list(scan._slow_devices.values()) == [slow]  # later walks need not time again
-    turned_on.clear()
+    assert listers and any(lister.turned_on for lister in listers) == slow
+    # later walks on the device, and workers told of it, need not time again
+    assert scan.finding(str(messy_tree)) == scan.IoThreads(scan.DEFAULT_THREADS if slow else 0)
+    listers.clear()
     assert _build(messy_tree, tmp_path / "again", workers=1) == expected
-    assert not turned_on
+    assert listers and not any(lister.turned_on for lister in listers)
+
+
+@pytest.mark.parametrize("slow", [True, False])
+def test_a_lister_remembers_its_decision_where_it_is_told(tmp_path, monkeypatch,
+                                                          fresh_decisions, slow) -> None:
+    """``decisions``: what the timed listings found, kept for the next walks given the
+    same mapping; they start threaded, or serial, without timing again."""
+    monkeypatch.setattr(scan, "SLOW_ENTRY_S", -1.0 if slow else float("inf"))
+    root = write_tree(tmp_path / "t", BEHAVIOUR)
+    folders = sorted({str(p.parent) for p in root.rglob("*.npy")})
+    decisions: dict[int, bool] = {}
+    for walk in ("first", "again"):
+        with scan.Lister(scan.IoThreads(), lambda rel, name: True, str(root),
+                         decisions=decisions) as lister:
+            for folder in folders:
+                assert {e.name for e in lister.entries(folder, "")} == set(os.listdir(folder))
+            assert lister.turned_on == (slow and walk == "first")
+            assert lister.pool.on == slow
+        assert decisions == {os.stat(root).st_dev: slow}
+    assert scan.finding(str(root)) is None  # kept there, not in the process's
 
 
 def test_a_listing_error_is_the_walks_to_report(tmp_path) -> None:

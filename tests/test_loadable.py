@@ -221,13 +221,14 @@ NAMES = st.sampled_from([FILE, "alf/#v1#/_ibl_trials.choice.npy", "raw/x.y.npy",
 @settings(max_examples=20, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(SESSIONS, NAMES), min_size=1, max_size=12), st.booleans())
-def test_every_row_loads_on_random_trees(tmp_path_factory, caplog, tree, inside_lab) -> None:
+def test_every_row_loads_on_random_trees(tmp_path_factory, caplog, two_workers, tree,
+                                         inside_lab) -> None:
     base = tmp_path_factory.mktemp("random")
     files = {"".join([lab, subject, "/", date, "/", number, "/", name]): os.urandom(8)
              for (lab, subject, date, number), name in tree}
     root = base / ("labF/Subjects" if inside_lab else "tree")
     write_tree(root, files)
-    result = fastindex.build(root, workers=2)
+    result = fastindex.build(root, executor=two_workers)
     caplog.clear()
     assert_every_row_loads(root, result, caplog)
 

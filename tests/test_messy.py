@@ -211,16 +211,15 @@ def test_a_killed_worker_fails_the_build_and_keeps_the_old_tables(tmp_path, monk
     assert (root / "datasets.pqt").read_bytes() == before
 
 
-#: ``fastindex build``, with every batch slowed down in the workers, so that a signal
-#: sent once they run always lands in the middle of the build.
-_SLOW_BUILD = """
-import sys, time
+#: ``fastindex build``, with every batch held in the workers until the build is stopped
+#: from outside, so that a signal sent once they run always lands in the middle of it.
+_STALLED_BUILD = """
+import time
 import fastindex.index as ix
-_index = ix.BatchIndexer.index
-def _slow(self, sessions):
-    time.sleep(0.3)
-    return _index(self, sessions)
-ix.BatchIndexer.index = _slow
+def _stalled(*args):
+    while True:
+        time.sleep(1)
+ix.BatchIndexer.index = _stalled
 from fastindex.cli import run
 run()
 """
@@ -232,18 +231,18 @@ def test_a_signal_leaves_the_old_tables(tmp_path, sig, code) -> None:
     from fastindex.treegen import make_tree
 
     root = tmp_path / "t"
-    make_tree(root, files=5_000, seed=2)
+    make_tree(root, files=1_000, seed=2)
     fastindex.build(root, workers=2)
     before = (root / "sessions.pqt").read_bytes(), (root / "datasets.pqt").read_bytes()
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_BUILD, "build", str(root),
+    proc = subprocess.Popen([sys.executable, "-c", _STALLED_BUILD, "build", str(root),
                              "--quiet", "--hash", "md5", "--workers", "2"],
                             stderr=subprocess.PIPE)
     # Signal once the workers run: earlier, Python is still importing, and an interrupt
     # there ends it the standard way (killed by SIGINT) before fastindex can answer.
-    deadline = time.monotonic() + 30
-    while proc.poll() is None and len(_processes_on(root)) < 3 and time.monotonic() < deadline:
+    deadline = time.monotonic() + 60
+    while len(_processes_on(root)) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.01)
-    time.sleep(0.2)
     proc.send_signal(sig)
     err = proc.communicate(timeout=60)[1].decode()
     assert proc.returncode == code, err
@@ -251,7 +250,9 @@ def test_a_signal_leaves_the_old_tables(tmp_path, sig, code) -> None:
         assert "interrupted" in err and "Traceback" not in err
         assert not list(root.glob(".*.tmp"))
     assert ((root / "sessions.pqt").read_bytes(), (root / "datasets.pqt").read_bytes()) == before
-    time.sleep(1.5)  # workers of a killed build notice and exit
+    deadline = time.monotonic() + 30  # workers of a killed build notice and exit
+    while _processes_on(root) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert _processes_on(root) == []
     from one.api import One
 
@@ -300,7 +301,8 @@ folders = st.sampled_from([b"alf", b"#v1#", b"probe00", b"my coll", b"\xff\xfe"]
                                            b"s/2021-02-30/1", b"other"]),
                           st.lists(st.one_of(folders, name_bytes), max_size=2),
                           st.one_of(alf_names, name_bytes)), max_size=15))
-def test_every_file_is_indexed_or_reported_never_both(tmp_path_factory, tree) -> None:
+def test_every_file_is_indexed_or_reported_never_both(tmp_path_factory, two_workers,
+                                                      tree) -> None:
     root = tmp_path_factory.mktemp("fuzz")
     written = set()
     for session, parts, name in tree:
@@ -314,7 +316,7 @@ def test_every_file_is_indexed_or_reported_never_both(tmp_path_factory, tree) ->
             continue
         written.add(os.path.relpath(path, os.fsencode(root)))
     written = {w for w in written if os.path.isfile(os.path.join(os.fsencode(root), w))}
-    result = fastindex.build(root, workers=2)
+    result = fastindex.build(root, executor=two_workers)
     ses = pl.read_parquet(result.sessions_path)
     ds = pl.read_parquet(result.datasets_path).join(
         ses.select(pl.col("id").alias("eid"), "subject", "date"), on="eid")

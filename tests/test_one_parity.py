@@ -64,17 +64,20 @@ def one_rows(root: Path, out: Path) -> pl.DataFrame:
         "eid", "rel_path", pl.col("file_size").cast(pl.UInt64))
 
 
-def fastindex_rows(root: Path, out: Path) -> tuple[pl.DataFrame, fastindex.BuildResult]:
-    result = fastindex.build(root, out, workers=2, hash_ids=False)
+def fastindex_rows(root: Path, out: Path, executor=None
+                   ) -> tuple[pl.DataFrame, fastindex.BuildResult]:
+    """fastindex's rows, built on two workers (``executor``: a pool of two, lent)."""
+    how = {"executor": executor} if executor is not None else {"workers": 2}
+    result = fastindex.build(root, out, hash_ids=False, **how)
     frame = pl.read_parquet(result.datasets_path)
     return frame.select("eid", "rel_path", "file_size"), result
 
 
-def assert_parity(root: Path, tmp: Path) -> None:
+def assert_parity(root: Path, tmp: Path, executor=None) -> None:
     (tmp / "one").mkdir()
     (tmp / "fi").mkdir()
     theirs = one_rows(root, tmp / "one")
-    ours, result = fastindex_rows(root, tmp / "fi")
+    ours, result = fastindex_rows(root, tmp / "fi", executor)
     # one-api's defects, each a documented difference: rows that ONE cannot load (left
     # out by one_rows), a null rel_path for a non-ALF name; for a file in a folder that is
     # not a collection, a row with the bare file name.
@@ -133,11 +136,11 @@ trees = st.lists(st.tuples(session, st.lists(folder, max_size=3), name), min_siz
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(trees)
-def test_parity_on_random_trees(tmp_path_factory, tree) -> None:
+def test_parity_on_random_trees(tmp_path_factory, two_workers, tree) -> None:
     tmp = tmp_path_factory.mktemp("random")
     files = {"/".join([s, *f, n]): os.urandom(len(n)) for s, f, n in tree}
     write_tree(tmp / "tree", files)
-    assert_parity(tmp / "tree", tmp)
+    assert_parity(tmp / "tree", tmp, two_workers)
 
 
 @pytest.fixture(scope="module")

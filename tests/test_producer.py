@@ -89,8 +89,8 @@ names = st.sampled_from(["a.b.npy", "c.npy", "keep.txt", "notes.txt", ".DS_Store
 @given(st.lists(st.tuples(st.sampled_from(["lab/Subjects/s/2020-01-01/001", "s/2020-01-01/001",
                                            "a", "lab/Subjects/s/2020-01-02/002"]),
                           st.lists(parts, max_size=2), names), max_size=12), patterns)
-def test_ignored_files_are_exactly_what_gitignore_rules_say(tmp_path_factory, tree,
-                                                            rules) -> None:
+def test_ignored_files_are_exactly_what_gitignore_rules_say(tmp_path_factory, two_workers,
+                                                            tree, rules) -> None:
     """Every file is a row, a problem, or ignored (as pathspec's gitignore says), one of
     the three; one worker and two give the same bytes."""
     root = tmp_path_factory.mktemp("ign")
@@ -103,7 +103,8 @@ def test_ignored_files_are_exactly_what_gitignore_rules_say(tmp_path_factory, tr
         written.add(rel)
     ignored = {w for w in written if gitignores(pathspec.GitIgnoreSpec.from_lines(rules), w)}
     one = fastindex.build(root, tmp_path_factory.mktemp("o1"), workers=1, exclude=rules)
-    two = fastindex.build(root, tmp_path_factory.mktemp("o2"), workers=2, exclude=rules)
+    two = fastindex.build(root, tmp_path_factory.mktemp("o2"), executor=two_workers,
+                          exclude=rules)
     ses = pl.read_parquet(one.sessions_path).select(pl.col("id").alias("eid"), "lab", "subject",
                                                     "date", "number")
     rows = pl.read_parquet(one.datasets_path).join(ses, on="eid")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import BEHAVIOUR, npy, write_tree
+from conftest import BEHAVIOUR, age_files, npy, write_tree
 from one.converters import session_record2path
 
 import fastindex
@@ -75,10 +75,10 @@ def test_the_zip_holds_the_tables_the_indexed_files_and_the_included_ones(tmp_pa
 def test_the_same_tree_twice_gives_the_same_bytes(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     zips = []
-    for copy in ("a", "b"):  # two trees written apart in time: other mtimes, other paths
-        root = release_tree(tmp_path / copy / "tree")
+    for copy, age in (("a", 0), ("b", 86_400)):  # two trees written apart in time: other
+        root = release_tree(tmp_path / copy / "tree")  # mtimes (a day apart), other paths
+        age_files(root, age)
         zips.append(fastindex.release(root, tmp_path / copy / "r.zip", compression="deflate"))
-        time.sleep(1.1)
     assert zips[0].path.read_bytes() == zips[1].path.read_bytes()
     assert zips[0].sha256 == zips[1].sha256 == hashlib.sha256(
         zips[0].path.read_bytes()).hexdigest()
@@ -144,15 +144,17 @@ def test_sigint_leaves_no_zip_and_no_temporary_file(tmp_path) -> None:
     child = subprocess.Popen([sys.executable, "-m", "fastindex", "release", str(root),
                               str(out / "r.zip"), "--hash", "xxh3", "--compression", "deflate"],
                              stderr=subprocess.PIPE, text=True)
-    for line in child.stderr:
-        if line.startswith("zipping"):
-            break
-    time.sleep(0.5)
+    # The zip's temporary file, made as the zipping starts: the signal lands in it
+    deadline = time.monotonic() + 120
+    while not os.listdir(out):
+        assert child.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
     child.send_signal(signal.SIGINT)
-    assert child.wait(timeout=60) == 130
+    err = child.communicate(timeout=60)[1]
+    assert child.returncode == 130, err
     assert os.listdir(out) == []
     # What it says is what is on disk: the tables are written after the zip, not before.
-    assert f"no zip was written and the tables in {root} are unchanged" in child.stderr.read()
+    assert f"no zip was written and the tables in {root} are unchanged" in err
     assert not (root / "datasets.pqt").exists() and not (root / "sessions.pqt").exists()
 
 
