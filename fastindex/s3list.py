@@ -100,7 +100,7 @@ def read_page(body: bytes) -> tuple[list[dict], list[str], str | None]:
     the last page)."""
     from botocore.compat import unquote_str
 
-    from fastindex.bucket import parse_timestamp
+    from fastindex.s3client import parse_timestamp
 
     root = ElementTree.fromstring(body)
     ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
