@@ -7,7 +7,8 @@ tree, and a bucket and a local copy of it give the same tables.
 
 Requests: above the date folders (labs, subjects) a folder is one listing with a
 delimiter, as a folder is one ``scandir``; the date folders handed to a worker are
-listed *flat*, as one range of their parent's keys (1,000 a request), and turned into
+listed *flat*, as one range of their parent's keys (a page of up to 1,000 keys a
+request), and turned into
 folders in memory, so a session costs no request of its own. Listings run on threads,
 many in flight (``REQUESTS_IN_FLIGHT``), each listing as soon as its parent's is known,
 as the local lister does on slow storage. An object's entry carries its size, its last-
@@ -20,6 +21,9 @@ role; ``anonymous`` signs nothing, as ``aws --no-sign-request``).  It is an opti
 extra: ``pip install 'fastindex[s3]'``.  Listings' pages are read by
 ``s3list.PageReader`` (boto3 signs the request, ElementTree reads the answer), and by
 boto3's paginator from the first page it cannot read.
+
+``bucketlister`` holds the lister and its entries, ``s3client`` the client, its
+session and the mapping of its errors; here is the root and what it reads.
 """
 
 from __future__ import annotations
@@ -33,9 +37,8 @@ from fastindex.bucketlister import BucketLister
 from fastindex.errors import InputError
 from fastindex.s3client import SCHEME, bucket_error, client
 
-#: A bucket's worker processes per CPU: a worker waits for its batch's first page, so
-#: twice the CPUs keep them busy (100k keys at 20 ms a request on 2 CPUs: 4.4 s with 4
-#: workers, 5.1 s with 2).
+#: A bucket's worker processes per CPU: a worker spends much of its time waiting for
+#: its batch's pages, so twice the CPUs keep the CPUs busy.
 WORKERS_PER_CPU = 2
 
 
