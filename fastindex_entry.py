@@ -1,12 +1,12 @@
 """The ``fastindex`` console script: a Ctrl-C before the command starts is one line.
 
-Importing fastindex (polars, pyarrow, the executors) takes about 0.15 s; a Ctrl-C in that
-time would end in a traceback from the middle of an import.  This module lives outside
+A Ctrl-C while fastindex imports (polars, pyarrow, the executors) would end in a
+traceback from the middle of an import.  This module lives outside
 the package so that its first statement runs before any of those imports: until the
 command has started, SIGINT and SIGTERM print one line and exit 130 (nothing has been
 written yet); ``cli.main`` then puts Python's own handling back, under which
-interrupted work cleans up after itself.  A signal in the first 30 to 70 ms, while the
-interpreter itself starts, comes before any of this and is Python's to report.
+interrupted work cleans up after itself.  A signal while the interpreter itself starts
+comes before any of this and is Python's to report.
 """
 
 import os

@@ -3,8 +3,8 @@
 A worker fills ``array.array``s and joins bytes: exactly the buffers of Arrow's columnar
 layout (offsets and values; no validity bitmap, since a column is either all set or
 all null).  The parent wraps them into record batches without copying (``columns.py``).
-Workers never import pyarrow: that would cost each of them 0.1 s of CPU, and it lets the
-parent start them before it loads Arrow, while it is still a single-threaded process.
+Workers never import pyarrow: each would pay for the import, and not importing it lets
+the parent start them before it loads Arrow, while it is still a single-threaded process.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ def pauses_gc(fn):
     """Run ``fn`` with Python's cycle collector paused (as it was, after).
 
     A tree's sessions and batches are many small objects without cycles: while they pile
-    up, the collector scans them all again and again, for nothing (0.6 s of a
-    million-file build).  Reference counting still frees them.
+    up, the collector scans them all again and again, for nothing.  Reference counting
+    still frees them.
     """
 
     @functools.wraps(fn)

@@ -1,7 +1,7 @@
 """File digests, streamed in fixed-size chunks so memory stays bounded whatever the size.
 
-md5 is what ONE checks on load (its ``hash`` column); xxh3-128 is about 15 times faster
-and goes in an extra ``xxh3`` column that ONE ignores.  ``Digests`` is the one place a
+md5 is what ONE checks on load (its ``hash`` column); xxh3-128, much cheaper to compute,
+goes in an extra ``xxh3`` column that ONE ignores.  ``Digests`` is the one place a
 ``--hash`` choice is decoded; ``digest_stream`` the one chunked hashing loop, for files
 on disk and zip members alike.
 
@@ -11,8 +11,8 @@ version).  Every open is non-blocking.  With the listing's stat (the walk's case
 ``digest_file`` reads at most one byte more than the listed size and then makes one
 ``fstat``: a file that is no longer regular (a FIFO, a device: the bounded read cannot
 run forever) or whose size, mtime or ctime differ from the listing's is refused.  One
-``fstat`` a file, not two: on 200k small files the second cost a tenth of the hashing
-time.  Without a listing, ``open_regular`` checks before the read and ``fstat`` after
+``fstat`` a file, not two: on small files a system call is a visible part of hashing
+one.  Without a listing, ``open_regular`` checks before the read and ``fstat`` after
 compares with it.
 """
 

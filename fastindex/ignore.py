@@ -5,8 +5,8 @@ gitignore lines (from ``.fastindexignore`` at the root, then ``--exclude`` patte
 matched on the root-relative path by ``pathspec``, plus a few names operating systems
 leave everywhere.  An ignored folder is not walked.
 
-The litter names are a set lookup per file; ``pathspec`` (about 2 µs per path) runs only
-when there are user rules, so a tree without rules pays nothing for them.
+The litter names are a set lookup per file; ``pathspec``, a far dearer match per path,
+runs only when there are user rules, so a tree without rules pays nothing for them.
 """
 
 from __future__ import annotations

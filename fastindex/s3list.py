@@ -1,13 +1,12 @@
 """A bucket's listings, read without botocore's response parser.
 
-botocore turns a 1,000-key ``ListObjectsV2`` page into dicts through its generic,
-model-driven XML parser: about 30 µs of CPU a key even with ``LastModified`` read by
-``fromisoformat``, half of all the CPU a bucket build spends (measured: 100k keys,
-py-spy).  Here boto3 still makes each request what it would be (the client's endpoint,
-addressing style, credentials and signature: ``generate_presigned_url``, with the
-``encoding-type=url`` botocore adds itself) and botocore's HTTP session sends it; only
-the answer is read differently, by ElementTree (C), and the four fields a listing
-needs are taken from it: about a quarter of the CPU.
+A ``ListObjectsV2`` page (up to 1,000 keys) is read here by ElementTree (C), taking only
+the four fields a listing needs, not by botocore's generic, model-driven XML parser,
+which is the largest part of a bucket build's CPU even with ``LastModified`` read by
+``fromisoformat``.  boto3 still makes each request what it would be (the client's
+endpoint, addressing style, credentials and signature: ``generate_presigned_url``, with
+the ``encoding-type=url`` botocore adds itself) and botocore's HTTP session sends it;
+only the answer is read differently.
 
 Anything unexpected (an HTTP error, an answer that is not a ``ListBucketResult``, a
 missing field) raises ``Unreadable``: the caller goes on with boto3's own paginator from
@@ -20,6 +19,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
+from datetime import datetime
 
 from fastindex.log import logger
 
@@ -100,7 +100,6 @@ def read_page(body: bytes) -> tuple[list[dict], list[str], str | None]:
     the last page)."""
     from botocore.compat import unquote_str
 
-    from fastindex.bucket import parse_timestamp
 
     root = ElementTree.fromstring(body)
     ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
@@ -132,3 +131,19 @@ def _text(item: ElementTree.Element, tag: str, empty: str | None = None) -> str:
     if text is None:
         raise ValueError(f"a listing entry without its {tag}")
     return text
+
+
+def parse_timestamp(value: str) -> datetime:
+    """A listing's ``LastModified`` (ISO 8601, ``2026-12-03T13:17:34.000Z``) as botocore
+    reads it, without dateutil, which is most of what botocore's own parser spends on a
+    page.  Anything ``fromisoformat`` does not read exactly (headers' RFC 1123 dates, Python
+    3.10's narrower ``fromisoformat``, a time without a zone) goes to botocore's."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        from botocore.utils import parse_timestamp as botocore_parse
+
+        return botocore_parse(value)
+    return parsed

@@ -1,6 +1,6 @@
 """Stage 4b: the two tables exactly as ONE reads them, as Arrow tables.
 
-The schemas below are the contract measured against one-api (see
+The schemas below are the contract checked against one-api (see
 ``docs/ONE-CONTRACT.md``).  ONE skips any table whose ``one_metadata``
 lacks ``date_created``.  The pandas metadata names the index columns: without it ONE
 sets the index itself with ``set_index(inplace=True)``, which warns under pandas 3.1.
@@ -92,8 +92,8 @@ def _to_arrow(frame: pl.DataFrame) -> pa.Table:
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table``'s columns in ``schema``'s order and types, without ``pyarrow.compute``.
 
-    ``Table.cast`` would do this, but its first use imports ``pyarrow.compute``, about
-    0.2 s of CPU: more than writing both tables.  The one retyping the tables need is
+    ``Table.cast`` would do this, but its first use imports ``pyarrow.compute``, which
+    costs more than writing both tables.  The one retyping the tables need is
     polars' ``large_string`` to ``string``, done here on the offsets buffer.
     """
     columns = []

@@ -54,7 +54,7 @@ class Listing:
     """One folder of a walk: its files, and what it did not walk, with reasons.
 
     A plain class with slots, not a dataclass: one is made per folder, and a dataclass's
-    ``__init__`` with list factories cost a tenth of a worker's time on a behaviour tree.
+    ``__init__`` with list factories is a visible part of a worker's time.
     """
 
     __slots__ = ("path", "rel", "sub", "files", "skipped", "stopped", "ignored", "error")

@@ -26,7 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fastindex
-from fastindex import bucket
+from fastindex import bucket, bucketlister, s3client, s3list
 from fastindex import problems as p
 from fastindex.cli import main
 from fastindex.update import update
@@ -75,9 +75,9 @@ def endpoint():
 def credentials(monkeypatch):
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
-    bucket._client.cache_clear()
-    bucket._session.cache_clear()  # they hold the credentials they found
-    bucket._core.cache_clear()
+    s3client._client.cache_clear()
+    s3client._session.cache_clear()  # they hold the credentials they found
+    s3client._core.cache_clear()
 
 
 def _put(endpoint: str, name: str, objects: dict[str, bytes]) -> None:
@@ -198,14 +198,14 @@ def test_a_key_deleted_between_listing_and_hashing_is_vanished(tmp_path, endpoin
     tree = write_tree(tmp_path / "t", BEHAVIOUR)
     url = _upload(endpoint, "vanish", tree)
     victim = f"data/{BEHAVIOUR[0]}"
-    listed = bucket.BucketLister._list_range
+    listed = bucketlister.BucketLister._list_range
 
     def list_then_delete(self, parent, names):
         folders = listed(self, parent, names)
         boto3.client("s3", endpoint_url=endpoint).delete_object(Bucket="vanish", Key=victim)
         return folders
 
-    monkeypatch.setattr(bucket.BucketLister, "_list_range", list_then_delete)
+    monkeypatch.setattr(bucketlister.BucketLister, "_list_range", list_then_delete)
     result = fastindex.build(url, tmp_path / "out", hash="md5", workers=1,
                              endpoint_url=endpoint)
     reasons = dict(zip(result.skipped["path"], result.skipped["reason"]))
@@ -365,7 +365,7 @@ def test_timestamps_are_read_as_botocore_reads_them(when, form) -> None:
             "offset": when.isoformat(),
             "header": email.utils.format_datetime(when.astimezone(timezone.utc), usegmt=True),
             "naive": when.replace(tzinfo=None).isoformat()}[form]
-    ours, theirs = bucket.parse_timestamp(text), botocore_parse(text)
+    ours, theirs = s3list.parse_timestamp(text), botocore_parse(text)
     assert ours == theirs
     assert ours.timestamp() == theirs.timestamp()
 
@@ -392,7 +392,7 @@ def test_range_listings_read_the_keys_sizes_etags_and_times_boto3_reads(tmp_path
     keys += [f"data/{SES}/alf/{name}/x.y.npy" for name in ODD_NAMES]  # odd folders
     _put(endpoint, "odd-names", {key: b"x" * (i % 7) for i, key in enumerate(keys)})
     root = bucket.BucketRoot.parse("s3://odd-names/data", endpoint)
-    reader = bucket.page_reader(root)
+    reader = s3client.page_reader(root)
     ours = [o for page in reader.pages("odd-names", "data/", "") for o in page]
     assert reader.on  # read here, not handed to boto3
     assert len(ours) == len(keys) > 1000
@@ -415,8 +415,6 @@ def test_a_page_the_reader_cannot_read_is_listed_by_boto3_from_the_last_key(
         tmp_path, endpoint, pages_bucket, monkeypatch) -> None:
     """The second page is refused by the reader: boto3's paginator lists the rest of
     the range from the last key given (two pages more), and the tables are whole."""
-    from fastindex import s3list
-
     url, read, pages = pages_bucket, s3list.read_page, []
 
     def second_refused(body: bytes):
@@ -429,7 +427,7 @@ def test_a_page_the_reader_cannot_read_is_listed_by_boto3_from_the_last_key(
     result = fastindex.build(url, tmp_path / "out", workers=1, endpoint_url=endpoint)
     assert len(pages) == 2  # the reader stopped at its first refusal
     assert result.n_datasets == len(PAGES)
-    assert not bucket.page_reader(bucket.BucketRoot.parse(url, endpoint)).on
+    assert not s3client.page_reader(bucket.BucketRoot.parse(url, endpoint)).on
 
 
 AMPLIFIED = (b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
@@ -460,8 +458,8 @@ def test_an_answer_that_would_expand_entities_is_not_read(tmp_path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{server.server_port}"
     try:
-        reader = bucket.page_reader(bucket.BucketRoot.parse("s3://b/data", endpoint))
-        with pytest.raises(bucket.Unreadable):
+        reader = s3client.page_reader(bucket.BucketRoot.parse("s3://b/data", endpoint))
+        with pytest.raises(s3list.Unreadable):
             next(reader.pages("b", "data/", ""))
         assert not reader.on
         line = _one_line(["build", "s3://b/data", "--out", str(tmp_path), "--endpoint-url",

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 import fastindex
 from fastindex import problems as p
-from fastindex.cli import _parser, main
+from fastindex.cli import main
+from fastindex.cli_parser import build_parser
 from fastindex.errors import ProblemsFound
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -239,7 +240,7 @@ def readme_synopses() -> dict[str, set[str]]:
 
 def test_every_readme_synopsis_matches_the_parser() -> None:
     shown = readme_synopses()
-    subparsers = next(a for a in _parser()._actions if a.dest == "command").choices
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command").choices
     assert set(shown) == set(subparsers)
     for name, parser in subparsers.items():
         options = {o for a in parser._actions for o in a.option_strings

@@ -12,7 +12,7 @@ import pytest
 from conftest import BEHAVIOUR, write_tree
 
 import fastindex
-from fastindex.cli import RUN_OPTIONS, _parser
+from fastindex.cli_parser import RUN_OPTIONS, build_parser
 from fastindex.errors import InputError
 from fastindex.hashing import Digests
 from fastindex.spec import DEFAULT_NAMESPACE, BuildSpec, RunSettings, options
@@ -28,7 +28,7 @@ def _options_of(parser) -> set[str]:
 
 
 def test_every_walking_command_takes_the_same_run_options() -> None:
-    subparsers = next(a for a in _parser()._actions if a.dest == "command").choices
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command").choices
     for name in WALKING:
         assert set(RUN_OPTIONS) <= _options_of(subparsers[name]), name
     # and the tree options wherever the spec is not taken from old tables

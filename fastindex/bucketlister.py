@@ -1,0 +1,255 @@
+"""A bucket's folders as the walk lists them: ``BucketLister`` and its entries.
+
+Paths are ``s3://bucket/key`` strings; an object is an ``os.DirEntry`` of a file
+(``ObjectEntry``, its stat an ``ObjectStat``: size, last-modified time, ETag), a common
+prefix one of a folder (``PrefixEntry``).  See ``bucket``'s docstring for the requests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from fastindex.s3client import REQUESTS_IN_FLIGHT, SCHEME, bucket_error, client, page_reader
+from fastindex.s3list import Unreadable
+
+if TYPE_CHECKING:
+    from fastindex.bucket import BucketRoot
+
+
+class ObjectStat:
+    """What the walk and the workers read of an object, as of a file's ``os.stat``."""
+
+    __slots__ = ("st_size", "st_mtime_ns", "etag")
+    st_mode = 0o100444  # a regular file anyone may read: the bucket's reader can
+    st_ctime_ns = 0
+
+    def __init__(self, size: int, mtime_ns: int, etag: str) -> None:
+        self.st_size, self.st_mtime_ns, self.etag = size, mtime_ns, etag
+
+
+class ObjectEntry:
+    """An object, as an ``os.DirEntry`` of a file."""
+
+    __slots__ = ("name", "path", "_stat")
+
+    def __init__(self, name: str, path: str, stat: ObjectStat) -> None:
+        self.name, self.path, self._stat = name, path, stat
+
+    def is_dir(self, follow_symlinks: bool = True) -> bool:
+        return False
+
+    def is_file(self, follow_symlinks: bool = True) -> bool:
+        return True
+
+    def is_symlink(self) -> bool:
+        return False
+
+    def stat(self, follow_symlinks: bool = True) -> ObjectStat:
+        return self._stat
+
+
+class PrefixEntry:
+    """A common prefix (``a/b/``), as an ``os.DirEntry`` of a folder."""
+
+    __slots__ = ("name", "path")
+
+    def __init__(self, name: str, path: str) -> None:
+        self.name, self.path = name, path
+
+    def is_dir(self, follow_symlinks: bool = True) -> bool:
+        return True
+
+    def is_file(self, follow_symlinks: bool = True) -> bool:
+        return False
+
+    def is_symlink(self) -> bool:
+        return False
+
+    def stat(self, follow_symlinks: bool = True):
+        raise NotADirectoryError(errno.ENOTSUP, "a prefix has no stat", self.path)
+
+
+def _mtime_ns(obj: dict) -> int:
+    return int(obj["LastModified"].timestamp()) * 1_000_000_000
+
+
+def _stat(obj: dict) -> ObjectStat:
+    return ObjectStat(obj["Size"], _mtime_ns(obj), obj.get("ETag", ""))
+
+
+class BucketLister:
+    """The walk's lister over a bucket (see ``bucket``'s docstring).
+
+    Paths are ``s3://bucket/key`` strings.  ``entries(path, rel)`` answers from a flat
+    listing started by ``start`` when ``path`` is inside one, else by one delimiter
+    listing (made ahead, on the threads, for each subfolder ``descend`` keeps).
+    """
+
+    def __init__(self, root: BucketRoot, descend: Callable[[str, str], bool]) -> None:
+        self.root = root
+        self._descend = descend
+        self._client = client(root)
+        self._threads = ThreadPoolExecutor(REQUESTS_IN_FLIGHT,
+                                           thread_name_prefix="fastindex-s3")
+        self.pool = self._threads  # objects are read on the listing threads
+        self._lock = threading.Lock()
+        self._flat: dict[str, Future] = {}  # folder path -> future of {folder: entries}
+        self._ahead: dict[str, Future] = {}  # folder path -> future of its entries
+
+    def __enter__(self) -> BucketLister:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=True, cancel_futures=True)
+
+    def start(self, path: str, rel: str) -> None:
+        """Nothing to begin: a folder's subfolders are listed ahead as it is listed, and
+        only a worker's batch is listed flat (``start_all``)."""
+
+    def is_folder(self, path: str) -> bool:
+        """Whether any key is below ``path``: one request."""
+        try:
+            page = self._client.list_objects_v2(Bucket=self.root.bucket,
+                                                Prefix=self._prefix(path), MaxKeys=1)
+        except Exception:
+            return False
+        return bool(page.get("KeyCount"))
+
+    def start_all(self, folders: list[tuple[str, str]]) -> None:
+        """List every key below each folder of a worker's batch, flat, on the threads.
+
+        A batch is one subject's date folders (or sessions), siblings whose keys are
+        contiguous in the bucket's order: they are listed as one range of the parent's
+        keys (``StartAfter`` the first, up to the last), 1,000 keys a request, not a
+        request or more per folder; each folder's listing is served from the range's.
+        """
+        by_parent: dict[str, list[str]] = {}
+        for path, _ in folders:
+            parent, _, name = path.rpartition("/")
+            by_parent.setdefault(parent, []).append(name)
+        with self._lock:
+            for parent, names in by_parent.items():
+                future = self._threads.submit(self._list_range, parent, sorted(names))
+                for name in names:
+                    self._flat.setdefault(f"{parent}/{name}", future)
+
+    def entries(self, path: str, rel: str) -> list:
+        if (future := self._range_of(path)) is not None:
+            return list(future.result().get(path, ()))
+        with self._lock:
+            future = self._ahead.pop(path, None)
+        entries = future.result() if future is not None else self._list_folder(path)
+        for entry in entries:
+            if entry.is_dir():
+                child = f"{rel}/{entry.name}" if rel else entry.name
+                if self._descend(child, entry.name):
+                    with self._lock:
+                        self._ahead[entry.path] = self._threads.submit(self._list_folder,
+                                                                       entry.path)
+        return entries
+
+    def _range_of(self, path: str) -> Future | None:
+        """The flat listing ``path`` is in: the folder's or its nearest listed parent's (a
+        lookup per level, not a scan of the batch's folders for every folder)."""
+        top = path
+        while len(top) > len(SCHEME):
+            if (future := self._flat.get(top)) is not None:
+                return future
+            top = top.rpartition("/")[0]
+        return None
+
+    def _prefix(self, path: str) -> str:
+        key = self.root.key(path)
+        return f"{key}/" if key else ""
+
+    def _list_folder(self, path: str) -> list:
+        """One folder: its objects and common prefixes (``Delimiter='/'``)."""
+        prefix = self._prefix(path)
+        try:
+            objects, prefixes = self._folder_listing(prefix)
+        except Exception as err:
+            raise bucket_error(err, self.root) from None
+        entries: list = []
+        for common in prefixes:
+            name = common[len(prefix):].rstrip("/")
+            entries.append(PrefixEntry(name, f"{path}/{name}"))
+        for obj in objects:
+            name = obj["Key"][len(prefix):]
+            if name:  # '' is the folder's own marker, made by consoles
+                entries.append(ObjectEntry(name, f"{path}/{name}", _stat(obj)))
+        return entries
+
+    def _folder_listing(self, prefix: str) -> tuple[list[dict], list[str]]:
+        """(objects, common prefixes) of one delimiter listing: by ``s3list`` while it
+        can read the pages, else by boto3's paginator, from the start."""
+        reader = page_reader(self.root)
+        if reader.on:
+            with contextlib.suppress(Unreadable):
+                return reader.folder(self.root.bucket, prefix)
+        objects: list[dict] = []
+        prefixes: list[str] = []
+        for page in self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.root.bucket, Prefix=prefix, Delimiter="/"):
+            prefixes += (common["Prefix"] for common in page.get("CommonPrefixes", ()))
+            objects += page.get("Contents", ())
+        return objects, prefixes
+
+    def _list_range(self, parent: str, names: list[str]) -> dict[str, list]:
+        """Every key below ``parent/NAME`` for each of ``names`` (sorted), in one listing
+        of the range from the first to the last: path -> entries, as a walk lists them."""
+        prefix = self._prefix(parent)
+        wanted = set(names)
+        end = f"{prefix}{names[-1]}/\U0010ffff"
+        folders: dict[str, list] = {parent: [], **{f"{parent}/{n}": [] for n in names}}
+        try:
+            for objects in self._range_pages(prefix, f"{prefix}{names[0]}"):
+                for obj in objects:
+                    key = obj["Key"]
+                    if key > end:
+                        return folders
+                    name, slash, rest = key[len(prefix):].partition("/")
+                    if slash and name in wanted:
+                        _place(folders, f"{parent}/{name}", rest, obj)
+        except Exception as err:
+            raise bucket_error(err, self.root) from None
+        return folders
+
+    def _range_pages(self, prefix: str, after: str) -> Iterator[list[dict]]:
+        """The objects after ``after`` under ``prefix``, a page at a time: read by
+        ``s3list`` while it can, then by boto3's paginator from the last key given."""
+        reader = page_reader(self.root)
+        if reader.on:
+            try:
+                for objects in reader.pages(self.root.bucket, prefix, after):
+                    yield objects
+                    if objects:
+                        after = objects[-1]["Key"]
+                return
+            except Unreadable:
+                pass
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.root.bucket, Prefix=prefix, StartAfter=after)
+        for page in pages:
+            yield page.get("Contents", ())
+
+
+def _place(folders: dict[str, list], top: str, rest: str, obj: dict) -> None:
+    """Put one key (``rest``, below ``top``) in its folder, making the folders above."""
+    *dirs, name = rest.split("/")
+    folder = top
+    for part in dirs:
+        child = f"{folder}/{part}"
+        if child not in folders:
+            folders[child] = []
+            folders[folder].append(PrefixEntry(part, child))
+        folder = child
+    if name:  # a key ending in '/' is a folder marker
+        folders[folder].append(ObjectEntry(name, f"{folder}/{name}", _stat(obj)))
