@@ -45,7 +45,7 @@ from pathlib import Path
 from bench_build import worktree
 from measure import machine, median, run, write_rows
 
-from fastindex.scan import ENV
+from fastindex.folderlister import ENV
 from fastindex.treegen import make_tree
 
 HERE = Path(__file__).resolve().parent

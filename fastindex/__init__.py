@@ -3,7 +3,7 @@
 from fastindex.build import build, check
 from fastindex.errors import FastindexError, InputError, LabError
 from fastindex.one_compat import make_parquet_db, setup, use_fastindex
-from fastindex.publish import ReleaseResult, release
+from fastindex.release import ReleaseResult, release
 from fastindex.results import BuildResult
 from fastindex.spec import BuildSpec, RunSettings
 from fastindex.version import __version__

@@ -88,7 +88,7 @@ class BucketRoot:
         """The key of an entry's path (``s3://bucket/key``)."""
         return path[len(SCHEME) + len(self.bucket) + 1:]
 
-    def lister(self, io, descend: Callable[[str, str], bool], where: str | None = None,
+    def lister(self, io, descend: Callable[[str, str], bool], probe_path: str | None = None,
                stat_files: bool = False) -> BucketLister:
         """Listings are requests on the lister's own threads, whatever ``io`` says."""
         return BucketLister(self, descend)

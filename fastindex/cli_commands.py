@@ -189,7 +189,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_release(args: argparse.Namespace) -> int:
-    from fastindex.publish import release
+    from fastindex.release import release
 
     try:
         result = release(args.root, args.out, allow_skipped=args.allow_skipped,

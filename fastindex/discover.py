@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 
 from fastindex import alf, walk
 from fastindex import problems as p
+from fastindex.folderlister import IoThreads
 from fastindex.problems import Problem
 from fastindex.safefile import is_temporary
-from fastindex.scan import IoThreads
 from fastindex.walk import Policy
 
 if TYPE_CHECKING:

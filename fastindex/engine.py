@@ -23,7 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from fastindex import alf, discover, ignore, scan
+from fastindex import alf, discover, folderlister, ignore
 from fastindex import problems as p
 from fastindex.discover import Folder, Session
 from fastindex.errors import FastindexError, InputError, LabError
@@ -78,7 +78,7 @@ class Engine:
         self.root = root
         self.settings = settings
         try:
-            self.io = scan.io_threads(settings.io_threads)
+            self.io = folderlister.io_threads(settings.io_threads)
         except ValueError as err:
             raise InputError(str(err)) from None
         self._stack = contextlib.ExitStack()
@@ -119,32 +119,32 @@ class Engine:
         listed_at_ns = time.time_ns()
         rules = ignore.read_rules(root, spec.exclude, spec.default_ignores)
         quiet = frozenset(quiet_paths) | root.own_files()
-        hashes = spec.digests.algorithms
+        algorithms = spec.digests.algorithms
         found = discover.Discovery()
         plan = IndexPlan(root, spec.id_namespace,
-                         Policy(spec.follow_symlinks, rules, quiet, TABLE_FILES), hashes,
+                         Policy(spec.follow_symlinks, rules, quiet, TABLE_FILES), algorithms,
                          DEFER_SIZE, self.io)
         futures = self._submit(discover.discover_root(plan, found), plan)  # before tqdm's thread
-        with _index_bar(progress, hashes, len(futures)) as bar:
-            if not hashes:  # Arrow and polars load while the workers index
+        with _index_bar(progress, algorithms, len(futures)) as bar:
+            if not algorithms:  # Arrow and polars load while the workers index
                 _merge_stage()
-            results, deferred = self._gather(futures, bar, hashes)
+            results, deferred = self._gather(futures, bar, algorithms)
             merge = _merge_stage()  # or, when hashing, while the large files are hashed
-            hashed, late_problems = _collect(deferred, bar)
+            hashed_late, late_problems = _collect(deferred, bar)
 
         sessions = [s for r in results for s in r.sessions]
         check_lab(sessions, spec.lab)
         eids = [e for r in results for e in r.eids]
         rows = [n for r in results for n in r.rows]
         late = [(results[batch].eids[pos], rel, digests)
-                for (batch, pos, rel), digests in ((job.key, d) for job, d in hashed)]
+                for (batch, pos, rel), digests in ((job.key, d) for job, d in hashed_late)]
         problems = merge.problems_frame(found.problems + late_problems,
                                         [r.problems for r in results])
         warned = problems["reason"].is_in(p.WARNINGS)  # rows kept, and reported
         warnings = [Problem(*row) for row in problems.filter(warned).iter_rows()]
         return TreeIndex(
             root, merge.sessions_frame(sessions, eids),
-            merge.datasets_frame([r.datasets for r in results], eids, rows, hashes, late),
+            merge.datasets_frame([r.datasets for r in results], eids, rows, algorithms, late),
             problems.filter(~warned), root.warnings() + warnings,
             dict(zip(eids, sessions)), listed_at_ns,
             found.ignored + sum(r.ignored for r in results), rules)
@@ -180,7 +180,7 @@ class Engine:
         return submitted
 
     def _gather(self, futures: list[tuple[Future, list[Folder]]], bar: tqdm,
-                hashes: tuple[str, ...]
+                algorithms: tuple[str, ...]
                 ) -> tuple[list[BatchResult], list[tuple[list[HashJob], Future]]]:
         """The batches' results, in submission order; the first failure stops the build.
 
@@ -193,8 +193,8 @@ class Engine:
         for done, future in enumerate(as_completed(order), 1):
             result = _result(future, futures[order[future]][1][0].rel or ".")
             jobs = _deferred_jobs(result, order[future])
-            deferred += self._submit_hashing(jobs, hashes)
-            if not hashes:
+            deferred += self._submit_hashing(jobs, algorithms)
+            if not algorithms:
                 bar.update(1)
                 continue
             total += result.nbytes + sum(j.size for j in jobs)
@@ -258,11 +258,11 @@ def _deferred_jobs(result: BatchResult, batch: int) -> list[HashJob]:
             for pos, rel, path, size in result.deferred]
 
 
-def _index_bar(progress: bool, hashes: tuple[str, ...], tasks: int) -> tqdm:
+def _index_bar(progress: bool, algorithms: tuple[str, ...], tasks: int) -> tqdm:
     """Tasks indexed (each a subject's sessions or date folders: the walk knows how
     many), or bytes hashed when hashing, whose total is known once every task is listed.
     """
-    if hashes:
+    if algorithms:
         return progress_bar(progress, "hashing", "B")
     return progress_bar(progress, "indexing", "task", tasks)
 
@@ -274,7 +274,7 @@ def _merge_stage():
     return merge
 
 
-def _result(future: Future, where: str):
+def _result(future: Future, first_folder: str):
     """A task's result; a failed or lost worker stops the build with a clear error."""
     try:
         return future.result()
@@ -282,5 +282,5 @@ def _result(future: Future, where: str):
         raise FastindexError(f"a worker process died while indexing; nothing was "
                              f"written ({err})") from err
     except Exception as err:
-        raise FastindexError(f"indexing failed in the task starting at {where}: "
+        raise FastindexError(f"indexing failed in the task starting at {first_folder}: "
                              f"{type(err).__name__}: {err}; nothing was written") from err

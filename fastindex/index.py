@@ -21,7 +21,7 @@ from fastindex import alf, buffers, hashing
 from fastindex import problems as p
 from fastindex.buffers import RawBatch
 from fastindex.discover import Discovery, Folder, Session, discover
-from fastindex.scan import IoThreads
+from fastindex.folderlister import IoThreads
 from fastindex.walk import Policy, walk
 
 if TYPE_CHECKING:

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from fastindex.errors import InputError
 
 if TYPE_CHECKING:
+    from fastindex.folderlister import IoThreads
     from fastindex.problems import Problem
-    from fastindex.scan import IoThreads
     from fastindex.spec import RunSettings
 
 #: (root-relative folder, name) -> whether a lister goes on below a subfolder.
@@ -82,10 +82,10 @@ class Root(Protocol):
     def join(self, rel: str) -> str:
         """The path of a root-relative posix path ``rel`` ('' is the root)."""
 
-    def lister(self, io: IoThreads, descend: Descend, where: str | None = None,
+    def lister(self, io: IoThreads, descend: Descend, probe_path: str | None = None,
                stat_files: bool = False) -> Lister:
         """A lister of this tree; ``descend`` says which subfolders to list ahead;
-        ``where``: the part of the tree it will list (its storage may differ from the
+        ``probe_path``: the part of the tree it will list (its storage may differ from the
         top's); ``stat_files``: fetch files' stats with the listing."""
 
     def read_small(self, name: str, cap: int) -> bytes | None:
@@ -142,11 +142,11 @@ class LocalRoot:
     def join(self, rel: str) -> str:
         return os.path.join(self.path, rel) if rel else str(self.path)
 
-    def lister(self, io: IoThreads, descend: Descend, where: str | None = None,
+    def lister(self, io: IoThreads, descend: Descend, probe_path: str | None = None,
                stat_files: bool = False) -> Lister:
-        from fastindex.scan import Lister as FolderLister
+        from fastindex.folderlister import FolderLister
 
-        return FolderLister(io, descend, where or str(self.path), stat_files)
+        return FolderLister(io, descend, probe_path or str(self.path), stat_files)
 
     def read_small(self, name: str, cap: int) -> bytes | None:
         from fastindex.safefile import read_regular
@@ -182,7 +182,7 @@ class LocalRoot:
         return os.path.join(self.path, "")
 
     def io_found(self) -> IoThreads | None:
-        from fastindex.scan import finding
+        from fastindex.folderlister import finding
 
         return finding(str(self.path))
 

@@ -86,7 +86,7 @@ class RunSettings:
     """How to run: where the work goes and what is shown; never recorded."""
 
     workers: int | None = None  # default: the CPUs this process may use; 1: in-process
-    io_threads: int | None = None  # listings in flight per process (scan.io_threads)
+    io_threads: int | None = None  # listings in flight per process (folderlister.io_threads)
     start_method: str | None = None  # of the default process pool
     executor: Executor | None = None  # any concurrent.futures.Executor
     client: Any = None  # a Dask client

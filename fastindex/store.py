@@ -211,11 +211,11 @@ def _read_table(pl, path: Path) -> pl.DataFrame:
         return pl.read_parquet(f)
 
 
-def _flock(fd: int, where: Path) -> None:
+def _flock(fd: int, path: Path) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise InputError(f"another fastindex build is writing tables in {where}; "
+        raise InputError(f"another fastindex build is writing tables in {path}; "
                          f"try again when it has finished") from None
 
 

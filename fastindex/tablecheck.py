@@ -33,71 +33,71 @@ DIGEST_FORMS = {column: "^[0-9a-f]{32}$" for column in hashing.COLUMNS.values()}
 ETAG_FORM = "^[\\x21-\\x7e]{1,200}$"
 
 
-def check_tables(sessions: pl.DataFrame, datasets: pl.DataFrame, where: str) -> None:
+def check_tables(sessions: pl.DataFrame, datasets: pl.DataFrame, named: str) -> None:
     """Refuse (``InputError``) tables whose columns or values fastindex cannot trust."""
     import polars as pl
 
     text = ("string", lambda t: t in (pl.String, pl.Null))
     integer = ("an integer", lambda t: t.is_integer())
     date = ("a date", lambda t: t in (pl.Date, pl.String))
-    _types(sessions, "sessions", where, {"id": text, "lab": text, "subject": text,
+    _types(sessions, "sessions", named, {"id": text, "lab": text, "subject": text,
                                          "date": date, "number": integer})
-    _types(datasets, "datasets", where, {
+    _types(datasets, "datasets", named, {
         "eid": text, "id": text, "rel_path": text, "file_size": integer, "hash": text,
         "exists": ("boolean", lambda t: t == pl.Boolean),
         **({"xxh3": text} if "xxh3" in datasets.columns else {}),
         **({"mtime_ns": integer} if "mtime_ns" in datasets.columns else {}),
         **({"etag": text} if "etag" in datasets.columns else {})})
-    _sessions(sessions, where)
-    _datasets(sessions, datasets, where)
+    _sessions(sessions, named)
+    _datasets(sessions, datasets, named)
 
 
-def _types(frame: pl.DataFrame, table: str, where: str, wanted: dict[str, tuple]) -> None:
+def _types(frame: pl.DataFrame, table: str, named: str, wanted: dict[str, tuple]) -> None:
     for column, (kind, ok) in wanted.items():
         if column not in frame.columns:
-            raise InputError(f"{where}: {table} has no {column} column")
+            raise InputError(f"{named}: {table} has no {column} column")
         if not ok(frame.schema[column]):
-            raise InputError(f"{where}: {table}.{column} is {frame.schema[column]}, "
+            raise InputError(f"{named}: {table}.{column} is {frame.schema[column]}, "
                              f"not {kind}")
 
 
-def _sessions(sessions: pl.DataFrame, where: str) -> None:
+def _sessions(sessions: pl.DataFrame, named: str) -> None:
     import polars as pl
 
-    _no_nulls(sessions, "sessions", ("id", "subject", "date", "number"), where)
+    _no_nulls(sessions, "sessions", ("id", "subject", "date", "number"), named)
     if sessions["id"].n_unique() != sessions.height:
-        raise InputError(f"{where}: sessions has repeated ids")
+        raise InputError(f"{named}: sessions has repeated ids")
     _each(sessions["subject"], lambda s: alf.SUBJECT_RE.fullmatch(s) is not None,
-          "sessions.subject", "is not an ALF subject", where)
+          "sessions.subject", "is not an ALF subject", named)
     _each(sessions["lab"].drop_nulls(), lambda s: s == "" or alf.LAB_RE.fullmatch(s) is not None,
-          "sessions.lab", "is not an ALF lab", where)
+          "sessions.lab", "is not an ALF lab", named)
     if sessions.schema["date"] == pl.String:
         _each(sessions["date"], lambda s: alf.DATE_RE.fullmatch(s) is not None
-              and alf.parse_date(s) is not None, "sessions.date", "is not a date", where)
+              and alf.parse_date(s) is not None, "sessions.date", "is not a date", named)
     bad = sessions.filter((pl.col("number") < 0) | (pl.col("number") > 999))
     if bad.height:
-        raise InputError(f"{where}: sessions.number {bad['number'][0]} is not a session "
+        raise InputError(f"{named}: sessions.number {bad['number'][0]} is not a session "
                          f"number (0 to 999)")
 
 
-def _datasets(sessions: pl.DataFrame, datasets: pl.DataFrame, where: str) -> None:
+def _datasets(sessions: pl.DataFrame, datasets: pl.DataFrame, named: str) -> None:
     import polars as pl
 
-    _no_nulls(datasets, "datasets", ("eid", "id", "rel_path", "file_size", "exists"), where)
+    _no_nulls(datasets, "datasets", ("eid", "id", "rel_path", "file_size", "exists"), named)
     _each(datasets["rel_path"], alf.is_rel_path, "datasets.rel_path",
-          "is not an ALF path below a session (collection/#revision#/name)", where)
+          "is not an ALF path below a session (collection/#revision#/name)", named)
     orphans = datasets.join(sessions.select(eid="id"), on="eid", how="anti")
     if orphans.height:
-        raise InputError(f"{where}: datasets.eid {orphans['eid'][0]!r} is not a session id")
+        raise InputError(f"{named}: datasets.eid {orphans['eid'][0]!r} is not a session id")
     if datasets.filter(pl.col("file_size") < 0).height:
-        raise InputError(f"{where}: datasets.file_size holds negative sizes")
+        raise InputError(f"{named}: datasets.file_size holds negative sizes")
     if "mtime_ns" in datasets.columns and datasets.filter(pl.col("mtime_ns") < 0).height:
-        raise InputError(f"{where}: datasets.mtime_ns holds negative times")
+        raise InputError(f"{named}: datasets.mtime_ns holds negative times")
     if "etag" in datasets.columns and datasets.schema["etag"] == pl.String:
         bad = datasets.filter(pl.col("etag").is_not_null()
                               & ~pl.col("etag").str.contains(ETAG_FORM))
         if bad.height:
-            raise InputError(f"{where}: datasets.etag {_shown(bad['etag'][0])} is not an "
+            raise InputError(f"{named}: datasets.etag {_shown(bad['etag'][0])} is not an "
                              f"ETag")
     for column, form in DIGEST_FORMS.items():
         if column not in datasets.columns or datasets.schema[column] == pl.Null:
@@ -106,21 +106,21 @@ def _datasets(sessions: pl.DataFrame, datasets: pl.DataFrame, where: str) -> Non
         bad = datasets.filter(value.is_not_null() & (value != "")
                               & ~value.str.contains(form))
         if bad.height:
-            raise InputError(f"{where}: datasets.{column} {_shown(bad[column][0])} is not "
+            raise InputError(f"{named}: datasets.{column} {_shown(bad[column][0])} is not "
                              f"a digest of its kind")
 
 
-def _no_nulls(frame: pl.DataFrame, table: str, columns: tuple[str, ...], where: str) -> None:
+def _no_nulls(frame: pl.DataFrame, table: str, columns: tuple[str, ...], named: str) -> None:
     for column in columns:
         if frame[column].null_count():
-            raise InputError(f"{where}: {table}.{column} has empty values")
+            raise InputError(f"{named}: {table}.{column} has empty values")
 
 
-def _each(values: pl.Series, ok, column: str, why: str, where: str) -> None:
+def _each(values: pl.Series, ok, column: str, why: str, named: str) -> None:
     """Check each distinct value once."""
     for value in values.unique().to_list():
         if not ok(value):
-            raise InputError(f"{where}: {column} {_shown(value)} {why}")
+            raise InputError(f"{named}: {column} {_shown(value)} {why}")
 
 
 def _shown(value) -> str:

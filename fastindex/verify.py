@@ -63,7 +63,7 @@ class VerifyResult:
 
     differences: pl.DataFrame  # kind, path, expected, found
     checked: int  # dataset rows compared
-    hashed: tuple[str, ...]
+    algorithms: tuple[str, ...]
 
     @property
     def ok(self) -> bool:
@@ -72,8 +72,9 @@ class VerifyResult:
     def summary(self) -> str:
         counts = self.differences["kind"].value_counts(sort=True).rows()
         found = ", ".join(f"{n} {kind}" for kind, n in counts) or "no differences"
-        hashed = f", content checked with {'+'.join(self.hashed)}" if self.hashed else ""
-        return f"{counted(self.checked, 'dataset')} checked{hashed}: {found}"
+        content = (f", content checked with {'+'.join(self.algorithms)}" if self.algorithms
+                   else "")
+        return f"{counted(self.checked, 'dataset')} checked{content}: {found}"
 
 
 def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None, *,
@@ -90,16 +91,16 @@ def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None,
                        .resolve())
     with Engine(root_path, settings) as engine:  # before the tables load polars
         tables = store.read("no table at {path}")
-        hashed = _digests_to_compare(tables.datasets, hash, store.folder)
+        algorithms = _digests_to_compare(tables.datasets, hash, store.folder)
         built = BuildSpec.from_provenance((tables.provenance or {}).get("options", {})
                                           ).confirmed(follow_symlinks, "verify")
         # as it was built (links, ignore rules), with string ids: rows are keyed by path
         spec = replace(BuildSpec(), follow_symlinks=built.follow_symlinks,
                        exclude=built.exclude, default_ignores=built.default_ignores,
-                       uuid_ids=False, digests=Digests(hashed))
+                       uuid_ids=False, digests=Digests(algorithms))
         fresh = engine.index(spec, store.own_files())
     differences = compare(tables.sessions, tables.datasets,
-                          one_paths(fresh.sessions, fresh.datasets), hashed)
+                          one_paths(fresh.sessions, fresh.datasets), algorithms)
     ids = tables.build_ids
     if ids[0] != ids[1]:
         import polars as pl
@@ -107,7 +108,7 @@ def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None,
         mismatch = pl.DataFrame({"kind": [TABLES], "path": [str(store.folder)],
                                  "expected": [str(ids[1])], "found": [str(ids[0])]})
         differences = pl.concat([differences, mismatch]).sort("kind", "path")
-    return VerifyResult(differences, tables.datasets.height, hashed)
+    return VerifyResult(differences, tables.datasets.height, algorithms)
 
 
 def verify_zip(path: str | os.PathLike, hash: bool = False, progress: bool = False
@@ -134,21 +135,21 @@ def verify_zip(path: str | os.PathLike, hash: bool = False, progress: bool = Fal
         (sessions, _), (datasets, meta) = (_table_member(archive, name, archive_path)
                                            for name in TABLE_FILES)
         check_tables(sessions, datasets, f"the tables in {archive_path}")
-        hashed = _digests_to_compare(datasets, hash, archive_path)
+        algorithms = _digests_to_compare(datasets, hash, archive_path)
         rows = one_paths(sessions, datasets).select("path", "file_size")
         with progress_bar(progress, "verifying", "B", int(rows["file_size"].sum() or 0)) as bar:
-            members, corrupt = _read_members(archive, rows, hashed, bar)
+            members, corrupt = _read_members(archive, rows, algorithms, bar)
         expected = set(rows["path"]) | set(TABLE_FILES) | set(_included(meta))
         corrupt += [(UNEXPECTED, name, None, str(archive.getinfo(name).file_size))
                     for name in names if name not in expected and not name.endswith("/")]
-    differences = compare(sessions, datasets, members, hashed)
+    differences = compare(sessions, datasets, members, algorithms)
     if corrupt:
         differences = pl.concat([differences, pl.DataFrame(
             corrupt, schema=differences.schema, orient="row")]).sort("kind", "path")
-    return VerifyResult(differences, datasets.height, hashed)
+    return VerifyResult(differences, datasets.height, algorithms)
 
 
-def _member_names(archive: zipfile.ZipFile, where: Path) -> list[str]:
+def _member_names(archive: zipfile.ZipFile, zip_path: Path) -> list[str]:
     """Every member's name, once each; a zip that could write outside the folder it is
     unpacked in (absolute or ``..`` names, links) or that holds a name twice (which
     copy is checked, which unpacked?) is refused."""
@@ -158,18 +159,18 @@ def _member_names(archive: zipfile.ZipFile, where: Path) -> list[str]:
         parts = name.rstrip("/").split("/")
         if (name.startswith("/") or "\\" in name or "\0" in name or ":" in parts[0]
                 or any(part in ("", ".", "..") for part in parts)):
-            raise InputError(f"{where}: member {name!r} is not a safe relative path; "
+            raise InputError(f"{zip_path}: member {name!r} is not a safe relative path; "
                              f"not a release")
         if stat.S_ISLNK(info.external_attr >> 16):
-            raise InputError(f"{where}: member {name!r} is a link; not a release")
+            raise InputError(f"{zip_path}: member {name!r} is a link; not a release")
         if name in seen:
-            raise InputError(f"{where}: member {name!r} appears twice; not a release")
+            raise InputError(f"{zip_path}: member {name!r} appears twice; not a release")
         seen.add(name)
         names.append(name)
     return names
 
 
-def _table_member(archive: zipfile.ZipFile, name: str, where: Path
+def _table_member(archive: zipfile.ZipFile, name: str, zip_path: Path
                   ) -> tuple[pl.DataFrame, dict]:
     """A table member and its ``fastindex`` metadata, read within bounds: its bytes at
     most ``TABLE_RATIO`` times what it takes in the zip (a member declaring a small size
@@ -180,23 +181,23 @@ def _table_member(archive: zipfile.ZipFile, name: str, where: Path
     try:
         info = archive.getinfo(name)
     except KeyError:
-        raise InputError(f"{where} holds no {name}: not a release") from None
+        raise InputError(f"{zip_path} holds no {name}: not a release") from None
     cap = TABLE_RATIO * info.compress_size + (1 << 20)
     try:
         with archive.open(info) as member:
             data = member.read(cap + 1)
         if len(data) > cap:
-            raise InputError(f"{where}: {name} inflates to more than {cap} bytes; refused")
+            raise InputError(f"{zip_path}: {name} inflates to more than {cap} bytes; refused")
         footer = pq.read_metadata(io.BytesIO(data))
         decoded = sum(footer.row_group(i).total_byte_size for i in range(footer.num_row_groups))
         if decoded > TABLE_RATIO * cap:
-            raise InputError(f"{where}: {name} declares {decoded} bytes of data; refused")
+            raise InputError(f"{zip_path}: {name} declares {decoded} bytes of data; refused")
         meta = footer.metadata or {}
         table = pl.read_parquet(io.BytesIO(data))
     except InputError:
         raise
     except Exception as err:  # zipfile, Arrow and polars raise several types
-        raise InputError(f"{where}: cannot read {name}: {err}") from None
+        raise InputError(f"{zip_path}: cannot read {name}: {err}") from None
     try:
         fastindex_meta = json.loads(meta.get(b"fastindex", b"{}"))
     except ValueError:
@@ -210,14 +211,14 @@ def _included(meta: dict) -> list[str]:
     return [n for n in included if isinstance(n, str)] if isinstance(included, list) else []
 
 
-def _read_members(archive: zipfile.ZipFile, rows: pl.DataFrame, hashed: tuple[str, ...],
+def _read_members(archive: zipfile.ZipFile, rows: pl.DataFrame, algorithms: tuple[str, ...],
                   bar) -> tuple[pl.DataFrame, list[tuple]]:
     """The members that rows name, as a tree's files: path, size and digests (read only
     where the size is the row's); and the members whose CRC-32 does not match."""
     import polars as pl
 
     found: dict[str, list] = {"path": [], "file_size": [],
-                              **{c: [] for c in Digests(hashed).columns}}
+                              **{c: [] for c in Digests(algorithms).columns}}
     corrupt = []
     buffer = bytearray(hashing.CHUNK)
     for name, size in rows.iter_rows():
@@ -229,14 +230,14 @@ def _read_members(archive: zipfile.ZipFile, rows: pl.DataFrame, hashed: tuple[st
         if info.file_size == size:
             try:
                 with archive.open(info) as member:
-                    digests = hashing.digest_stream(cast(hashing.Readable, member), hashed,
+                    digests = hashing.digest_stream(cast(hashing.Readable, member), algorithms,
                                                     buffer)[1]
             except UNREADABLE_ZIP as err:  # a CRC-32 that does not match, a bad header
                 corrupt.append((CONTENT, name, f"crc32:{info.CRC:08x}", str(err)))
                 continue
         found["path"].append(name)
         found["file_size"].append(info.file_size)
-        for algorithm in hashed:
+        for algorithm in algorithms:
             found[hashing.COLUMNS[algorithm]].append(digests.get(algorithm))
         bar.update(size)
     return pl.DataFrame(found, schema={"path": pl.String, "file_size": pl.UInt64,
@@ -244,13 +245,13 @@ def _read_members(archive: zipfile.ZipFile, rows: pl.DataFrame, hashed: tuple[st
                                           ("path", "file_size")}}), corrupt
 
 
-def _digests_to_compare(datasets: pl.DataFrame, hash: bool, where) -> tuple[str, ...]:
+def _digests_to_compare(datasets: pl.DataFrame, hash: bool, named) -> tuple[str, ...]:
     """With ``hash``, every digest the tables hold; refused when they hold none."""
     if not hash:
         return ()
     held = digests_held(datasets)
     if not held:
-        raise InputError(f"--hash: the tables in {where} hold no digests (built "
+        raise InputError(f"--hash: the tables in {named} hold no digests (built "
                          f"without --hash), so no content could be compared; verify "
                          f"without --hash compares sizes, or build with --hash md5")
     return held
@@ -268,7 +269,7 @@ def digests_held(datasets: pl.DataFrame) -> tuple[str, ...]:
 
 
 def compare(sessions: pl.DataFrame, datasets: pl.DataFrame, found: pl.DataFrame,
-            hashed: tuple[str, ...]) -> pl.DataFrame:
+            algorithms: tuple[str, ...]) -> pl.DataFrame:
     """Every difference between the tables' rows and the files ``found`` (path, size,
     digests: from a tree or a zip), sorted by kind and path."""
     import polars as pl
@@ -286,13 +287,13 @@ def compare(sessions: pl.DataFrame, datasets: pl.DataFrame, found: pl.DataFrame,
         (SIZE, pl.col("file_size") != pl.col("file_size_disk"), pl.col("file_size"),
          pl.col("file_size_disk")),
     ]
-    for algo in hashed:
+    for algo in algorithms:
         column = hashing.COLUMNS[algo]
         checks.append((CONTENT, (pl.col("file_size") == pl.col("file_size_disk"))
                        & (pl.col(column) != pl.col(f"{column}_disk")),
                        pl.lit(f"{algo}:") + pl.col(column),
                        pl.lit(f"{algo}:") + pl.col(f"{column}_disk")))
-    if not hashed and "etag" in ours.columns and "etag" in found.columns:
+    if not algorithms and "etag" in ours.columns and "etag" in found.columns:
         # a bucket's objects: a rewrite of the same size has a new ETag
         checks.append((CONTENT, (pl.col("file_size") == pl.col("file_size_disk"))
                        & (pl.col("etag") != pl.col("etag_disk")),

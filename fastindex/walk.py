@@ -8,7 +8,7 @@ entries, never raised.  A walk yields one ``Listing`` per folder (a generator st
 per folder, not per file: per file, Python's generator overhead would show on a
 million-file tree).
 
-Folders come from a lister (``scan.Lister``): anything with ``entries(path, rel)``
+Folders come from a lister (``folderlister.FolderLister``): anything with ``entries(path, rel)``
 giving ``os.DirEntry``-like objects (``name``, ``path``, ``is_dir``, ``is_file``,
 ``is_symlink``, ``stat``).  That is the seam where a second source of entries, such
 as an object store's listing, plugs in.

@@ -1,4 +1,4 @@
-"""Listings in flight (``scan.py``): any number of I/O threads gives the same tables."""
+"""Listings in flight (``folderlister.py``): any number of I/O threads gives the same tables."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from conftest import BEHAVIOUR, table_bytes, write_tree
 
 import fastindex
-from fastindex import scan
+from fastindex import folderlister
 from fastindex.cli import main
 from fastindex.treegen import make_tree
 from fastindex.verify import verify
@@ -51,9 +51,9 @@ def _build(root: Path, out: Path, **kwargs) -> tuple:
 @pytest.fixture
 def fresh_decisions():
     """Each test decides about its storage afresh (the finding is kept per process)."""
-    scan.StorageProbe.forget()
+    folderlister.StorageProbe.forget()
     yield
-    scan.StorageProbe.forget()
+    folderlister.StorageProbe.forget()
 
 
 def test_any_number_of_io_threads_gives_the_same_tables(messy_tree, tmp_path,
@@ -75,34 +75,35 @@ def test_hashing_on_io_threads_gives_the_same_digests(messy_tree, tmp_path) -> N
 
 
 class _Listers(list):
-    """The listers the walks of this process make (``scan.Lister``, recorded)."""
+    """The listers the walks of this process make (``folderlister.FolderLister``, recorded)."""
 
     def __init__(self, monkeypatch) -> None:
         super().__init__()
         listers = self
 
-        class Recorded(scan.Lister):
+        class Recorded(folderlister.FolderLister):
             def __init__(self, *args, **kwargs) -> None:
                 super().__init__(*args, **kwargs)
                 listers.append(self)
 
-        monkeypatch.setattr(scan, "Lister", Recorded)
+        monkeypatch.setattr(folderlister, "FolderLister", Recorded)
 
 
 @pytest.mark.parametrize("slow", [True, False])
 def test_slow_listings_turn_threads_on_and_fast_ones_do_not(messy_tree, tmp_path, monkeypatch,
                                                             fresh_decisions, slow) -> None:
     """The automatic default: timed listings decide, and the walk's result is the same."""
-    monkeypatch.setattr(scan, "SLOW_ENTRY_S", -1.0 if slow else float("inf"))
+    monkeypatch.setattr(folderlister, "SLOW_ENTRY_S", -1.0 if slow else float("inf"))
     listers = _Listers(monkeypatch)
     expected = _build(messy_tree, tmp_path / "serial", workers=1, io_threads=0)
     assert listers and not any(lister.turned_on for lister in listers)
-    assert scan.finding(str(messy_tree)) is None  # told 0 threads: nothing timed
+    assert folderlister.finding(str(messy_tree)) is None  # told 0 threads: nothing timed
     listers.clear()
     assert _build(messy_tree, tmp_path / "auto", workers=1) == expected
     assert listers and any(lister.turned_on for lister in listers) == slow
     # later walks on the device, and workers told of it, need not time again
-    assert scan.finding(str(messy_tree)) == scan.IoThreads(scan.DEFAULT_THREADS if slow else 0)
+    threads = folderlister.DEFAULT_THREADS if slow else 0
+    assert folderlister.finding(str(messy_tree)) == folderlister.IoThreads(threads)
     listers.clear()
     assert _build(messy_tree, tmp_path / "again", workers=1) == expected
     assert listers and not any(lister.turned_on for lister in listers)
@@ -113,24 +114,25 @@ def test_a_lister_remembers_its_decision_where_it_is_told(tmp_path, monkeypatch,
                                                           fresh_decisions, slow) -> None:
     """``decisions``: what the timed listings found, kept for the next walks given the
     same mapping; they start threaded, or serial, without timing again."""
-    monkeypatch.setattr(scan, "SLOW_ENTRY_S", -1.0 if slow else float("inf"))
+    monkeypatch.setattr(folderlister, "SLOW_ENTRY_S", -1.0 if slow else float("inf"))
     root = write_tree(tmp_path / "t", BEHAVIOUR)
     folders = sorted({str(p.parent) for p in root.rglob("*.npy")})
     decisions: dict[int, bool] = {}
     for walk in ("first", "again"):
-        with scan.Lister(scan.IoThreads(), lambda rel, name: True, str(root),
+        with folderlister.FolderLister(folderlister.IoThreads(), lambda rel, name: True, str(root),
                          decisions=decisions) as lister:
             for folder in folders:
                 assert {e.name for e in lister.entries(folder, "")} == set(os.listdir(folder))
             assert lister.turned_on == (slow and walk == "first")
             assert lister.pool.on == slow
         assert decisions == {os.stat(root).st_dev: slow}
-    assert scan.finding(str(root)) is None  # kept there, not in the process's
+    assert folderlister.finding(str(root)) is None  # kept there, not in the process's
 
 
 def test_a_listing_error_is_the_walks_to_report(tmp_path) -> None:
     for threads in (0, 4):
-        with scan.Lister(scan.IoThreads(threads), lambda rel, name: True, str(tmp_path)) as s:
+        with folderlister.FolderLister(folderlister.IoThreads(threads), lambda rel, name: True,
+                                       str(tmp_path)) as s:
             s.start(str(tmp_path / "missing"), "missing")
             with pytest.raises(FileNotFoundError):
                 s.entries(str(tmp_path / "missing"), "missing")
@@ -142,13 +144,13 @@ def test_a_listing_error_is_the_walks_to_report(tmp_path) -> None:
 def test_update_and_verify_take_io_threads(messy_tree, tmp_path, monkeypatch) -> None:
     """Each command's --io-threads reaches the walks (in this process: one worker)."""
     asked = []
-    init = scan.Lister.__init__
+    init = folderlister.FolderLister.__init__
 
     def spy(self, io, *args, **kwargs):
         asked.append(io.threads)
         init(self, io, *args, **kwargs)
 
-    monkeypatch.setattr(scan.Lister, "__init__", spy)
+    monkeypatch.setattr(folderlister.FolderLister, "__init__", spy)
     out = tmp_path / "out"
     out.mkdir()
     fastindex.build(messy_tree, out, hash="xxh3", exclude=["scratch/"], io_threads=8,
@@ -166,14 +168,14 @@ def test_update_and_verify_take_io_threads(messy_tree, tmp_path, monkeypatch) ->
 
 def test_io_threads_from_the_environment_and_bad_values(tmp_path, monkeypatch, capsys) -> None:
     write_tree(tmp_path / "root", BEHAVIOUR)
-    monkeypatch.setenv(scan.ENV, "5")
-    assert scan.io_threads() == scan.IoThreads(5)
-    assert scan.io_threads(2) == scan.IoThreads(2)  # the argument wins
-    monkeypatch.setenv(scan.ENV, "many")
+    monkeypatch.setenv(folderlister.ENV, "5")
+    assert folderlister.io_threads() == folderlister.IoThreads(5)
+    assert folderlister.io_threads(2) == folderlister.IoThreads(2)  # the argument wins
+    monkeypatch.setenv(folderlister.ENV, "many")
     assert main(["build", str(tmp_path / "root"), "--quiet"]) == 2
     assert "FASTINDEX_IO_THREADS='many'" in capsys.readouterr().err
     assert not (tmp_path / "root" / "datasets.pqt").exists()
-    monkeypatch.delenv(scan.ENV)
+    monkeypatch.delenv(folderlister.ENV)
     with pytest.raises(SystemExit) as exit_:
         main(["build", str(tmp_path / "root"), "--io-threads", "-1"])
     assert exit_.value.code == 2

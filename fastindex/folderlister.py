@@ -2,12 +2,12 @@
 
 Three jobs, one class each: ``StorageProbe`` finds whether the storage is slow,
 ``IoPool`` holds the process's I/O threads (listings and, on slow storage, hashing),
-and ``Lister`` lists a subtree ahead of the walk on them.
+and ``FolderLister`` lists a subtree ahead of the walk on them.
 
 On network storage (NFS, Lustre, SMB, object-store mounts) every listing and every
 stat is a round trip to a server, and a walk is a chain of them: a folder must be
 listed before its subfolders can be, and a file looked up before its size is known.
-A walk that makes them one at a time waits out every round trip.  ``Lister`` lists a
+A walk that makes them one at a time waits out every round trip.  ``FolderLister`` lists a
 subtree ahead of the walk on a pool of threads (``os.scandir`` and ``os.stat`` release
 the GIL): each listing, as it returns, starts the listings of its subfolders, so there
 are as many requests in flight as threads, while the walk itself stays one loop that
@@ -102,7 +102,7 @@ class StorageProbe:
     ``finding``) start threaded, or serial, at once; ``forget`` clears the process's.
     """
 
-    def __init__(self, io: IoThreads, where: str,
+    def __init__(self, io: IoThreads, probe_path: str,
                  decisions: MutableMapping[int, bool] | None = None) -> None:
         self.threads = io.start()  # threads to begin with
         self._decisions = _slow_devices if decisions is None else decisions
@@ -110,7 +110,7 @@ class StorageProbe:
         self._timed: list[float] | None = None  # seconds per entry, while deciding
         if io.threads is None:
             try:
-                self._device = os.stat(where).st_dev
+                self._device = os.stat(probe_path).st_dev
             except OSError:
                 pass
             slow = None if self._device is None else self._decisions.get(self._device)
@@ -171,7 +171,7 @@ class IoPool:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-class Lister:
+class FolderLister:
     """A local tree's ``root.Lister``: lists folders for a walk, ahead of it when its
     pool has threads.
 
@@ -180,14 +180,14 @@ class Lister:
     with each entry's type, and with ``stat_files`` each file's stat, already fetched
     into the ``os.DirEntry`` (which keeps them), or raises the listing's ``OSError``.  A
     walk asks for a folder only after its parent's listing, so a started subtree is
-    always found started.  ``where``: a path on the storage, which ``StorageProbe``
+    always found started.  ``probe_path``: a path on the storage, which ``StorageProbe``
     times when ``io`` is automatic (``decisions``: where it remembers what it found,
     see ``StorageProbe``).  ``pool`` is the process's I/O threads, lent to hashing too;
     ``turned_on`` says whether this walk's timed listings found the storage slow and
     turned them on.  Listings never asked for are dropped at ``close``.
     """
 
-    def __init__(self, io: IoThreads, descend: Descend, where: str,
+    def __init__(self, io: IoThreads, descend: Descend, probe_path: str,
                  stat_files: bool = False,
                  decisions: MutableMapping[int, bool] | None = None) -> None:
         self._descend = descend
@@ -195,14 +195,14 @@ class Lister:
         self._pending: dict[str, Future] = {}
         self._planned: dict[str, str] = {}  # started before the threads were on
         self._lock = threading.Lock()
-        self._probe = StorageProbe(io, where, decisions)
+        self._probe = StorageProbe(io, probe_path, decisions)
         self.pool = IoPool(self._probe.threads)
         self.turned_on = False
         #: no threads and nothing to time: every listing is a plain ``scandir`` (the
         #: common case, a local disk, checked once per folder)
         self._serial = not self.pool.on and not self._probe.deciding
 
-    def __enter__(self) -> Lister:
+    def __enter__(self) -> FolderLister:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -296,7 +296,7 @@ class Lister:
         except BaseException as err:
             future.set_exception(err)
             return
-        listing = _Listing(entries, rel, future, max(1, -(-len(entries) // FETCH_CHUNK)))
+        listing = _Fetching(entries, rel, future, max(1, -(-len(entries) // FETCH_CHUNK)))
         for i in range(FETCH_CHUNK, len(entries), FETCH_CHUNK):
             try:
                 if self.pool.submit(self._fetch_chunk, listing, i) is None:
@@ -305,7 +305,7 @@ class Lister:
                 return
         self._fetch_chunk(listing, 0)
 
-    def _fetch_chunk(self, listing: _Listing, i: int) -> None:
+    def _fetch_chunk(self, listing: _Fetching, i: int) -> None:
         """One chunk of a listing's entries; the last chunk done completes the listing
         and starts its subfolders, so no thread ever waits for another."""
         try:
@@ -326,7 +326,7 @@ class Lister:
 
 
 @dataclass
-class _Listing:
+class _Fetching:
     """A folder's entries while their types and stats are being fetched, in chunks."""
 
     entries: list[os.DirEntry]

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from fastindex import archive, log, scan
+from fastindex import archive, folderlister, log
 from fastindex import problems as p
 from fastindex.alf import one_paths
 from fastindex.engine import Engine, TreeIndex
@@ -154,10 +154,10 @@ def _read_threads(root: Path, settings: RunSettings) -> int:
     as the check's walk found the storage needs (a network file system's reads are round
     trips), and none on a local disk, where they cost more in hand-offs of the GIL than
     they save."""
-    given = scan.io_threads(settings.io_threads).threads
+    given = folderlister.io_threads(settings.io_threads).threads
     if given is not None:
         return given
-    found = scan.finding(str(root))
+    found = folderlister.finding(str(root))
     return found.threads or 0 if found is not None else 0
 
 
