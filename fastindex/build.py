@@ -22,7 +22,7 @@ from fastindex.spec import BuildSpec, RunSettings, options
 from fastindex.store import TableStore
 
 
-def build(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
+def build(root: str | os.PathLike | Root, out_dir: str | os.PathLike | None = None, *,
           strict: bool = False, quiet_paths: Iterable[str | os.PathLike] = (),
           **given) -> BuildResult:
     """Index the ALF tree under ``root`` and write ``sessions.pqt`` and ``datasets.pqt``.
@@ -79,7 +79,7 @@ def build_in(store: TableStore, root: Root, how: tuple[BuildSpec, RunSettings],
     return index, store.write(index, spec, started)
 
 
-def check(root: str | os.PathLike, **given) -> TreeIndex:
+def check(root: str | os.PathLike | Root, **given) -> TreeIndex:
     """What a build of ``root`` would index and skip, without writing anything.
 
     Takes the options of ``build``; ids are ONE's strings (they are not written).

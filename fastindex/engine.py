@@ -42,9 +42,6 @@ if TYPE_CHECKING:
     from fastindex.root import Root
     from fastindex.spec import BuildSpec, RunSettings
 
-#: When hashing, files this large are hashed as tasks of their own (work balance).
-DEFER_SIZE = 64 << 20
-
 
 @dataclass
 class TreeIndex:
@@ -123,7 +120,7 @@ class Engine:
         found = discover.Discovery()
         plan = IndexPlan(root, spec.id_namespace,
                          Policy(spec.follow_symlinks, rules, quiet, TABLE_FILES), algorithms,
-                         DEFER_SIZE, self.io)
+                         self.settings.defer_size, self.io)
         futures = self._submit(discover.discover_root(plan, found), plan)  # before tqdm's thread
         with _index_bar(progress, algorithms, len(futures)) as bar:
             if not algorithms:  # Arrow and polars load while the workers index

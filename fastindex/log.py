@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("fastindex")
 
 
-def outcome(what: str, root: str | os.PathLike, result: BuildResult) -> None:
+def outcome(what: str, root: object, result: BuildResult) -> None:
     """Log a build's summary (INFO) and what it left out (WARNING)."""
     logger.info("%s %s: %s", what, root, result.summary())
     reasons = Counter(result.skipped["reason"].to_list())

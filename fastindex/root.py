@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from fastindex.errors import InputError
 
@@ -67,6 +67,7 @@ class Lister(Protocol):
         """Whether ``path`` is a folder (holds entries), without raising."""
 
 
+@runtime_checkable
 class Root(Protocol):
     """A tree to index (see the module's docstring)."""
 
@@ -197,13 +198,18 @@ class LocalRoot:
         return self.path if given is None else given
 
 
-def open_root(given: str | os.PathLike, settings: RunSettings | None = None) -> Root:
+def open_root(given: str | os.PathLike | Root, settings: RunSettings | None = None
+              ) -> Root:
     """The root the user named, checked, or a clear refusal before any work is done.
 
     An ``s3://`` URL is a bucket's tree where ``settings`` (its endpoint and signing)
     are given: the commands that only read (build, check, update, verify) take buckets.
+    A ``Root`` the caller made is taken as it is.
     """
     from fastindex import bucket
+
+    if isinstance(given, Root):
+        return given
 
     if settings is not None and bucket.is_url(given):
         return bucket.open_bucket(str(given), settings.endpoint_url, settings.anonymous)

@@ -94,10 +94,14 @@ class RunSettings:
     progress: bool = False
     endpoint_url: str | None = None  # an S3-compatible store's, for s3:// roots
     anonymous: bool = False  # read a public bucket without signing (--no-sign-request)
+    #: when hashing, files this large are hashed as tasks of their own, so that one huge
+    #: file does not hold up a worker's batch
+    defer_size: int = 64 << 20
 
     def __post_init__(self) -> None:
         _check_count("workers", self.workers, 1, MAX_WORKERS)
         _check_count("io_threads", self.io_threads, 0, MAX_IO_THREADS)
+        _check_count("defer_size", self.defer_size, 1, 1 << 62)
 
 
 #: Worker processes at most: more than any machine's cores is only a fork bomb (the

@@ -21,7 +21,7 @@ from fastindex.errors import InputError
 from fastindex.hashing import Digests
 from fastindex.progress import counted
 from fastindex.results import BuildResult, StoredTables
-from fastindex.root import open_root
+from fastindex.root import Root, open_root
 from fastindex.spec import BuildSpec, options
 from fastindex.store import TableStore
 
@@ -52,7 +52,7 @@ class UpdateResult:
         return f"{self.build.summary()}; {how}"
 
 
-def update(root: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
+def update(root: str | os.PathLike | Root, out_dir: str | os.PathLike | None = None, *,
            hash: str | None = None, namespace: str | None = None,
            keep_missing: bool = False, force: bool = False, follow_symlinks: bool = False,
            **run) -> UpdateResult:

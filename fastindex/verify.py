@@ -27,7 +27,7 @@ from fastindex.engine import Engine
 from fastindex.errors import InputError
 from fastindex.hashing import Digests
 from fastindex.progress import counted, progress_bar
-from fastindex.root import open_root
+from fastindex.root import Root, open_root
 from fastindex.spec import BuildSpec, options
 from fastindex.store import TableStore
 from fastindex.tablecheck import check_tables
@@ -77,7 +77,7 @@ class VerifyResult:
         return f"{counted(self.checked, 'dataset')} checked{content}: {found}"
 
 
-def verify(root: str | os.PathLike, tables_dir: str | os.PathLike | None = None, *,
+def verify(root: str | os.PathLike | Root, tables_dir: str | os.PathLike | None = None, *,
            hash: bool = False, follow_symlinks: bool = False, **run) -> VerifyResult:
     """Compare the tree under ``root`` with the tables in ``tables_dir`` (default: root).
 

@@ -8,6 +8,7 @@ tree must give the same tables.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import email.utils
 import os
 import shutil
@@ -26,7 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fastindex
-from fastindex import bucket, bucketlister, s3client, s3list
+from fastindex import bucket, s3client, s3list
 from fastindex import problems as p
 from fastindex.cli import main
 from fastindex.update import update
@@ -193,21 +194,25 @@ def test_more_than_a_page_of_keys_under_one_prefix(tmp_path, endpoint, pages_buc
     assert result.n_datasets == len(PAGES) > 1000
 
 
-def test_a_key_deleted_between_listing_and_hashing_is_vanished(tmp_path, endpoint,
-                                                                monkeypatch) -> None:
+@dataclasses.dataclass(frozen=True)
+class _DeletingBucket(bucket.BucketRoot):
+    """A bucket tree whose ``victim`` key is deleted right before it is read: after the
+    listing, before the hashing, as another writer would."""
+
+    victim: str = ""
+
+    def digest(self, path, algorithms, buffer, listed=None):
+        if self.key(path) == self.victim:
+            boto3.client("s3", endpoint_url=self.endpoint_url).delete_object(
+                Bucket=self.bucket, Key=self.victim)
+        return super().digest(path, algorithms, buffer, listed)
+
+
+def test_a_key_deleted_between_listing_and_hashing_is_vanished(tmp_path, endpoint) -> None:
     tree = write_tree(tmp_path / "t", BEHAVIOUR)
-    url = _upload(endpoint, "vanish", tree)
-    victim = f"data/{BEHAVIOUR[0]}"
-    listed = bucketlister.BucketLister._list_range
-
-    def list_then_delete(self, parent, names):
-        folders = listed(self, parent, names)
-        boto3.client("s3", endpoint_url=endpoint).delete_object(Bucket="vanish", Key=victim)
-        return folders
-
-    monkeypatch.setattr(bucketlister.BucketLister, "_list_range", list_then_delete)
-    result = fastindex.build(url, tmp_path / "out", hash="md5", workers=1,
-                             endpoint_url=endpoint)
+    _upload(endpoint, "vanish", tree)
+    root = _DeletingBucket("vanish", "data", endpoint, victim=f"data/{BEHAVIOUR[0]}")
+    result = fastindex.build(root, tmp_path / "out", hash="md5", workers=1)
     reasons = dict(zip(result.skipped["path"], result.skipped["reason"]))
     assert reasons == {BEHAVIOUR[0]: p.VANISHED}
     assert result.n_datasets == len(BEHAVIOUR) - 1

@@ -13,7 +13,7 @@ from conftest import BEHAVIOUR, table_bytes, write_tree
 
 import fastindex
 from fastindex import hashing
-from fastindex.engine import Engine
+from fastindex.index import hash_files
 
 SIZES = [0, 1, hashing.CHUNK - 1, hashing.CHUNK, hashing.CHUNK + 1, 3 * hashing.CHUNK + 7]
 
@@ -53,19 +53,19 @@ def _disk_paths(root, ds) -> list[str]:
 
 
 @pytest.mark.parametrize("choice", ["md5", "xxh3", "xxh3+md5"])
-def test_build_hashes_every_file(tmp_path, monkeypatch, choice) -> None:
-    monkeypatch.setattr("fastindex.engine.DEFER_SIZE", hashing.CHUNK)  # defer the big one
+def test_build_hashes_every_file(tmp_path, choice) -> None:
     deferred = []
-    submit = Engine._submit_hashing
 
-    def spy(self, jobs, algorithms, per_task=1):
-        deferred.extend(job.shown for job in jobs)
-        return submit(self, jobs, algorithms, per_task)
+    class Recording(ThreadPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            if fn is hash_files:  # a task of its own: (root, paths, algorithms)
+                deferred.extend(args[1])
+            return super().submit(fn, *args, **kwargs)
 
-    monkeypatch.setattr(Engine, "_submit_hashing", spy)
     root = _tree(tmp_path)
-    result = fastindex.build(root, workers=2, hash=choice)
-    assert deferred == [BEHAVIOUR[0]]  # hashed as a task of its own, and only it
+    with Recording(2) as pool:  # the big file is deferred, the others are not
+        result = fastindex.build(root, executor=pool, hash=choice, defer_size=hashing.CHUNK)
+    assert deferred == [str(root / BEHAVIOUR[0])]  # hashed as a task of its own, and only it
     ds = pl.read_parquet(root / "datasets.pqt")
     paths = [root / p for p in _disk_paths(root, ds)]
     if "md5" in choice:
@@ -80,15 +80,14 @@ def test_build_hashes_every_file(tmp_path, monkeypatch, choice) -> None:
     assert result.n_datasets == len(BEHAVIOUR)
 
 
-def test_hashing_serial_and_parallel_agree(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr("fastindex.engine.DEFER_SIZE", hashing.CHUNK)
+def test_hashing_serial_and_parallel_agree(tmp_path) -> None:
     root = _tree(tmp_path)
     outs = []
     for i, kwargs in enumerate([dict(workers=1), dict(workers=2),
                                 dict(executor=ThreadPoolExecutor(2))]):
         out = tmp_path / f"o{i}"
         out.mkdir()
-        fastindex.build(root, out, hash="xxh3+md5", **kwargs)
+        fastindex.build(root, out, hash="xxh3+md5", defer_size=hashing.CHUNK, **kwargs)
         outs.append(table_bytes(out / "datasets.pqt"))
     assert outs[0] == outs[1] == outs[2]
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import fcntl
 import json
+import multiprocessing
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -201,13 +203,20 @@ def _die(*args):
     os._exit(1)
 
 
-def test_a_killed_worker_fails_the_build_and_keeps_the_old_tables(tmp_path, monkeypatch):
+class _DyingWorkers(ProcessPoolExecutor):
+    """Worker processes that die in the first task they run."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        return super().submit(_die)
+
+
+def test_a_killed_worker_fails_the_build_and_keeps_the_old_tables(tmp_path):
     root = write_tree(tmp_path / "t", BEHAVIOUR)
     fastindex.build(root, workers=1)
     before = (root / "datasets.pqt").read_bytes()
-    monkeypatch.setattr("fastindex.engine.index_sessions", _die)
-    with pytest.raises(fastindex.FastindexError, match="worker process died"):
-        fastindex.build(root, workers=2, start_method="fork")
+    with _DyingWorkers(2, mp_context=multiprocessing.get_context("fork")) as pool:
+        with pytest.raises(fastindex.FastindexError, match="worker process died"):
+            fastindex.build(root, executor=pool)
     assert (root / "datasets.pqt").read_bytes() == before
 
 

@@ -195,11 +195,11 @@ def test_a_file_nobody_may_read_is_reported_not_indexed(tmp_path) -> None:
     assert result.n_datasets == len(BEHAVIOUR) - 1
 
 
-def test_hashing_progress_counts_each_byte_once(tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr("fastindex.engine.DEFER_SIZE", 1000)  # two files hashed apart
+def test_hashing_progress_counts_each_byte_once(tmp_path, capsys) -> None:
+    # two files hashed apart: defer_size
     root = write_tree(tmp_path / "t", {f"{SES}/alf/a.b.npy": 3000, f"{SES}/alf/c.d.npy": 2000,
                                        f"{SES}/alf/e.f.npy": 500, f"{SES}/alf/g.h.npy": 500})
-    fastindex.build(root, workers=1, hash="xxh3", progress=True)
+    fastindex.build(root, workers=1, hash="xxh3", progress=True, defer_size=1000)
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "100%" in last and "6.00k/6.00k" in last, last  # a total, reached once
 
