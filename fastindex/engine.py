@@ -265,7 +265,8 @@ def _index_bar(progress: bool, algorithms: tuple[str, ...], tasks: int) -> tqdm:
 
 
 def _merge_stage():
-    """The merge stage's module: importing it loads Arrow and polars (0.3 s of CPU)."""
+    """The merge stage's module: importing it loads Arrow and polars, so it is imported only
+    once the workers run (or while they hash)."""
     from fastindex import merge
 
     return merge

@@ -38,8 +38,7 @@ def uuid3_from_md5(digest: pl.Expr) -> pl.Expr:
 def sessions_frame(sessions: list[Session], eids: list[str]) -> pl.DataFrame:
     """One row per session, sorted by id.
 
-    Dates and numbers are parsed by polars, column-wise: per session in Python, this
-    was a tenth of the merge at a million files.
+    Dates and numbers are parsed by polars, column-wise, not per session in Python.
     """
     labs, subjects, dates, numbers = (
         map(list, zip(*(s.parts for s in sessions))) if sessions else ([], [], [], []))
