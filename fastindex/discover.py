@@ -122,8 +122,8 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
     for listing in walk.walk(root, rel, policy, lister, stop=stop, ordered=True):
         found.ignored += listing.ignored
         if listing.error is not None:
-            found.problems.append(Problem(p.display_path(listing.rel or "."), p.UNREADABLE,
-                                          str(listing.error)))
+            found.problems.append(p.problem(listing.rel or ".", p.UNREADABLE,
+                                            str(listing.error)))
             continue
         for entry in listing.stopped:
             entry_rel = alf.join(listing.rel, entry.name)
@@ -173,7 +173,7 @@ def _outside_sessions(found: Discovery, listing: walk.Listing, policy: walk.Poli
         if path in policy.quiet_paths or (
                 at_root and is_temporary(name, policy.quiet_temporaries)):
             continue
-        found.problems.append(Problem(p.display_path(alf.join(listing.rel, name)), reason))
+        found.problems.append(p.problem(alf.join(listing.rel, name), reason))
 
 
 #: Reasons of skipped entries that are about folders, kept outside sessions too.
@@ -221,11 +221,10 @@ def reject(found: Discovery, session: Session, policy: walk.Policy, reason: str,
     for listing in walk.walk(session.path, session.rel, policy, lister):
         found.ignored += listing.ignored
         if listing.error is not None:
-            found.problems.append(Problem(p.display_path(listing.rel or "."), p.UNREADABLE,
-                                          str(listing.error)))
+            found.problems.append(p.problem(listing.rel or ".", p.UNREADABLE,
+                                            str(listing.error)))
             continue
         for name in [e.name for e in listing.files] + [name for name, _ in listing.skipped]:
-            found.problems.append(Problem(p.display_path(alf.join(listing.rel, name)),
-                                          reason, detail))
+            found.problems.append(p.problem(alf.join(listing.rel, name), reason, detail))
     if len(found.problems) == before:
-        found.problems.append(Problem(p.display_path(session.rel or "."), reason, detail))
+        found.problems.append(p.problem(session.rel or ".", reason, detail))

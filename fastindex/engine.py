@@ -218,7 +218,7 @@ def _collect(submitted: list[tuple[list[HashJob], Future]], bar: tqdm
             digests = None
             problem = read_problem(outcome, job.size)
             if problem:
-                problems.append(Problem(p.display_path(job.shown), *problem))
+                problems.append(p.problem(job.shown, *problem))
             else:
                 digests = outcome[1]
                 bar.update(outcome[0])

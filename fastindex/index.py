@@ -300,6 +300,6 @@ def _name_reason(name: str, default: str = p.NOT_ALF_NAME) -> str:
     return p.INVALID_ENCODING if p.has_invalid_encoding(name) else default
 
 
-def _problem(top: str, rel_path: str, reason: str, detail: str = "") -> tuple:
-    """A problem row of the file ``rel_path`` of the session at root-relative ``top``."""
-    return p.display_path(alf.join(top, rel_path)), reason, detail
+def _problem(top: str, rel_path: str, reason: str, detail: str = "") -> p.Problem:
+    """A problem of the file ``rel_path`` of the session at root-relative ``top``."""
+    return p.problem(alf.join(top, rel_path), reason, detail)

@@ -39,6 +39,13 @@ class Problem(NamedTuple):
     detail: str = ""
 
 
+def problem(path: str, reason: str, detail: str = "") -> Problem:
+    """A problem of the root-relative ``path``, which may hold undecodable bytes: the one
+    place a problem's path is made printable (``display_path``), since Arrow, JSON and
+    CSV hold only UTF-8 and every problem passes through them on its way to the user."""
+    return Problem(display_path(path), reason, detail)
+
+
 def display_path(path: str) -> str:
     """A printable, UTF-8-encodable form of a path that may hold undecodable bytes.
 
