@@ -86,6 +86,15 @@ def _page_reader(s3):
     return s3list.PageReader(s3, verify, TIMEOUT_S, REQUESTS_IN_FLIGHT)
 
 
+def forget_clients() -> None:
+    """Drop this process's clients, session and page readers: they keep the credentials
+    and configuration they found when made (a long-lived process whose environment
+    changed, or a test that sets one, starts afresh)."""
+    with _CLIENTS:
+        for cached in (_page_reader, _client, _session, _core):
+            cached.cache_clear()
+
+
 def bucket_error(err: Exception, root: BucketRoot) -> Exception:
     """A client error as what the walk and the commands expect: ``FileNotFoundError``
     for a missing key, ``InputError`` for what the user must fix (bucket, endpoint,

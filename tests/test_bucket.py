@@ -76,9 +76,7 @@ def endpoint():
 def credentials(monkeypatch):
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
-    s3client._client.cache_clear()
-    s3client._session.cache_clear()  # they hold the credentials they found
-    s3client._core.cache_clear()
+    s3client.forget_clients()  # they hold the credentials they found
 
 
 def _put(endpoint: str, name: str, objects: dict[str, bytes]) -> None:
