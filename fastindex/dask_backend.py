@@ -28,7 +28,7 @@ def dask_executor(scheduler: str | None = None, client=None, root: Root | None =
     ``scheduler`` is a scheduler address (``tcp://host:8786``) or ``local:N`` to start a
     ``LocalCluster`` of N single-threaded worker processes on this machine (loopback
     only, no dashboard).  With ``root``, every worker is first asked whether it can read
-    the tree (``Root.check_reachable``): a folder through the same path, on a shared
+    the tree (``Root.readable_here``): a folder through the same path, on a shared
     filesystem; a bucket with a client and credentials of its own.
     """
     try:

@@ -229,7 +229,7 @@ def _lock_file(path: Path) -> Iterator[None]:
     """
     while True:
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o644)
         except OSError as err:
             raise InputError(f"cannot create the lock file {path}: {err}") from None
         try:

@@ -725,3 +725,17 @@ def test_ctrl_c_before_the_command_starts_is_one_line(tmp_path) -> None:
         assert "Traceback" not in err
         if proc.returncode == 130:
             assert len(err.strip().splitlines()) == 1, err
+
+
+def test_a_lock_file_planted_as_a_link_is_refused_and_nothing_is_written_through_it(
+        tmp_path) -> None:
+    """Where a folder cannot be locked (NFS), a lock file is: a link planted at its name
+    is refused, not followed to create a file elsewhere."""
+    from fastindex.store import _lock_file
+
+    outside = tmp_path / "outside"
+    (tmp_path / ".fastindex.lock").symlink_to(outside)  # dangling: opening it creates it
+    with pytest.raises(InputError, match="cannot create the lock file"):
+        with _lock_file(tmp_path / ".fastindex.lock"):
+            pass
+    assert not outside.exists()
