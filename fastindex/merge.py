@@ -68,8 +68,8 @@ def datasets_frame(batches: list[RawBatch], eids: list[str], rows: list[int],
     """
     arrow = [record_batch(b, DATASET_FIELDS) for b in batches]
     frame = _frame(pa.Table.from_batches(arrow, schema=DATASET_FIELDS))
-    frame = frame.with_columns(eid=_repeated(eids, rows),
-                               id=pl.coalesce(uuid3_from_md5(pl.col("id_md5")), "rel_path"))
+    frame = frame.with_columns(id=pl.coalesce(uuid3_from_md5(pl.col("id_md5")), "rel_path"))
+    frame = frame.with_columns(eid=_repeated(eids, rows))  # after the ids: less at peak
     if late:
         frame = _apply_late(frame, late)
     held = {"hash": "md5" in algorithms, "xxh3": "xxh3" in algorithms,
@@ -81,10 +81,11 @@ def datasets_frame(batches: list[RawBatch], eids: list[str], rows: list[int],
 
 
 def _repeated(eids: list[str], rows: list[int]) -> pl.Series:
-    """Each session's id repeated once per row of it, in order, vectorized."""
-    runs = pl.DataFrame({"eid": eids, "rows": rows},
-                        schema={"eid": pl.String, "rows": pl.UInt32}).filter(pl.col("rows") > 0)
-    return runs.select(pl.col("eid").repeat_by("rows")).explode("eid").to_series()
+    """Each session's id repeated once per row of it, in order, vectorized: positions
+    repeated, then gathered (each id string made once per row, not once per list)."""
+    positions = pl.Series(range(len(eids)), dtype=pl.UInt32).repeat_by(
+        pl.Series(rows, dtype=pl.UInt32)).explode().drop_nulls()
+    return pl.Series("eid", eids, dtype=pl.String).gather(positions)
 
 
 def _apply_late(frame: pl.DataFrame, late: Sequence[tuple[str, str, dict | None]]
