@@ -191,9 +191,9 @@ class TableStore:
         ``build_id`` makes the temporary names unique to this build.  A failure before
         the renames leaves the previous tables untouched and removes the temporary files.
         The two renames happen with SIGINT and SIGTERM held, so that a Ctrl-C or a
-        SIGTERM between them lands after both; once the first is done the datasets temporary is never
-        removed here, so a failure (or SIGKILL) between them leaves what ``_settle``
-        finishes.  ``renamed[0]`` says whether the first rename happened.
+        SIGTERM between them lands after both; once the first is done the datasets
+        temporary is never removed here, so a failure (or SIGKILL) between them leaves
+        what ``_settle`` finishes.  ``renamed[0]`` says whether the first rename happened.
         """
         import pyarrow.parquet as pq
 
