@@ -260,8 +260,8 @@ def _signals_held() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        for signum in dict.fromkeys(pending):
-            os.kill(os.getpid(), signum)
+        for held in dict.fromkeys(pending):
+            os.kill(os.getpid(), held)
 
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
