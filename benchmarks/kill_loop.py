@@ -3,11 +3,13 @@
     python benchmarks/kill_loop.py [--files 20000] [--rounds 24] [--seed 0]
 
 On a generated tree, ``build``, ``update``, ``release`` and ``fix --apply`` are each run
-``--rounds`` times and sent SIGKILL or SIGINT (drawn at random) at a random moment
-within the time an uninterrupted run takes.  After every kill:
+``--rounds`` times and sent SIGKILL, SIGINT or SIGTERM (drawn at random) at a random
+moment within the time an uninterrupted run takes.  After every kill:
 
-- the tables are one pair: both there, with one build id, or a pair cut between its two
-  renames (counted), which the next run must finish;
+- the tables are one pair: both there, with one build id, or, after SIGKILL only, a pair
+  cut between its two renames (counted), which the next run must finish (SIGINT and
+  SIGTERM are held during the renames: a cut pair after them is a failure; the moment
+  between the renames is tested deterministically in tests/test_swap.py);
 - the next, uninterrupted run of the same command succeeds and leaves no temporary file
   (``.*.tmp``) in the tree or beside the zip, and one pair of tables;
 - for ``fix``: ``fix --undo JOURNAL`` puts the tree back exactly as it was.
@@ -76,7 +78,7 @@ def timed(cmd: list[str]) -> float:
 
 def kill_at_random(cmd: list[str], duration: float, rng: random.Random) -> tuple[str, int]:
     """Run ``cmd`` and signal it at a random moment; (signal name, exit code)."""
-    sig = rng.choice([signal.SIGKILL, signal.SIGINT])
+    sig = rng.choice([signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(rng.uniform(0.02, 1.0) * duration)
     proc.send_signal(sig)
@@ -109,7 +111,8 @@ def main() -> int:
     for name, cmd in commands.items():
         duration = timed(cmd)
         tally = results[name] = {"seconds uninterrupted": round(duration, 2), "kills": 0,
-                                 "SIGKILL": 0, "SIGINT": 0, "half swaps": 0, "failed": 0}
+                                 "SIGKILL": 0, "SIGINT": 0, "SIGTERM": 0, "half swaps": 0,
+                                 "failed": 0}
         for _ in range(args.rounds):
             sig, _code = kill_at_random(cmd, duration, rng)
             tally["kills"] += 1
@@ -119,6 +122,9 @@ def main() -> int:
                 failures.append(f"{name} after {sig}: no tables left")
             elif ids[0] != ids[1]:
                 tally["half swaps"] += 1
+                if sig != "SIGKILL":
+                    tally["failed"] += 1
+                    failures.append(f"{name} after {sig}: the tables cut between renames")
             done = subprocess.run(cmd, capture_output=True, text=True)
             ids = build_ids(tree)
             left = temporaries(tree, out)
@@ -128,10 +134,10 @@ def main() -> int:
                                 f"temporaries {left}: {done.stderr.strip()[-300:]}")
     results["fix"] = _fix_rounds(tree, work, args.rounds, rng, failures)
     print(f"{args.files} files; {machine()}")
-    print(f"{'command':9} {'kills':>6} {'SIGKILL':>8} {'SIGINT':>7} {'half swaps':>11} "
-          f"{'failed':>7}  uninterrupted")
+    print(f"{'command':9} {'kills':>6} {'SIGKILL':>8} {'SIGINT':>7} {'SIGTERM':>8} "
+          f"{'half swaps':>11} {'failed':>7}  uninterrupted")
     for name, t in results.items():
-        print(f"{name:9} {t['kills']:6} {t['SIGKILL']:8} {t['SIGINT']:7} "
+        print(f"{name:9} {t['kills']:6} {t['SIGKILL']:8} {t['SIGINT']:7} {t['SIGTERM']:8} "
               f"{t.get('half swaps', '-'):>11} {t['failed']:7}  {t['seconds uninterrupted']} s")
     for failure in failures:
         print(f"FAILED: {failure}")
@@ -152,7 +158,7 @@ def _fix_rounds(tree: Path, work: Path, rounds: int, rng: random.Random,
     duration = timed(apply)
     subprocess.run(fastindex("fix", tree, "--undo", journal), check=True, capture_output=True)
     tally = {"seconds uninterrupted": round(duration, 2), "kills": 0, "SIGKILL": 0,
-             "SIGINT": 0, "failed": 0}
+             "SIGINT": 0, "SIGTERM": 0, "failed": 0}
     before = snapshot(tree)
     for _ in range(rounds):
         journal.unlink(missing_ok=True)

@@ -5,8 +5,16 @@ gitignore lines (from ``.fastindexignore`` at the root, then ``--exclude`` patte
 matched on the root-relative path by ``pathspec``, plus a few names operating systems
 leave everywhere.  An ignored folder is not walked.
 
-The litter names are a set lookup per file; ``pathspec``, a far dearer match per path,
-runs only when there are user rules, so a tree without rules pays nothing for them.
+The rules are untrusted (anyone who can write the tree writes ``.fastindexignore``; old
+tables record ``--exclude``), so they are matched by RE2 (``pathspec``'s ``re2``
+backend: every rule in one ``re2.Set``), whose time is linear in the path whatever the
+rules: Python's backtracking ``re`` takes time exponential in the number of ``*`` of a
+rule like ``*a*a*a*a*b`` on a long name.  The rules are capped in number
+(``MAX_RULES``) and length (``MAX_RULE_CHARS``), which bounds their compile time, paid
+once per process; rules RE2 cannot compile within its memory budget are refused.
+
+The litter names are a set lookup per file; the rules, a dearer match per path, run
+only when there are user rules, so a tree without rules pays nothing for them.
 """
 
 from __future__ import annotations
@@ -24,6 +32,11 @@ LITTER_NAMES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 LITTER_PREFIX = "._"
 #: An ignore file is a few lines; anything larger is refused, not read into memory.
 MAX_BYTES = 1 << 20
+#: Rules at most (the ignore file's and ``--exclude``'s together): each adds to the
+#: compile time every process pays, and a gitignore of real data is a few lines.
+MAX_RULES = 1000
+#: Characters per rule at most: longer rules grow RE2's automaton without use.
+MAX_RULE_CHARS = 128
 
 
 @dataclass(frozen=True)
@@ -53,10 +66,27 @@ class IgnoreRules:
 
 @functools.lru_cache(maxsize=8)
 def _spec(patterns: tuple[str, ...]):
-    """The compiled rules, once per process (workers get the lines, not the regexes)."""
+    """The compiled rules, once per process (workers get the lines, not the regexes),
+    matched by RE2: in time linear in the path."""
     import pathspec
 
-    return pathspec.GitIgnoreSpec.from_lines(patterns)
+    return pathspec.GitIgnoreSpec.from_lines(patterns, backend="re2")
+
+
+def compile_rules(patterns: tuple[str, ...], where: str = "the ignore rules") -> None:
+    """Refuse (``InputError``) rules beyond the caps, or that do not compile."""
+    from fastindex.errors import InputError
+
+    if len(patterns) > MAX_RULES:
+        raise InputError(f"{where}: {len(patterns)} rules; at most {MAX_RULES} are taken")
+    long = next((p for p in patterns if len(p) > MAX_RULE_CHARS), None)
+    if long is not None:
+        raise InputError(f"{where}: a rule of {len(long)} characters; at most "
+                         f"{MAX_RULE_CHARS}: {long[:40]}...")
+    try:
+        _spec(patterns)
+    except Exception as err:  # pathspec and re2 raise several types
+        raise InputError(f"bad ignore pattern in {where}: {err}") from None
 
 
 def read_rules(root: Root, exclude: tuple[str, ...] = (), litter: bool = True
@@ -76,8 +106,5 @@ def read_rules(root: Root, exclude: tuple[str, ...] = (), litter: bool = True
     lines = [line.rstrip("\n") for line in text.splitlines()]
     patterns = tuple(line for line in (*lines, *exclude)
                      if line.strip() and not line.startswith("#"))
-    try:
-        _spec(patterns)
-    except Exception as err:  # pathspec raises GitWildMatchPatternError and others
-        raise InputError(f"bad ignore pattern in {path} or --exclude: {err}") from None
+    compile_rules(patterns, f"{path} or --exclude")
     return IgnoreRules(patterns, litter)

@@ -119,10 +119,9 @@ def release(root: str | os.PathLike, out: str | os.PathLike, *,
             # flushed to disk, renamed into place after the tables are written.
             with replacing(out_path, buffering=1 << 20) as file:
                 nbytes, sha256 = archive.write_zip(file, contents, settings.progress)
+                landed.build_id, landed.written = rendered[0].build_id, os.fstat(file.fileno())
                 built = (store.write_rendered(rendered[0], started) if store else
                          rendered[0].result((None, None), started))
-                landed.tables = True
-            landed.zip = True
     except KeyboardInterrupt:
         raise Interrupted(landed.say()) from None
     log.outcome("release", root, built)
@@ -132,12 +131,28 @@ def release(root: str | os.PathLike, out: str | os.PathLike, *,
 
 @dataclass
 class Landed:
-    """What of a release is on disk, for an interruption to say truly."""
+    """What of a release is on disk, for an interruption to say truly: looked up on
+    disk when it is said, since a signal may land between a rename and any note of it."""
 
     zip_path: Path
     store: TableStore | None
-    tables: bool = False
-    zip: bool = False
+    build_id: str | None = None  # of the release's tables, once rendered
+    written: os.stat_result | None = None  # the zip's temporary file, once complete
+
+    @property
+    def zip(self) -> bool:
+        """The zip at ``zip_path`` is the one this release wrote."""
+        try:
+            return self.written is not None and os.path.samestat(
+                os.stat(self.zip_path), self.written)
+        except OSError:
+            return False
+
+    @property
+    def tables(self) -> bool:
+        """Both tables in the store's folder are this release's."""
+        return (self.store is not None and self.build_id is not None
+                and self.store.build_ids() == (self.build_id, self.build_id))
 
     def say(self) -> str:
         folder = self.store.folder if self.store else None

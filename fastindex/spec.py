@@ -11,8 +11,9 @@ that every walking command shares; the Python API takes the same names as keywor
 
 from __future__ import annotations
 
+import shlex
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -71,13 +72,32 @@ class BuildSpec:
                    options.get("follow_symlinks", False), tuple(exclude),
                    options.get("default_ignores", True), options.get("lab"))
 
-    def confirmed(self, follow_symlinks: bool, command: str) -> BuildSpec:
-        """This spec, read from tables, once the user has confirmed what widens the
-        walk: links are followed only when the user asks again (a recorded option is
-        not the user's; followed links may lead anywhere on the machine)."""
+    def confirmed(self, follow_symlinks: bool, command: str,
+                  exclude: Sequence[str] | None = None) -> BuildSpec:
+        """This spec, read from tables, once the user has confirmed what the tables
+        cannot be trusted to say (a recorded option is not the user's):
+
+        - links are followed only when the user asks again (``follow_symlinks``):
+          followed links may lead anywhere on the machine;
+        - recorded ``--exclude`` patterns are used only when the user gives them again,
+          the same patterns in the same order (``exclude``): a forged ``*`` would leave
+          every file out of the new tables, or hide files from ``verify``.  ``None``:
+          the caller takes no ``exclude`` yet (``verify``), and the recorded ones are
+          used.
+
+        ``InputError`` names the options to give otherwise.
+        """
         if self.follow_symlinks and not follow_symlinks:
             raise InputError(f"these tables were built with --follow-symlinks; {command} "
                              f"follows links only when asked: {command} --follow-symlinks")
+        if exclude is not None and tuple(exclude) != self.exclude:
+            again = " ".join(f"--exclude {shlex.quote(p)}" for p in self.exclude)
+            if not self.exclude:
+                raise InputError(f"these tables were built without --exclude; {command} "
+                                 f"walks as they were built (use build to change the rules)")
+            raise InputError(f"these tables were built with {again}; {command} uses "
+                             f"recorded patterns only when given again, the same: "
+                             f"{command} {again}")
         return self
 
 

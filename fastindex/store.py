@@ -19,11 +19,11 @@ import errno
 import fcntl
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastindex.errors import InputError, write_failure
+from fastindex.errors import InputError, Interrupted, write_failure
 from fastindex.gcpause import pauses_gc
 from fastindex.provenance import recorded, render
 from fastindex.results import BuildResult, Rendered, StoredTables
@@ -44,9 +44,13 @@ LOCK_FILE = ".fastindex.lock"
 class TableStore:
     """A folder's two tables."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path,
+                 between_renames: Callable[[], object] | None = None) -> None:
         self.folder = folder
         self.paths = tuple(folder / name for name in TABLE_FILES)
+        #: called between the two renames of a swap, with SIGINT and SIGTERM held (a
+        #: test sends one there, or makes the second rename fail)
+        self.between_renames = between_renames
 
     @classmethod
     def output(cls, out_dir: str | os.PathLike, create: bool = False) -> TableStore:
@@ -146,6 +150,10 @@ class TableStore:
             else:
                 path.unlink(missing_ok=True)
 
+    def build_ids(self) -> tuple[str | None, str | None]:
+        """The build id each table in place records (None: none, or no table)."""
+        return self._build_id(0), self._build_id(1)
+
     def _build_id(self, table: int) -> str | None:
         try:
             meta = recorded(self.paths[table])
@@ -161,26 +169,35 @@ class TableStore:
 
     def write_rendered(self, rendered: Rendered, started: float) -> BuildResult:
         """Write tables already rendered (``render``), atomically."""
+        renamed = [False]
         try:
-            self._swap(rendered.tables, rendered.build_id)
+            self._swap(rendered.tables, rendered.build_id, renamed)
         except OSError as err:
-            failure = write_failure(err, self.folder, "the tables",
-                                    "the previous tables are as they were")
+            failure = write_failure(err, self.folder, "the tables", (
+                "the sessions table is the new one; the next write in this folder puts "
+                "the new datasets table in place" if renamed[0] else
+                "the previous tables are as they were"))
             if failure is None:
                 raise
             raise failure from None
         sessions_path, datasets_path = self.paths
         return rendered.result((sessions_path, datasets_path), started)
 
-    def _swap(self, tables: dict[str, pa.Table], build_id: str) -> None:
+    def _swap(self, tables: dict[str, pa.Table], build_id: str,
+              renamed: list[bool] | None = None) -> None:
         """Write both tables (``tables``: file name to table) beside their final names,
         flushed, then rename them into place in ``TABLE_FILES`` order.
 
         ``build_id`` makes the temporary names unique to this build.  A failure before
         the renames leaves the previous tables untouched and removes the temporary files.
+        The two renames happen with SIGINT and SIGTERM held, so that a Ctrl-C or a
+        SIGTERM between them lands after both; once the first is done the datasets
+        temporary is never removed here, so a failure (or SIGKILL) between them leaves
+        what ``_settle`` finishes.  ``renamed[0]`` says whether the first rename happened.
         """
         import pyarrow.parquet as pq
 
+        renamed = renamed if renamed is not None else [False]
         temps = [self.folder / _temp_name(name, build_id) for name in TABLE_FILES]
         try:
             for name, temp in zip(TABLE_FILES, temps):
@@ -190,11 +207,61 @@ class TableStore:
                     pq.write_table(tables[name], f)
                     f.flush()
                     os.fsync(fd)
-            for temp, path in zip(temps, self.paths):
-                os.replace(temp, path)
+            try:
+                with _signals_held():
+                    os.replace(temps[0], self.paths[0])
+                    renamed[0] = True
+                    if self.between_renames is not None:
+                        self.between_renames()
+                    os.replace(temps[1], self.paths[1])
+            except KeyboardInterrupt:
+                if not renamed[0]:
+                    raise
+                raise Interrupted(f"the new tables are in {self.folder}" if
+                                  not os.path.lexists(temps[1]) else
+                                  f"the new sessions table is in {self.folder}; the next "
+                                  f"write there puts the new datasets table in place"
+                                  ) from None
         finally:
-            for temp in temps:
-                temp.unlink(missing_ok=True)
+            if not renamed[0]:
+                for temp in temps:
+                    temp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait (recorded, not lost) while the block runs, and are sent
+    again, to their own handlers, after it.
+
+    A handler, not a signal mask: a mask holds a signal off one thread only, and the
+    kernel gives a signal sent to the process to any thread that does not hold it off
+    (pyarrow's and polars' threads do not), where its default action ends the process
+    at once.  Handlers are the process's.  Only the main thread can set them; elsewhere
+    the block runs as it is.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        pending.append(signum)
+
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler is not None and handler != signal.SIG_IGN:  # None: not set from Python
+            previous[signum] = signal.signal(signum, hold)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for held in dict.fromkeys(pending):
+            os.kill(os.getpid(), held)
 
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -55,7 +56,7 @@ class UpdateResult:
 def update(root: str | os.PathLike | Root, out_dir: str | os.PathLike | None = None, *,
            hash: str | None = None, namespace: str | None = None,
            keep_missing: bool = False, force: bool = False, follow_symlinks: bool = False,
-           **run) -> UpdateResult:
+           exclude: Sequence[str] = (), **run) -> UpdateResult:
     """Bring the tables in ``out_dir`` (default: root) up to date with the tree.
 
     The old tables' spec is kept; ``hash`` asks for other digests (a full build).
@@ -63,6 +64,9 @@ def update(root: str | os.PathLike | Root, out_dir: str | os.PathLike | None = N
     ids: refused unless ``force``; tables built following links are updated only with
     ``follow_symlinks`` (the tables' word is not the user's).  ``keep_missing`` keeps
     datasets whose files are gone, with ``exists`` False, instead of removing them.
+    ``exclude``: the ``--exclude`` patterns the tables record, given again (the same, in
+    the same order): recorded patterns are used only with the user's word, else the
+    update is refused (``InputError``), since forged ones could leave any file out.
     ``run``: how to run, as in ``build`` (``workers``, ``io_threads``, ``executor``,
     ``client``, ``scheduler``, ``start_method``, ``progress``).  One engine walks the
     tree and hashes what changed.
@@ -75,7 +79,7 @@ def update(root: str | os.PathLike | Root, out_dir: str | os.PathLike | None = N
         with Engine(root_path, settings) as engine:
             old = store.read("no tables to update in {folder}; run fastindex build first")
             spec, why_full = _plan(old, hash, namespace, force)
-            spec = spec.confirmed(follow_symlinks, "update")
+            spec = spec.confirmed(follow_symlinks, "update", exclude)
             index = engine.index(spec if why_full else replace(spec, digests=Digests()),
                                  store.own_files())
             reused = rehashed = 0

@@ -153,8 +153,7 @@ def test_update_and_verify_take_io_threads(messy_tree, tmp_path, monkeypatch) ->
     monkeypatch.setattr(folderlister.FolderLister, "__init__", spy)
     out = tmp_path / "out"
     out.mkdir()
-    fastindex.build(messy_tree, out, hash="xxh3", exclude=["scratch/"], io_threads=8,
-                    workers=1)
+    fastindex.build(messy_tree, out, hash="xxh3", io_threads=8, workers=1)
     assert asked and set(asked) == {8}
     asked.clear()
     assert verify(messy_tree, out, hash=True, io_threads=5, workers=1).ok

@@ -8,12 +8,14 @@ import zlib
 
 import polars as pl
 import pyarrow.parquet as pq
+import pytest
 from conftest import age_files, table_bytes, write_tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastindex
 from fastindex.cli import main
+from fastindex.errors import InputError
 from fastindex.update import update
 
 SES = ["lab/Subjects/s1/2020-01-01/001", "lab/Subjects/s1/2020-01-02/001",
@@ -165,3 +167,44 @@ def test_other_tools_and_options_are_refused_or_rebuilt(tmp_path, capsys) -> Non
     (root / "datasets.pqt").write_bytes(b"not a parquet file")
     assert main(["update", str(root), "--quiet"]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def _forge_options(table_path, **changes) -> None:
+    """Rewrite a table's recorded options (as anyone who can write the folder can)."""
+    table = pq.read_table(table_path)
+    meta = dict(table.schema.metadata)
+    provenance = json.loads(meta[b"fastindex"])
+    provenance["options"].update(changes)
+    pq.write_table(table.replace_schema_metadata({**meta, b"fastindex": json.dumps(provenance)}),
+                   table_path)
+
+
+def test_a_forged_exclude_is_not_obeyed_without_the_users_word(tmp_path) -> None:
+    root = write_tree(tmp_path / "t", {f"{s}/{n}": b"abc" for s in SES for n in NAMES})
+    age_files(root)
+    fastindex.build(root, workers=1, hash="xxh3")
+    _forge_options(root / "datasets.pqt", exclude=["*"])
+    before = _tables(root)
+    with pytest.raises(InputError, match=r"built with --exclude '\*'; update uses recorded"):
+        update(root, workers=1)
+    assert _tables(root) == before  # not emptied
+    with pytest.raises(InputError, match="given again"):
+        update(root, workers=1, exclude=["raw/"])
+
+
+def test_recorded_excludes_are_used_when_given_again(tmp_path, capsys) -> None:
+    root = write_tree(tmp_path / "t", {f"{s}/{n}": b"abc" for s in SES for n in NAMES})
+    age_files(root)
+    fastindex.build(root, workers=1, hash="xxh3", exclude=["raw/", "*.table.npy"])
+    rows = pl.read_parquet(root / "datasets.pqt")["rel_path"].to_list()
+    assert rows and not any(r.startswith("raw/") or ".table." in r for r in rows)
+    with pytest.raises(InputError, match="the same"):
+        update(root, workers=1, exclude=["*.table.npy", "raw/"])  # order matters in gitignore
+    result = update(root, workers=1, exclude=("raw/", "*.table.npy"))
+    assert result.incremental
+    assert pl.read_parquet(root / "datasets.pqt")["rel_path"].to_list() == rows
+    assert main(["update", str(root), "--quiet"]) == 2  # the recorded ones alone: refused
+    assert "update --exclude raw/ --exclude '*.table.npy'" in capsys.readouterr().err
+    fastindex.build(root, workers=1, hash="xxh3")
+    with pytest.raises(InputError, match="built without --exclude"):
+        update(root, workers=1, exclude=["raw/"])
