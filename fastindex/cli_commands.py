@@ -137,7 +137,8 @@ def run_update(args: argparse.Namespace) -> int:
     report = check_report_path(args.report) if args.report else None
     result = update(args.root, args.out, hash=args.hash, namespace=args.namespace,
                     keep_missing=args.keep_missing, force=args.force,
-                    follow_symlinks=args.follow_symlinks, **_settings(args))
+                    follow_symlinks=args.follow_symlinks, exclude=args.exclude,
+                    **_settings(args))
     _tell_outcome(result.build, report, args, result.summary())
     return 0
 
@@ -176,7 +177,8 @@ def run_verify(args: argparse.Namespace) -> int:
         result = verify_zip(args.root, hash=args.hash, progress=not args.quiet)
     else:
         result = verify(args.root, args.tables, hash=args.hash,
-                        follow_symlinks=args.follow_symlinks, **_settings(args))
+                        follow_symlinks=args.follow_symlinks, exclude=args.exclude,
+                        **_settings(args))
     if report:
         write_report(report, result.differences, result.summary(), key="differences")
     for row in result.differences.head(20).iter_rows(named=True):

@@ -169,11 +169,15 @@ def _add_source_options(command: argparse.ArgumentParser) -> None:
 
 
 def _add_confirm_links(command: argparse.ArgumentParser) -> None:
-    """update and verify walk as the tables were built, except for links: a recorded
-    --follow-symlinks is obeyed only when the user gives it again."""
+    """update and verify walk as the tables were built, except for what widens or
+    narrows the walk: a recorded --follow-symlinks or --exclude is obeyed only when the
+    user gives it again."""
     command.add_argument("--follow-symlinks", action="store_true",
                          help="follow linked folders, for tables built with "
                               "--follow-symlinks (refused otherwise)")
+    command.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                         help="the build's --exclude patterns, given again in the same "
+                              "order (tables built with them are refused otherwise)")
 
 
 #: The options of ``RunSettings`` on the command line, shared by every walking command.

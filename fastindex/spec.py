@@ -73,7 +73,7 @@ class BuildSpec:
                    options.get("default_ignores", True), options.get("lab"))
 
     def confirmed(self, follow_symlinks: bool, command: str,
-                  exclude: Sequence[str] | None = None) -> BuildSpec:
+                  exclude: Sequence[str] = ()) -> BuildSpec:
         """This spec, read from tables, once the user has confirmed what the tables
         cannot be trusted to say (a recorded option is not the user's):
 
@@ -81,16 +81,14 @@ class BuildSpec:
           followed links may lead anywhere on the machine;
         - recorded ``--exclude`` patterns are used only when the user gives them again,
           the same patterns in the same order (``exclude``): a forged ``*`` would leave
-          every file out of the new tables, or hide files from ``verify``.  ``None``:
-          the caller takes no ``exclude`` yet (``verify``), and the recorded ones are
-          used.
+          every file out of the new tables, or hide files from ``verify``.
 
         ``InputError`` names the options to give otherwise.
         """
         if self.follow_symlinks and not follow_symlinks:
             raise InputError(f"these tables were built with --follow-symlinks; {command} "
                              f"follows links only when asked: {command} --follow-symlinks")
-        if exclude is not None and tuple(exclude) != self.exclude:
+        if tuple(exclude) != self.exclude:
             again = " ".join(f"--exclude {shlex.quote(p)}" for p in self.exclude)
             if not self.exclude:
                 raise InputError(f"these tables were built without --exclude; {command} "

@@ -17,6 +17,7 @@ import os
 import stat
 import zipfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -78,12 +79,14 @@ class VerifyResult:
 
 
 def verify(root: str | os.PathLike | Root, tables_dir: str | os.PathLike | None = None, *,
-           hash: bool = False, follow_symlinks: bool = False, **run) -> VerifyResult:
+           hash: bool = False, follow_symlinks: bool = False,
+           exclude: Sequence[str] = (), **run) -> VerifyResult:
     """Compare the tree under ``root`` with the tables in ``tables_dir`` (default: root).
 
     ``hash``: compare contents too, with every digest the tables hold.  ``run``: how to
     run, as in ``build``.  Read-only trees (a mounted release) are fine.  Tables built
-    following links are verified only with ``follow_symlinks`` (as ``update``).
+    following links, or with ``--exclude`` patterns, are verified only when the user
+    gives ``follow_symlinks`` or the same ``exclude`` again (as ``update``).
     """
     _, settings = options("verify", **run)
     root_path = open_root(root, settings)
@@ -93,7 +96,7 @@ def verify(root: str | os.PathLike | Root, tables_dir: str | os.PathLike | None 
         tables = store.read("no table at {path}")
         algorithms = _digests_to_compare(tables.datasets, hash, store.folder)
         built = BuildSpec.from_provenance((tables.provenance or {}).get("options", {})
-                                          ).confirmed(follow_symlinks, "verify")
+                                          ).confirmed(follow_symlinks, "verify", exclude)
         # as it was built (links, ignore rules), with string ids: rows are keyed by path
         spec = replace(BuildSpec(), follow_symlinks=built.follow_symlinks,
                        exclude=built.exclude, default_ignores=built.default_ignores,

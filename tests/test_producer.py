@@ -54,12 +54,12 @@ def test_ignore_file_exclude_and_os_litter(tmp_path, capsys) -> None:
     assert meta["ignore_rules"] == ["README", "/notes.txt", "raw_video_data/"]
     assert meta["options"]["exclude"] == ["raw_video_data/"] and meta["counts"]["ignored"] == 9
     # verify and update use the build's rules: nothing "not indexed", the same rows;
-    # update only when they are given again (recorded options are not the user's)
-    assert main(["verify", str(root), "--quiet"]) == 0
+    # only when they are given again (recorded options are not the user's)
+    assert main(["verify", str(root), "--quiet"]) == 2
     assert main(["update", str(root), "--quiet"]) == 2
-    from fastindex.update import update
-
-    update(root, exclude=["raw_video_data/"])
+    again = ["--exclude", "raw_video_data/", "--quiet"]
+    assert main(["verify", str(root), *again]) == 0
+    assert main(["update", str(root), *again]) == 0
     assert pl.read_parquet(root / "datasets.pqt")["rel_path"].to_list() == rows
     assert main(["check", str(root), "--exclude", "raw_video_data/"]) == 0
 
