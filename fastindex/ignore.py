@@ -60,8 +60,15 @@ class IgnoreRules:
 
     def matches(self, rel: str, is_dir: bool) -> bool:
         """The user's rules on a root-relative path (a folder's with a trailing slash,
-        so that ``raw/`` matches the folder)."""
-        return _spec(self.patterns).match_file(f"{rel}/" if is_dir else rel)
+        so that ``raw/`` matches the folder).  A name that is not UTF-8 (its bytes held
+        as lone surrogates, which RE2 cannot take) is matched with each such byte as one
+        U+FFFD: ``*`` and ``?`` count it as one character, as git counts one byte."""
+        path = f"{rel}/" if is_dir else rel
+        try:
+            return _spec(self.patterns).match_file(path)
+        except UnicodeEncodeError:
+            utf8 = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            return _spec(self.patterns).match_file(utf8)
 
 
 @functools.lru_cache(maxsize=8)

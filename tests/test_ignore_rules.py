@@ -3,12 +3,15 @@ length, refused in one line when they cannot be compiled (issue 34)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import BEHAVIOUR, write_tree
 
+import fastindex
 from fastindex import ignore
 from fastindex.cli import main
 from fastindex.errors import InputError
@@ -54,3 +57,16 @@ def test_rules_within_the_caps_but_too_big_to_compile_are_refused() -> None:
     rules = tuple(f"{CATASTROPHIC}{i}" for i in range(ignore.MAX_RULES))
     with pytest.raises(InputError, match="bad ignore pattern"):
         ignore.compile_rules(rules)
+
+
+def test_names_that_are_not_utf8_are_matched_not_a_crash(tmp_path) -> None:
+    """RE2 takes only UTF-8: a name holding other bytes is still matched, byte for byte."""
+    root = tmp_path / "t"
+    session = root / "lab/Subjects/s1/2020-01-01/001/alf"
+    session.mkdir(parents=True)
+    (session / "spikes.times.npy").write_bytes(b"x")
+    os.mkdir(os.fsencode(session) + b"/raw\xff")
+    (Path(os.fsdecode(os.fsencode(session) + b"/raw\xff")) / "a.b.npy").write_bytes(b"x")
+    (Path(os.fsdecode(os.fsencode(session) + b"/x\xffy.npy"))).write_bytes(b"x")
+    index = fastindex.check(root, exclude=["raw?/", "x?y.npy"], workers=1)
+    assert index.skipped.height == 0 and index.datasets.height == 1
