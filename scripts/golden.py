@@ -256,20 +256,20 @@ def update_cases(results: dict, trees: dict[str, Path]) -> None:
             vout = fresh(f"verify/{label}")
             case(results, f"verify/{label}", ["verify", str(copy), "--tables", str(out),
                                               "--hash", "--report", str(vout / "v.json"),
-                                              *extra], vout)
+                                              *common, *extra], vout)
             case(results, f"update/{label}", ["update", str(copy), "--out", str(out),
-                                              "--quiet", *extra], out)
+                                              "--quiet", *common, *extra], out)
             vout = fresh(f"verify/{label}/after")
             case(results, f"verify/{label}/after", ["verify", str(copy), "--tables", str(out),
                                                     "--hash", "--report", str(vout / "v.csv"),
-                                                    *extra], vout)
+                                                    *common, *extra], vout)
             if not extra:
                 case(results, f"update/{label}/keep-missing",
                      ["update", str(copy), "--out", str(out), "--quiet", "--keep-missing",
-                      "--force"], out)
+                      "--force", *common], out)
                 case(results, f"update/{label}/rehash", ["update", str(copy), "--out",
-                                                         str(out), "--quiet", "--hash", "md5"],
-                     out)
+                                                         str(out), "--quiet", "--hash", "md5",
+                                                         *common], out)
 
 
 def edit(tree: Path) -> None:
