@@ -44,7 +44,7 @@ CONTENT = "content_mismatch"
 TABLES = "tables_mismatch"  # sessions and datasets come from different builds
 SAME_PATH = "same_path"  # several rows that ONE loads from one file
 UNEXPECTED = "unexpected_member"  # in a zip, a member that no row describes
-NO_DIGEST = "not_compared"  # --hash: a row without a digest, its file of the same size
+NOT_COMPARED = "not_compared"  # --hash: a row without a digest, its file of the same size
 
 #: What zipfile raises on a damaged or crafted zip (its central directory, a member's
 #: header or data): a bad name's bytes, a version or method it does not know, an
@@ -357,7 +357,7 @@ def compare(sessions: pl.DataFrame, datasets: pl.DataFrame, found: pl.DataFrame,
     if algorithms:
         # Content was asked for and this row holds no digest to compare it with: said,
         # never passed as if compared.
-        checks.append((NO_DIGEST, (pl.col("file_size") == pl.col("file_size_disk"))
+        checks.append((NOT_COMPARED, (pl.col("file_size") == pl.col("file_size_disk"))
                        & ~pl.any_horizontal(held), pl.lit("no digest"),
                        pl.lit(f"{algorithms[0]}:")
                        + pl.col(f"{hashing.COLUMNS[algorithms[0]]}_disk")))

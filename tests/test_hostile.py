@@ -935,3 +935,18 @@ def test_fuzzed_zips_with_repeated_rows_and_any_method_are_refused_or_verified(
         assert "more than one row with" in err or "not stored or deflate" in err
         assert len(err.strip().splitlines()) == 1, err
     assert _files(tmp) == before
+
+
+def test_update_keep_missing_never_keeps_a_second_row_for_a_file_that_is_there(
+        tmp_path) -> None:
+    """Old tables whose row for a file has another id (forged): the file's new row
+    replaces it; the old one is not kept as gone, so no path is written twice."""
+    import polars as pl
+
+    root, out = _hashed_tables(tmp_path)
+    _forge(out / "datasets.pqt", _set("id", "not-the-id-of-this-path"))
+    assert main(["update", str(root), "--out", str(out), "--keep-missing", "--quiet",
+                 "--workers", "1"]) == 0
+    datasets = pl.read_parquet(out / "datasets.pqt")
+    assert datasets.height == 2 and datasets["exists"].all()
+    TableStore(out).read()
