@@ -950,3 +950,66 @@ def test_update_keep_missing_never_keeps_a_second_row_for_a_file_that_is_there(
     datasets = pl.read_parquet(out / "datasets.pqt")
     assert datasets.height == 2 and datasets["exists"].all()
     TableStore(out).read()
+
+
+# fix: the journal outside the tree, subjects kept in their labs -------------------------
+
+FIX_FILE = "alf/_ibl_trials.choice.npy"
+
+
+def _unloadable_tree(tmp_path: Path) -> Path:
+    """A lab folder without ``Subjects``, one session spelled ``1``: fix has work."""
+    return write_tree(tmp_path / "t", [f"labB/m2/2021-05-05/001/{FIX_FILE}",
+                                       f"labB/m2/2021-05-06/1/{FIX_FILE}"])
+
+
+def test_fix_run_above_a_tree_never_moves_a_subject_out_of_its_lab(tmp_path, tmp_path_factory,
+                                                                   capsys) -> None:
+    """From the folder above ``t``, ``t/labB/m2`` -> ``m2`` would drop the lab (and every
+    session id): refused, naming the folder to run fix on, where the lab is kept."""
+    tree = _unloadable_tree(tmp_path)
+    before = _files(tmp_path)
+    journal = tmp_path_factory.mktemp("journal") / "j1"
+    assert main(["fix", str(tmp_path), "--apply", "--journal", str(journal)]) == 1
+    out = capsys.readouterr().out
+    assert "rename\t" not in out
+    assert (f"refused\tt/labB/m2/2021-05-05/001\tlabB may be this subject's lab, which a "
+            f"move to the root would lose: run fix on {tree} instead") in out
+    assert _files(tmp_path) == before
+    assert main(["fix", str(tree), "--apply", "--journal", str(tmp_path / "j2")]) == 0
+    assert main(["check", str(tree), "--quiet"]) == 0
+    assert sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*.npy")) == [
+        f"labB/Subjects/m2/2021-05-05/001/{FIX_FILE}",
+        f"labB/Subjects/m2/2021-05-06/001/{FIX_FILE}"]
+
+
+def test_fix_refuses_a_journal_inside_the_tree_it_renames(tmp_path) -> None:
+    tree = _unloadable_tree(tmp_path)
+    before = _files(tree)
+    line = _one_line_refusal(_cli("fix", str(tree), "--apply", "--journal",
+                                  str(tree / "labB" / "j.jsonl")))
+    assert "would be inside" in line and "--journal" in line
+    assert _files(tree) == before
+
+
+def test_fixs_default_journal_is_outside_the_tree_even_run_from_inside_it(
+        tmp_path, monkeypatch) -> None:
+    """``cd tree && fastindex fix . --apply``: the journal is never where check would
+    report it and release refuse it."""
+    from fastindex import fix
+
+    tree = _unloadable_tree(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "fastindex", "fix", ".", "--apply"],
+                          cwd=tree, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in done.stderr and done.returncode in (0, 2), done.stderr
+    assert not [p for p in tree.rglob("*") if p.name.startswith("fastindex-fix-")]
+    if done.returncode == 0:
+        assert main(["fix", str(tree), "--undo", str(next(tmp_path.glob("fastindex-fix-*"))
+                                                      )]) == 0
+    for here in (tree, tree / "labB/m2", tmp_path):
+        monkeypatch.chdir(here)
+        assert fix.default_journal(tree).parent == tmp_path
+    monkeypatch.chdir(tree)
+    journal = fix.default_journal(tree, when=0)
+    assert fix.apply(fix.plan(tree), journal) == 2 and journal.is_file()
+    assert main(["check", str(tree), "--quiet"]) == 0
