@@ -9,7 +9,10 @@ target exists is refused, not carried out).
 
 The journal is JSON Lines: a header naming the root, then one line per step, written
 and flushed *before* the step is taken, so an interrupted run can still be undone:
-undo reverses only the steps whose result is on disk.
+undo reverses only the steps whose result is on disk.  It is never written inside the
+tree it renames (``check`` would report it, ``release`` refuse it): ``apply`` refuses a
+journal there, and ``default_journal`` is the current folder, or the folder above the
+root when the current folder is inside it.
 
 Folder names and journals are untrusted (docs/THREAT-MODEL.md).  A folder is renamed
 only when its name is the ALF part it is read as (``ibl-cortex`` is not the lab
@@ -101,7 +104,11 @@ def plan(root: str | os.PathLike, lab: str | None = None) -> FixPlan:
 
 
 def _target(session: Session, lab: str | None, root: Path) -> tuple[str | None, str]:
-    """Where a session must go (root-relative), or None and why it cannot be moved."""
+    """Where a session must go (root-relative), or None and why it cannot be moved.
+
+    A subject never leaves its lab: a lab-less session below two or more folders, the
+    last of which could be its lab (``t/labB/m2/...``), is refused, naming the folder to
+    index instead (there ``labB`` is a lab without ``Subjects``, which fix completes)."""
     parts = session.parts
     names = session.rel.split("/") if session.rel else []
     misread = _misread(names, parts)
@@ -113,6 +120,11 @@ def _target(session: Session, lab: str | None, root: Path) -> tuple[str | None, 
                       f"{_keeping_lab(root.parents[2 - len(names)])} instead")
     if not parts.lab and above == ["Subjects"]:
         return None, f"the root is a lab folder: index {root.parent}, which keeps the lab"
+    if not parts.lab and len(above) > 1 and alf.LAB_RE.fullmatch(above[-1]):
+        return None, (f"{p.display_path(above[-1])} may be this subject's lab, which a "
+                      f"move to the root would lose: run fix on "
+                      f"{p.display_path(str(root.joinpath(*above[:-1])))} instead (it "
+                      f"moves the subject to {p.display_path(above[-1])}/Subjects)")
     if not parts.lab and len(above) == 1 and alf.LAB_RE.fullmatch(above[0]):
         parts = parts._replace(lab=above[0])  # labB/m2/... : a lab without Subjects
     elif not parts.lab and not above and lab:
@@ -149,15 +161,36 @@ def _steps(source: str, target: str) -> tuple[Rename | None, Rename | None]:
     return number, (top if top.source != top.target else None)
 
 
+def default_journal(root: Path, when: float | None = None) -> Path:
+    """``fastindex-fix-TIME.jsonl`` in the current folder, or in the folder above
+    ``root`` when the current folder is inside the tree (``cd tree && fix . --apply``):
+    never where the next walk of the tree would find it."""
+    import time
+
+    name = f"fastindex-fix-{time.strftime('%Y%m%dT%H%M%S', time.localtime(when))}.jsonl"
+    here = Path.cwd().resolve()
+    return (root.parent if _within(here, root) else here) / name
+
+
+def _within(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
 def apply(fix: FixPlan, journal: Path) -> int:
     """Carry out a plan, journalling each step before it is taken; the renames done.
 
-    A rename whose target has appeared since the plan was made stops the run: nothing
-    is ever replaced.  The root's table lock is held throughout, so no build or update
-    indexes the tree half renamed.
+    A journal inside the root is refused (``InputError``) before any step: the tree
+    would hold it.  A rename whose target has appeared since the plan was made stops
+    the run: nothing is ever replaced.  The root's table lock is held throughout, so no
+    build or update indexes the tree half renamed.
     """
     from fastindex.store import TableStore
 
+    where = Path(os.path.realpath(journal.parent)) / journal.name
+    if _within(where, fix.root):
+        raise InputError(f"the journal {journal} would be inside {fix.root}, the tree fix "
+                         f"renames (check would report it, release refuse it): give "
+                         f"--journal a path outside it")
     try:
         out = open(journal, "x", encoding="utf-8")  # exclusive: never overwrite a journal
     except OSError as err:

@@ -5,9 +5,11 @@ docs/THREAT-MODEL.md).  A file fastindex reads to decide what to do is opened wi
 ``O_NOFOLLOW`` (a link to a secret would put its lines in the tables) and
 ``O_NONBLOCK`` (a FIFO would hang the run), must be a regular file, and is read up to a
 cap (a link to ``/dev/zero`` cannot exhaust memory).  A file fastindex writes is first
-created beside its target under a random name with ``O_CREAT | O_EXCL | O_NOFOLLOW``
-(``tempfile.mkstemp``), so a link planted in a shared folder is never written through,
-then renamed over the target.
+created beside its target under a random name with ``O_CREAT | O_EXCL | O_NOFOLLOW``,
+so a link planted in a shared folder is never written through, then renamed over the
+target.  It is created with mode ``0666`` less the umask, as any file a user creates
+(``0644`` under the usual ``022``): a release or a report is meant to be read by others,
+which ``tempfile.mkstemp``'s ``0600`` would forbid whatever the umask.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import contextlib
 import errno
 import fcntl
 import os
+import secrets
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -26,6 +28,10 @@ from fastindex.errors import InputError, write_failure
 
 #: Every temporary file fastindex makes is named ``.<target>.<random>.tmp``.
 TEMP_SUFFIX = ".tmp"
+#: A new file's mode before the umask: what ``open(..., "w")`` gives.
+NEW_FILE_MODE = 0o666
+_CREATE = (os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+           | getattr(os, "O_CLOEXEC", 0))
 _FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
           | getattr(os, "O_CLOEXEC", 0))
 
@@ -68,11 +74,16 @@ def read_regular(path: Path, limit: int, what: str) -> bytes | None:
 
 
 def temp_beside(target: Path) -> tuple[int, Path]:
-    """A new, empty file beside ``target``, created exclusively under a random name
-    (``.NAME.XXXXXXXX.tmp``): its descriptor and path."""
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
-                                suffix=TEMP_SUFFIX)
-    return fd, Path(name)
+    """A new, empty file beside ``target``, created exclusively (never through a link)
+    under a random name (``.NAME.XXXXXXXX.tmp``), mode ``0666`` less the umask: its
+    descriptor and path."""
+    for _ in range(100):
+        temp = target.parent / f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        try:
+            return os.open(temp, _CREATE, NEW_FILE_MODE), temp
+        except FileExistsError:
+            continue  # another's name (or a planted link): draw again
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(target.parent))
 
 
 @contextlib.contextmanager

@@ -8,7 +8,10 @@ digests carried into new tables, and rows kept by ``update --keep-missing``.  So
 column fastindex uses must have a type it expects and every value the form ALF gives
 it: a ``rel_path`` that is ``collection/#revision#/name`` (never ``../``), a subject
 that is one folder, a number ONE pads to three digits, an md5 that is 32 hex digits.
-Anything else is refused, one line naming the column and the first bad value.
+And no two rows may share a key: a session id, a dataset id (``eid``, ``id``) or a path
+(``eid``, ``rel_path``), checked before any join on them (a row repeated N times would
+make a join on its key N x N rows).  Anything else is refused, one line naming the
+column and the first bad value.
 
 Paths are checked on their distinct values, in Python with the ALF patterns (they use
 look-aheads that polars' regex engine lacks); a release repeats a few names many
@@ -65,8 +68,7 @@ def _sessions(sessions: pl.DataFrame, named: str) -> None:
     import polars as pl
 
     _no_nulls(sessions, "sessions", ("id", "subject", "date", "number"), named)
-    if sessions["id"].n_unique() != sessions.height:
-        raise InputError(f"{named}: sessions has repeated ids")
+    _unique(sessions, "sessions", ("id",), named)
     _each(sessions["subject"], lambda s: alf.SUBJECT_RE.fullmatch(s) is not None,
           "sessions.subject", "is not an ALF subject", named)
     _each(sessions["lab"].drop_nulls(), lambda s: s == "" or alf.LAB_RE.fullmatch(s) is not None,
@@ -84,6 +86,8 @@ def _datasets(sessions: pl.DataFrame, datasets: pl.DataFrame, named: str) -> Non
     import polars as pl
 
     _no_nulls(datasets, "datasets", ("eid", "id", "rel_path", "file_size", "exists"), named)
+    _unique(datasets, "datasets", ("eid", "id"), named)
+    _unique(datasets, "datasets", ("eid", "rel_path"), named)
     _each(datasets["rel_path"], alf.is_rel_path, "datasets.rel_path",
           "is not an ALF path below a session (collection/#revision#/name)", named)
     orphans = datasets.join(sessions.select(eid="id"), on="eid", how="anti")
@@ -114,6 +118,18 @@ def _no_nulls(frame: pl.DataFrame, table: str, columns: tuple[str, ...], named: 
     for column in columns:
         if frame[column].null_count():
             raise InputError(f"{named}: {table}.{column} has empty values")
+
+
+def _unique(frame: pl.DataFrame, table: str, key: tuple[str, ...], named: str) -> None:
+    """Refuse a table where two rows share ``key``: every join on it (old digests carried
+    forward, a zip's rows with its members) would multiply rows by rows."""
+    import polars as pl
+
+    repeated = frame.select(*key).filter(pl.struct(*key).is_duplicated())
+    if repeated.height:
+        first = repeated.row(0)
+        shown = ", ".join(f"{column} {_shown(value)}" for column, value in zip(key, first))
+        raise InputError(f"{named}: {table} has more than one row with {shown}")
 
 
 def _each(values: pl.Series, ok, column: str, why: str, named: str) -> None:

@@ -178,7 +178,11 @@ def _keep_missing(index: TreeIndex, old_sessions: pl.DataFrame, old: pl.DataFram
     import polars as pl
 
     frame = index.datasets.with_columns(exists=pl.lit(True))
-    gone = old.join(frame, on=["eid", "id"], how="anti").with_columns(exists=pl.lit(False))
+    # gone: neither its id nor its path is in the new rows (a row whose id differs, as
+    # forged tables can have, must not become a second row for a file that is there)
+    gone = (old.join(frame, on=["eid", "id"], how="anti")
+            .join(frame.select("eid", "rel_path"), on=["eid", "rel_path"], how="anti")
+            .with_columns(exists=pl.lit(False)))
     gone = gone.select(_conform(gone, frame.schema))
     sessions = index.sessions
     lost = old_sessions.join(sessions, on="id", how="anti")

@@ -45,12 +45,21 @@ CONTENT = "content_mismatch"
 TABLES = "tables_mismatch"  # sessions and datasets come from different builds
 SAME_PATH = "same_path"  # several rows that ONE loads from one file
 UNEXPECTED = "unexpected_member"  # in a zip, a member that no row describes
+NOT_COMPARED = "not_compared"  # --hash: a row without a digest, its file of the same size
 
 #: What zipfile raises on a damaged or crafted zip (its central directory, a member's
 #: header or data): a bad name's bytes, a version or method it does not know, an
 #: encrypted member, a stream that ends early.
 UNREADABLE_ZIP = (OSError, zipfile.BadZipFile, ValueError, NotImplementedError,
                   RuntimeError, EOFError, OverflowError, zlib.error)
+
+#: The compressions ``release`` writes.  A member compressed any other way (bzip2, lzma)
+#: is refused before any data is read: zipfile inflates those a whole chunk at a time,
+#: without a bound.
+METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
+#: Deflate's largest ratio (a 258-byte match coded in two bits): a member declaring more
+#: than this many times its compressed size is not deflate's.
+DEFLATE_RATIO = 1032
 
 #: A zip's table member is read up to this many times its compressed size (a release
 #: stores parquet, already compressed, so it barely deflates): a bound on memory
@@ -119,12 +128,16 @@ def verify_zip(path: str | os.PathLike, hash: bool = False, progress: bool = Fal
     """Check a release zip against the tables inside it, without unpacking it.
 
     The zip is untrusted: a member name that is absolute, climbs out (``..``) or repeats,
-    and a link entry, refuse it (``InputError``) before any data is read; its tables are
-    read within a bound set by the zip's own size and checked (``check_tables``).  Every
-    row's member must be there with its size; every such member's data is read once and
-    checked against its CRC-32 (zipfile does it as it reads) and, with ``hash``, against
-    the row's digests.  A member no row describes (nor the release's ``--include``) is
-    an ``unexpected_member``.
+    a link entry, a compression other than stored or deflate, an encrypted member, and
+    sizes no release can declare (more than deflate's ratio to the compressed size, more
+    compressed data than the zip holds) refuse it (``InputError``) before any data is
+    read; its tables are read within a bound set by the zip's own size and checked
+    (``check_tables``).  Every row's member must be there with its size; every such
+    member's data is read once and checked against its CRC-32 (zipfile does it as it
+    reads) and, with ``hash``, against the row's digests (a row without one is
+    ``not_compared``).  A member that cannot be read whole is one ``content_mismatch``.
+    A member no row describes (nor the release's ``--include``) is an
+    ``unexpected_member``.
     """
     import polars as pl
 
@@ -135,6 +148,7 @@ def verify_zip(path: str | os.PathLike, hash: bool = False, progress: bool = Fal
         raise InputError(f"cannot open {archive_path} as a zip: {err}") from None
     with archive:
         names = _member_names(archive, archive_path)
+        _check_sizes(archive, archive_path)
         (sessions, _), (datasets, meta) = (_table_member(archive, name, archive_path)
                                            for name in TABLE_FILES)
         check_tables(sessions, datasets, f"the tables in {archive_path}")
@@ -171,6 +185,38 @@ def _member_names(archive: zipfile.ZipFile, zip_path: Path) -> list[str]:
         seen.add(name)
         names.append(name)
     return names
+
+
+def _check_sizes(archive: zipfile.ZipFile, zip_path: Path) -> None:
+    """Refuse, from the central directory alone, a member ``release`` cannot have
+    written: compressed with another method, encrypted, or declaring sizes that bound
+    nothing (more data than its method can inflate to, more compressed bytes than the
+    zip holds, counted once each: members cannot share bytes).  What a member declares
+    is what zipfile reads, so verify's work is then bounded by the zip's size."""
+    try:
+        zip_size = os.fstat(cast(io.BufferedReader, archive.fp).fileno()).st_size
+    except (AttributeError, OSError, ValueError):
+        zip_size = 0
+    compressed = 0
+    for info in archive.infolist():
+        name = info.filename
+        method = METHODS.get(info.compress_type)
+        if method is None:
+            raise InputError(f"{zip_path}: member {name!r} is compressed with method "
+                             f"{info.compress_type}, not stored or deflate (as a release "
+                             f"is); refused")
+        if info.flag_bits & 0x1:
+            raise InputError(f"{zip_path}: member {name!r} is encrypted; not a release")
+        most = info.compress_size * (1 if info.compress_type == zipfile.ZIP_STORED
+                                     else DEFLATE_RATIO)
+        if info.file_size > most:
+            raise InputError(f"{zip_path}: member {name!r} declares {info.file_size} bytes "
+                             f"in {info.compress_size} compressed ({method}: at most "
+                             f"{most}); refused")
+        compressed += info.compress_size
+        if compressed > zip_size or info.header_offset + info.compress_size > zip_size:
+            raise InputError(f"{zip_path}: member {name!r} declares more compressed data "
+                             f"than the zip's {zip_size} bytes hold; refused")
 
 
 def _table_member(archive: zipfile.ZipFile, name: str, zip_path: Path
@@ -224,7 +270,11 @@ def _read_members(archive: zipfile.ZipFile, rows: pl.DataFrame, algorithms: tupl
                               **{c: [] for c in Digests(algorithms).columns}}
     corrupt = []
     buffer = bytearray(hashing.CHUNK)
+    seen = set()  # rows of sessions with the same folder name one member (same_path)
     for name, size in rows.iter_rows():
+        if name in seen:
+            continue
+        seen.add(name)
         try:
             info = archive.getinfo(name)
         except KeyError:
@@ -236,8 +286,9 @@ def _read_members(archive: zipfile.ZipFile, rows: pl.DataFrame, algorithms: tupl
                     digests = hashing.digest_stream(cast(hashing.Readable, member), algorithms,
                                                     buffer)[1]
             except UNREADABLE_ZIP as err:  # a CRC-32 that does not match, a bad header
-                corrupt.append((CONTENT, name, f"crc32:{info.CRC:08x}", str(err)))
-                continue
+                # once, as a content difference: the member is there, with its size
+                corrupt.append((CONTENT, name, f"crc32:{info.CRC:08x}", _damage(err)))
+                digests = {}
         found["path"].append(name)
         found["file_size"].append(info.file_size)
         for algorithm in algorithms:
@@ -246,6 +297,15 @@ def _read_members(archive: zipfile.ZipFile, rows: pl.DataFrame, algorithms: tupl
     return pl.DataFrame(found, schema={"path": pl.String, "file_size": pl.UInt64,
                                        **{c: pl.String for c in found if c not in
                                           ("path", "file_size")}}), corrupt
+
+
+def _damage(err: BaseException) -> str:
+    """What a member's unreadable data is, in words (not an exception's text)."""
+    if isinstance(err, zipfile.BadZipFile) and "CRC" in str(err):
+        return "data whose CRC-32 differs"
+    if isinstance(err, EOFError):
+        return "data that ends early"
+    return "data that cannot be read"
 
 
 def _digests_to_compare(datasets: pl.DataFrame, hash: bool, named) -> tuple[str, ...]:
@@ -290,12 +350,20 @@ def compare(sessions: pl.DataFrame, datasets: pl.DataFrame, found: pl.DataFrame,
         (SIZE, pl.col("file_size") != pl.col("file_size_disk"), pl.col("file_size"),
          pl.col("file_size_disk")),
     ]
-    for algo in algorithms:
+    held = [pl.col(hashing.COLUMNS[algo]).fill_null("") != "" for algo in algorithms]
+    for algo, has_digest in zip(algorithms, held):
         column = hashing.COLUMNS[algo]
         checks.append((CONTENT, (pl.col("file_size") == pl.col("file_size_disk"))
-                       & (pl.col(column) != pl.col(f"{column}_disk")),
+                       & has_digest & (pl.col(column) != pl.col(f"{column}_disk")),
                        pl.lit(f"{algo}:") + pl.col(column),
                        pl.lit(f"{algo}:") + pl.col(f"{column}_disk")))
+    if algorithms:
+        # Content was asked for and this row holds no digest to compare it with: said,
+        # never passed as if compared.
+        checks.append((NOT_COMPARED, (pl.col("file_size") == pl.col("file_size_disk"))
+                       & ~pl.any_horizontal(held), pl.lit("no digest"),
+                       pl.lit(f"{algorithms[0]}:")
+                       + pl.col(f"{hashing.COLUMNS[algorithms[0]]}_disk")))
     if not algorithms and "etag" in ours.columns and "etag" in found.columns:
         # a bucket's objects: a rewrite of the same size has a new ETag
         checks.append((CONTENT, (pl.col("file_size") == pl.col("file_size_disk"))

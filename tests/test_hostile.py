@@ -739,3 +739,277 @@ def test_a_lock_file_planted_as_a_link_is_refused_and_nothing_is_written_through
         with _lock_file(tmp_path / ".fastindex.lock"):
             pass
     assert not outside.exists()
+
+
+# Zips and tables, third round: methods, declared sizes, repeated rows ------------------
+
+def _recompressed(source: Path, target: Path, method: int, name: str | None = None,
+                  declare: dict | None = None) -> Path:
+    """A copy of a zip whose member ``name`` (every member when None) is compressed with
+    ``method``, and whose central directory declares ``declare`` (ZipInfo attributes) for
+    it: set before the directory is written, so only the directory says so."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for info in old.infolist():
+            chosen = name is None or info.filename == name
+            new.writestr(info, old.read(info), method if chosen else info.compress_type)
+            if chosen:
+                for key, value in (declare or {}).items():
+                    setattr(new.infolist()[-1], key, value)
+    return target
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_a_member_compressed_as_no_release_is_is_refused_before_any_data_is_read(
+        tmp_path, release, method) -> None:
+    """bzip2 and lzma members are inflated by zipfile a whole chunk at a time: a small
+    one declaring a terabyte exhausts memory.  A release stores or deflates: refused
+    from the central directory, whatever the member holds."""
+    crafted = _recompressed(release, tmp_path / "c.zip", method, f"{SES}/alf/spikes.times.npy")
+    assert f"compressed with method {method}, not stored or deflate" in _one_line_refusal(
+        _cli("verify", str(crafted), "--hash"))
+
+
+@pytest.mark.parametrize("declare,why", [
+    ({"file_size": 1 << 40}, "declares 1099511627776 bytes in"),  # 1 TiB from a few bytes
+    ({"compress_size": 1 << 30}, "more compressed data than the zip's"),
+])
+def test_a_member_declaring_sizes_no_release_can_is_refused_before_reading(
+        tmp_path, release, declare, why) -> None:
+    """What the central directory declares is what zipfile reads: a deflate member can
+    inflate at most 1032 times its compressed size, and its compressed bytes must be in
+    the zip.  A 1 TiB member of a small zip would cost an hour of inflating."""
+    crafted = _recompressed(release, tmp_path / "c.zip", zipfile.ZIP_DEFLATED,
+                            f"{SES}/alf/spikes.times.npy", declare)
+    assert crafted.stat().st_size < 1 << 20
+    assert why in _one_line_refusal(_cli("verify", str(crafted), "--hash"))
+
+
+def test_a_zero_filled_member_at_deflates_best_ratio_is_verified(tmp_path) -> None:
+    """The bound is deflate's own: a real member as compressible as data gets passes."""
+    root = write_tree(tmp_path / "t", {f"{SES}/alf/zeros.table.npy": bytes(16 << 20)})
+    zip_path = tmp_path / "r.zip"
+    assert main(["release", str(root), str(zip_path), "--compression", "deflate", "--quiet",
+                 "--workers", "1"]) == 0
+    info = zipfile.ZipFile(zip_path).getinfo(f"{SES}/alf/zeros.table.npy")
+    assert info.file_size > 1000 * info.compress_size
+    assert main(["verify", str(zip_path), "--quiet"]) == 0
+
+
+def _forged_zip(release: Path, tmp_path: Path, change, replace=None) -> Path:
+    """The release with ``change`` made to its datasets table (and members replaced)."""
+    with zipfile.ZipFile(release) as z:
+        (tmp_path / "d.pqt").write_bytes(z.read("datasets.pqt"))
+    _forge(tmp_path / "d.pqt", change)
+    return _rezip(release, tmp_path / "c.zip", replace={
+        "datasets.pqt": (tmp_path / "d.pqt").read_bytes(), **(replace or {})})
+
+
+def test_verify_hash_says_which_rows_it_could_not_compare(tmp_path, release) -> None:
+    """A row without a digest, whose member was replaced by other bytes of its size:
+    ``not_compared`` (exit 1), never 'content checked: no differences'."""
+    member = f"{SES}/alf/trials.table.npy"  # the first row
+    size = zipfile.ZipFile(release).getinfo(member).file_size
+    crafted = _forged_zip(release, tmp_path, _set("hash", None),
+                          replace={member: b"\x07" * size})
+    report = tmp_path / "v.json"
+    done = _cli("verify", str(crafted), "--hash", "--report", str(report))
+    assert done.returncode == 1, done.stderr
+    assert "1 not_compared" in done.stderr
+    assert [(d["kind"], d["path"], d["expected"]) for d in
+            json.loads(report.read_text())["differences"]] == [
+        ("not_compared", member, "no digest")]
+
+
+def _damaged(release: Path, target: Path, member: str) -> Path:
+    """A copy of the zip with one byte of ``member``'s data changed (its CRC-32 kept)."""
+    data = bytearray(release.read_bytes())
+    info = zipfile.ZipFile(release).getinfo(member)
+    start = info.header_offset + 30 + int.from_bytes(data[info.header_offset + 26:
+                                                          info.header_offset + 28], "little") \
+        + int.from_bytes(data[info.header_offset + 28:info.header_offset + 30], "little")
+    data[start + info.compress_size - 1] ^= 0xFF
+    target.write_bytes(data)
+    return target
+
+
+@pytest.mark.parametrize("hash_too", [False, True])
+def test_one_damaged_member_is_one_content_mismatch(tmp_path, release, hash_too) -> None:
+    member = f"{SES}/alf/spikes.times.npy"
+    crafted = _damaged(release, tmp_path / "c.zip", member)
+    report = tmp_path / "v.json"
+    done = _cli("verify", str(crafted), "--report", str(report),
+                *(["--hash"] if hash_too else []))
+    assert done.returncode == 1, done.stderr
+    crc = zipfile.ZipFile(release).getinfo(member).CRC
+    assert json.loads(report.read_text())["differences"] == [
+        {"kind": "content_mismatch", "path": member, "expected": f"crc32:{crc:08x}",
+         "found": "data whose CRC-32 differs"}]
+
+
+def _repeat(table_name: str, how: str, times: int):
+    """A change to a table: its first row repeated ``times`` times, as it is ("row"), or
+    with new dataset ids ("path": one path, many ids), or sessions repeated ("id")."""
+    import pyarrow as pa
+
+    def change(table):
+        first = table.slice(0, 1)
+        copies = pa.concat_tables([first] * times)
+        if how == "path":
+            i = copies.column_names.index("id")
+            copies = copies.set_column(i, "id", pa.array(
+                [f"id{n}" for n in range(times)], copies.schema.field("id").type))
+        return pa.concat_tables([copies, table.slice(1)])
+    return change
+
+
+REPEATS = [("datasets.pqt", "row", "datasets has more than one row with eid "),
+           ("datasets.pqt", "path", "datasets has more than one row with eid "),
+           ("sessions.pqt", "row", "sessions has more than one row with id ")]
+
+
+@pytest.mark.parametrize("table,how,why", REPEATS)
+@pytest.mark.parametrize("where", ["zip", "update", "verify"])
+def test_repeated_rows_are_refused_in_one_line_before_any_join(tmp_path, release, table, how,
+                                                               why, where) -> None:
+    """A row repeated N times makes every join on its key N x N rows (a 5 kB zip whose
+    datasets repeat one row 20,000 times aborted verify): refused, naming the key."""
+    times = 2000  # enough to show the join, small enough to run before the check existed
+    if where == "zip":
+        with zipfile.ZipFile(release) as z:
+            (tmp_path / table).write_bytes(z.read(table))
+        _forge(tmp_path / table, _repeat(table, how, times))
+        crafted = _rezip(release, tmp_path / "c.zip",
+                         replace={table: (tmp_path / table).read_bytes()})
+        line = _one_line_refusal(_cli("verify", str(crafted), "--hash"))
+        assert str(crafted) in line
+    else:
+        root, out = _hashed_tables(tmp_path)
+        _forge(out / table, _repeat(table, how, times))
+        before = (out / table).read_bytes()
+        args = (["update", str(root), "--out", str(out), "--keep-missing"] if where == "update"
+                else ["verify", str(root), "--tables", str(out), "--hash"])
+        line = _one_line_refusal(_cli(*args))
+        assert (out / table).read_bytes() == before
+    assert why in line and ("rel_path" in line) == (how == "path")
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(["sessions.pqt", "datasets.pqt"]), max_size=2),
+       st.integers(2, 50),
+       st.dictionaries(st.sampled_from([f"{SES}/alf/trials.table.npy", "sessions.pqt",
+                                        "datasets.pqt"]),
+                       st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED,
+                                        zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA]), max_size=3),
+       st.booleans())
+def test_fuzzed_zips_with_repeated_rows_and_any_method_are_refused_or_verified(
+        tmp_path_factory, capsys, repeated, times, methods, hash_too) -> None:
+    """Rows repeated in either table, members compressed with any method zipfile knows:
+    refused in one line (exit 2) exactly when a row repeats or a method is not a
+    release's, else verified (exit 0); nothing written."""
+    tmp = tmp_path_factory.mktemp("zip")
+    root = write_tree(tmp / "t", [f"{SES}/alf/trials.table.npy"])
+    release = tmp / "r.zip"
+    assert main(["release", str(root), str(release), "--hash", "md5", "--quiet",
+                 "--workers", "1"]) == 0
+    tables = {}
+    with zipfile.ZipFile(release) as z:
+        for table in set(repeated):
+            (tmp / table).write_bytes(z.read(table))
+            _forge(tmp / table, _repeat(table, "row", times))
+            tables[table] = (tmp / table).read_bytes()
+    crafted = tmp / "c.zip"
+    with zipfile.ZipFile(release) as old, zipfile.ZipFile(crafted, "w") as new:
+        for info in old.infolist():
+            new.writestr(info, tables.get(info.filename) or old.read(info),
+                         methods.get(info.filename, info.compress_type))
+    before = _files(tmp)
+    capsys.readouterr()
+    code = main(["verify", str(crafted), "--quiet", *(["--hash"] if hash_too else [])])
+    err = capsys.readouterr().err
+    refused = bool(repeated) or any(m not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+                                    for m in methods.values())
+    event(f"verify exit {code}")
+    assert code == (2 if refused else 0), err
+    if refused:
+        assert "more than one row with" in err or "not stored or deflate" in err
+        assert len(err.strip().splitlines()) == 1, err
+    assert _files(tmp) == before
+
+
+def test_update_keep_missing_never_keeps_a_second_row_for_a_file_that_is_there(
+        tmp_path) -> None:
+    """Old tables whose row for a file has another id (forged): the file's new row
+    replaces it; the old one is not kept as gone, so no path is written twice."""
+    import polars as pl
+
+    root, out = _hashed_tables(tmp_path)
+    _forge(out / "datasets.pqt", _set("id", "not-the-id-of-this-path"))
+    assert main(["update", str(root), "--out", str(out), "--keep-missing", "--quiet",
+                 "--workers", "1"]) == 0
+    datasets = pl.read_parquet(out / "datasets.pqt")
+    assert datasets.height == 2 and datasets["exists"].all()
+    TableStore(out).read()
+
+
+# fix: the journal outside the tree, subjects kept in their labs -------------------------
+
+FIX_FILE = "alf/_ibl_trials.choice.npy"
+
+
+def _unloadable_tree(tmp_path: Path) -> Path:
+    """A lab folder without ``Subjects``, one session spelled ``1``: fix has work."""
+    return write_tree(tmp_path / "t", [f"labB/m2/2021-05-05/001/{FIX_FILE}",
+                                       f"labB/m2/2021-05-06/1/{FIX_FILE}"])
+
+
+def test_fix_run_above_a_tree_never_moves_a_subject_out_of_its_lab(tmp_path, tmp_path_factory,
+                                                                   capsys) -> None:
+    """From the folder above ``t``, ``t/labB/m2`` -> ``m2`` would drop the lab (and every
+    session id): refused, naming the folder to run fix on, where the lab is kept."""
+    tree = _unloadable_tree(tmp_path)
+    before = _files(tmp_path)
+    journal = tmp_path_factory.mktemp("journal") / "j1"
+    assert main(["fix", str(tmp_path), "--apply", "--journal", str(journal)]) == 1
+    out = capsys.readouterr().out
+    assert "rename\t" not in out
+    assert (f"refused\tt/labB/m2/2021-05-05/001\tlabB may be this subject's lab, which a "
+            f"move to the root would lose: run fix on {tree} instead") in out
+    assert _files(tmp_path) == before
+    assert main(["fix", str(tree), "--apply", "--journal", str(tmp_path / "j2")]) == 0
+    assert main(["check", str(tree), "--quiet"]) == 0
+    assert sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*.npy")) == [
+        f"labB/Subjects/m2/2021-05-05/001/{FIX_FILE}",
+        f"labB/Subjects/m2/2021-05-06/001/{FIX_FILE}"]
+
+
+def test_fix_refuses_a_journal_inside_the_tree_it_renames(tmp_path) -> None:
+    tree = _unloadable_tree(tmp_path)
+    before = _files(tree)
+    line = _one_line_refusal(_cli("fix", str(tree), "--apply", "--journal",
+                                  str(tree / "labB" / "j.jsonl")))
+    assert "would be inside" in line and "--journal" in line
+    assert _files(tree) == before
+
+
+def test_fixs_default_journal_is_outside_the_tree_even_run_from_inside_it(
+        tmp_path, monkeypatch) -> None:
+    """``cd tree && fastindex fix . --apply``: the journal is never where check would
+    report it and release refuse it."""
+    from fastindex import fix
+
+    tree = _unloadable_tree(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "fastindex", "fix", ".", "--apply"],
+                          cwd=tree, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in done.stderr and done.returncode in (0, 2), done.stderr
+    assert not [p for p in tree.rglob("*") if p.name.startswith("fastindex-fix-")]
+    if done.returncode == 0:
+        assert main(["fix", str(tree), "--undo", str(next(tmp_path.glob("fastindex-fix-*"))
+                                                      )]) == 0
+    for here in (tree, tree / "labB/m2", tmp_path):
+        monkeypatch.chdir(here)
+        assert fix.default_journal(tree).parent == tmp_path
+    monkeypatch.chdir(tree)
+    journal = fix.default_journal(tree, when=0)
+    assert fix.apply(fix.plan(tree), journal) == 2 and journal.is_file()
+    assert main(["check", str(tree), "--quiet"]) == 0

@@ -259,3 +259,20 @@ def test_verify_checks_a_zip_without_unpacking_it(tmp_path, capsys) -> None:
                 archive.writestr(i, content)
     assert main(["verify", str(missing), "--quiet"]) == 1
     assert f"missing: {name}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_the_zip_and_the_report_are_as_readable_as_the_umask_allows(tmp_path, umask,
+                                                                    mode) -> None:
+    """A zip made for publication, and a report: mode 0666 less the umask, as any file
+    the user creates (mkstemp's 0600 kept web servers and colleagues out)."""
+    root = write_tree(tmp_path / "t", [f"{SES}/alf/_ibl_trials.choice.npy"])
+    zip_path, report = tmp_path / "r.zip", tmp_path / "r.json"
+    for command, code in ((["release", str(root), str(zip_path)], 0),
+                          (["check", str(root), "--report", str(report)], 1)):
+        done = subprocess.run([sys.executable, "-m", "fastindex", *command, "--quiet"],
+                              capture_output=True, text=True, umask=umask)
+        assert done.returncode == code, done.stderr
+        (root / "notes.txt").write_text("not data\n")  # a problem for check to report
+    assert {path.name: path.stat().st_mode & 0o777 for path in (zip_path, report)} == {
+        "r.zip": mode, "r.json": mode}

@@ -13,7 +13,7 @@ from conftest import BEHAVIOUR, write_tree
 
 import fastindex
 from fastindex.cli import main
-from fastindex.verify import CONTENT, MISSING, SIZE, TABLES, UNINDEXED, verify
+from fastindex.verify import CONTENT, MISSING, NOT_COMPARED, SIZE, TABLES, UNINDEXED, verify
 
 SES = "cortexlab/Subjects/KS001/2020-01-01/001"
 
@@ -87,3 +87,29 @@ def test_verify_and_check_work_on_a_read_only_tree(tree) -> None:
     finally:
         for folder in folders:
             folder.chmod(0o755)
+
+
+def test_hash_reports_rows_without_a_digest_as_not_compared(tree, tmp_path) -> None:
+    """A row whose digests are gone, its file rewritten at the same size: not passed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rel = "alf/_ibl_trials.choice.npy"
+    sessions = pq.read_table(tree / "sessions.pqt").to_pylist()
+    eid = next(s["id"] for s in sessions if (s["subject"], str(s["date"]), s["number"])
+               == ("KS001", "2020-01-01", 1))
+    table = pq.read_table(tree / "datasets.pqt")
+    row = list(zip(table.column("eid").to_pylist(),
+                   table.column("rel_path").to_pylist())).index((eid, rel))
+    for column in ("hash", "xxh3"):
+        values = table.column(column).to_pylist()
+        values[row] = None
+        table = table.set_column(table.column_names.index(column), column,
+                                 pa.array(values, pa.string()))
+    pq.write_table(table, tree / "datasets.pqt")
+    target = tree / SES / rel
+    target.write_bytes(b"\x05" * target.stat().st_size)
+    result = verify(tree, hash=True, workers=1)
+    assert result.differences.select("kind", "path", "expected").rows() == [
+        (NOT_COMPARED, f"{SES}/{rel}", "no digest")]
+    assert "1 not_compared" in result.summary()
