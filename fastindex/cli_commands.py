@@ -8,7 +8,6 @@ import argparse
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 
 from fastindex.errors import InputError, ProblemsFound
@@ -241,7 +240,7 @@ def run_fix(args: argparse.Namespace) -> int:
     elif not args.apply:
         print(f"fastindex: {summary}; a dry run: add --apply to rename", file=sys.stderr)
     else:
-        journal = args.journal or Path(f"fastindex-fix-{time.strftime('%Y%m%dT%H%M%S')}.jsonl")
+        journal = args.journal or fix.default_journal(plan.root)
         done = fix.apply(plan, journal.resolve())
         next_step = "update" if (plan.root / DATASETS_FILE).exists() else "build"
         print(f"fastindex: {summary}; renamed {counted(done, 'folder')} (undo: fastindex fix "

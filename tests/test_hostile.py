@@ -1001,11 +1001,9 @@ def test_fixs_default_journal_is_outside_the_tree_even_run_from_inside_it(
     tree = _unloadable_tree(tmp_path)
     done = subprocess.run([sys.executable, "-m", "fastindex", "fix", ".", "--apply"],
                           cwd=tree, capture_output=True, text=True, timeout=120)
-    assert "Traceback" not in done.stderr and done.returncode in (0, 2), done.stderr
+    assert done.returncode == 0, done.stderr
     assert not [p for p in tree.rglob("*") if p.name.startswith("fastindex-fix-")]
-    if done.returncode == 0:
-        assert main(["fix", str(tree), "--undo", str(next(tmp_path.glob("fastindex-fix-*"))
-                                                      )]) == 0
+    assert main(["fix", str(tree), "--undo", str(next(tmp_path.glob("fastindex-fix-*")))]) == 0
     for here in (tree, tree / "labB/m2", tmp_path):
         monkeypatch.chdir(here)
         assert fix.default_journal(tree).parent == tmp_path
