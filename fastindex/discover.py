@@ -5,7 +5,9 @@ few; the files inside sessions are left to the workers.  A folder is a session w
 whole absolute path ends with ``(lab/Subjects/)?subject/date/number``, the test ONE
 uses.  It is indexed only where ONE will look for it: at ``[lab/Subjects/]subject/
 date/NNN`` under the root (``SessionParts.folder``); elsewhere its files are reported
-``unloadable_session``, with the folder ONE would look in.
+``unloadable_session``, with the folder ONE would look in.  A folder of this walk that
+cannot be listed is a problem, and also ``Discovery.unlisted`` unless its permissions
+are why (``TREE_FACTS``): the commands that write tables stop on it.
 """
 
 from __future__ import annotations
