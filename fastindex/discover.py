@@ -7,7 +7,7 @@ uses.  It is indexed only where ONE will look for it: at ``[lab/Subjects/]subjec
 date/NNN`` under the root (``SessionParts.folder``); elsewhere its files are reported
 ``unloadable_session``, with the folder ONE would look in.  A folder of this walk that
 cannot be listed is a problem, and also ``Discovery.unlisted`` unless its permissions
-are why (``TREE_FACTS``): the commands that write tables stop on it.
+or a path too long are why (``TREE_FACTS``): the commands that write tables stop on it.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class Discovery:
     unloadable: list[Session] = field(default_factory=list)
     ignored: int = 0  # entries the ignore rules passed over (a folder counts once)
     #: folders above the sessions whose listing failed (also among ``problems``), other
-    #: than for their permissions (``TREE_FACTS``): their sessions are not known, so
+    #: than for the tree's own reasons (``TREE_FACTS``): their sessions are not known, so
     #: the commands that write tables refuse to (``Engine.index``'s ``whole``)
     unlisted: list[Problem] = field(default_factory=list)
 
@@ -146,10 +146,11 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
 
 
 #: Why a folder below the root may fail to list that is a fact of the tree, the same on
-#: every run (reported ``unreadable``, the rest indexed): its permissions.  Any other
-#: failure (EIO on a network file system, a bucket's error after boto3's retries, a
-#: folder gone during the walk) says the listing, not the tree, is incomplete.
-TREE_FACTS = frozenset({errno.EACCES, errno.EPERM})
+#: every run (reported ``unreadable``, the rest indexed): its permissions, a path too
+#: long for the system.  Any other failure (EIO on a network file system, a bucket's
+#: error after boto3's retries, a folder gone during the walk) says the listing, not
+#: the tree, is incomplete.
+TREE_FACTS = frozenset({errno.EACCES, errno.EPERM, errno.ENAMETOOLONG})
 
 
 def discover_root(plan: IndexPlan, found: Discovery) -> Iterator[list[Folder]]:

@@ -107,11 +107,12 @@ def test_a_folder_that_cannot_be_listed_writes_no_tables(built, fails) -> None:
     assert (fails or ".", p.UNREADABLE) in [(r[0], r[1]) for r in index.skipped.iter_rows()]
 
 
-def test_a_folder_without_read_permission_is_a_problem_not_a_failure(built) -> None:
-    """Permissions are a fact of the tree, the same on every run: reported, the rest
-    built (only a permission on the root itself fails the build)."""
+@pytest.mark.parametrize("code", [errno.EACCES, errno.ENAMETOOLONG])
+def test_a_folder_without_read_permission_is_a_problem_not_a_failure(built, code) -> None:
+    """Permissions (and a path too long) are facts of the tree, the same on every run:
+    reported, the rest built (only a permission on the root itself fails the build)."""
     tree, out = built
-    root = _FailingRoot(tree.resolve(), "hoferlab/Subjects", errno.EACCES)
+    root = _FailingRoot(tree.resolve(), "hoferlab/Subjects", code)
     result = build(root, out, hash="md5", workers=1)
     assert result.n_sessions == SESSIONS - 1
     assert ("hoferlab/Subjects", p.UNREADABLE) in [
