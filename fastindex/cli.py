@@ -3,8 +3,9 @@
 Exit codes: 0 done; 1 problems were found where the command treats them as failure
 (``build --strict``, which then writes nothing; ``check``; ``verify``); 2 bad input
 (missing root, unwritable output, bad option or report path, another build writing the
-same tables); 3 the build failed (a worker died) and nothing was written; 130
-interrupted (Ctrl-C or SIGTERM).
+same tables, tables that would shrink without ``--allow-shrink``); 3 the build failed (a
+worker died, a folder above the sessions could not be listed) and nothing was written;
+130 interrupted (Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations

@@ -39,8 +39,8 @@ def run_build(args: argparse.Namespace) -> int:
     had_tables = isinstance(tables, Path) and (tables / DATASETS_FILE).exists()
     try:
         result = build(args.root, args.out, strict=args.strict, hash_ids=not args.string_ids,
-                       namespace=args.namespace, lab=args.lab, hash=args.hash, **_tree(args),
-                       **_settings(args))
+                       namespace=args.namespace, lab=args.lab, hash=args.hash,
+                       allow_shrink=args.allow_shrink, **_tree(args), **_settings(args))
     except ProblemsFound as found:
         return _refuse(found, report, args, "the previous tables are unchanged")
     _tell_outcome(result, report, args, result.summary())
@@ -48,12 +48,26 @@ def run_build(args: argparse.Namespace) -> int:
         unloadable = (result.skipped["reason"] == UNLOADABLE_SESSION).sum()
         if unloadable:
             print(f"fastindex: {unloadable} files are in session folders where ONE does not "
-                  f"look for them; `fastindex fix {args.root}` shows the renames that "
-                  f"fix that", file=sys.stderr)
+                  f"look for them; {_how_to_move(args)}", file=sys.stderr)
         if had_tables and args.hash != "none":
             print("tip: fastindex update re-hashes only the files that changed",
                   file=sys.stderr)
     return 0
+
+
+def _how_to_move(args: argparse.Namespace) -> str:
+    """Advice on sessions where ONE does not look that works on this root: ``fix``
+    renames a folder's sessions; a bucket's keys are moved by the user (``fix`` takes no
+    bucket), to the prefix each problem's detail names."""
+    if _is_bucket(args.root):
+        where = f"in {args.report}" if args.report else "--report FILE lists them"
+        return (f"move their keys to the prefix ONE looks in, which each one's detail "
+                f"names ({where}); fastindex fix renames local folders, not a bucket's keys")
+    return f"`fastindex fix {shlex.quote(str(args.root))}` shows the renames that fix that"
+
+
+def _is_bucket(root) -> bool:
+    return isinstance(root, str) and root.startswith("s3://")
 
 
 #: ``build`` prints at most this many warnings.
@@ -88,13 +102,23 @@ def _where_listed(report: Path | None, args: argparse.Namespace, problems: int,
         return ""
     if report:
         return f"; the list: {report}"
-    if args.func is run_update:  # its walking options are the tables', not the command line's
-        return f"; to list them: fastindex update {shlex.quote(str(args.root))} --report FILE"
+    source = _source_options(args)
     same = [f"--exclude {shlex.quote(p)}" for p in getattr(args, "exclude", [])]
     same += ["--follow-symlinks"] if getattr(args, "follow_symlinks", False) else []
+    if args.func is run_update:  # it walks as the tables say, once confirmed
+        command = " ".join(["fastindex update", shlex.quote(str(args.root)), *same, *source])
+        return f"; to list them: {command} --report FILE"
     same += [] if getattr(args, "default_ignores", True) else ["--no-default-ignores"]
-    command = " ".join(["fastindex check", shlex.quote(str(args.root)), *same])
+    command = " ".join(["fastindex check", shlex.quote(str(args.root)), *same, *source])
     return f"; to list them: {command} (or --report FILE)"
+
+
+def _source_options(args: argparse.Namespace) -> list[str]:
+    """Where this command's bucket is (``--endpoint-url``, ``--no-sign-request``), for
+    advice that names another command on the same root."""
+    endpoint = getattr(args, "endpoint_url", None)
+    return ([f"--endpoint-url {shlex.quote(endpoint)}"] if endpoint else []) + (
+        ["--no-sign-request"] if getattr(args, "anonymous", False) else [])
 
 
 def _print_problems(frame, stream, limit: int | None = None) -> None:
@@ -137,6 +161,7 @@ def run_update(args: argparse.Namespace) -> int:
     result = update(args.root, args.out, hash=args.hash, namespace=args.namespace,
                     keep_missing=args.keep_missing, force=args.force,
                     follow_symlinks=args.follow_symlinks, exclude=args.exclude,
+                    allow_shrink=args.allow_shrink,
                     **_settings(args))
     _tell_outcome(result.build, report, args, result.summary())
     return 0

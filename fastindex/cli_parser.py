@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--strict", action="store_true",
                    help="when any file would be skipped or any warning given: list them, "
                         "write no tables, exit 1")
+    _add_allow_shrink(b)
     b.set_defaults(func=run_build)
 
     k = sub.add_parser("check", help="list what would not be indexed, write nothing "
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rebuild tables whose ids would change (another tool or namespace)")
     u.add_argument("--report", type=Path,
                    help="write skipped files and warnings here (.csv or .json)")
+    _add_allow_shrink(u)
     _add_confirm_links(u)
     _add_source_options(u)
     _add_run_options(u)
@@ -166,6 +168,15 @@ def _add_source_options(command: argparse.ArgumentParser) -> None:
                               "(default: AWS)")
     command.add_argument("--no-sign-request", dest="anonymous", action="store_true",
                          help="read a public bucket without credentials")
+
+
+def _add_allow_shrink(command: argparse.ArgumentParser) -> None:
+    """build and update replace tables; emptying them, or losing more than half their
+    sessions, needs the user's word (a root one level too high looks just like that)."""
+    command.add_argument("--allow-shrink", action="store_true",
+                         help="replace tables even when the new ones hold no session, or "
+                              "fewer than half the sessions of the old (refused otherwise, "
+                              "exit 2)")
 
 
 def _add_confirm_links(command: argparse.ArgumentParser) -> None:

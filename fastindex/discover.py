@@ -5,11 +5,14 @@ few; the files inside sessions are left to the workers.  A folder is a session w
 whole absolute path ends with ``(lab/Subjects/)?subject/date/number``, the test ONE
 uses.  It is indexed only where ONE will look for it: at ``[lab/Subjects/]subject/
 date/NNN`` under the root (``SessionParts.folder``); elsewhere its files are reported
-``unloadable_session``, with the folder ONE would look in.
+``unloadable_session``, with the folder ONE would look in.  A folder of this walk that
+cannot be listed is a problem, and also ``Discovery.unlisted`` unless its permissions
+or a path too long are why (``TREE_FACTS``): the commands that write tables stop on it.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -58,6 +61,10 @@ class Discovery:
     problems: list[Problem] = field(default_factory=list)
     unloadable: list[Session] = field(default_factory=list)
     ignored: int = 0  # entries the ignore rules passed over (a folder counts once)
+    #: folders above the sessions whose listing failed (also among ``problems``), other
+    #: than for the tree's own reasons (``TREE_FACTS``): their sessions are not known, so
+    #: the commands that write tables refuse to (``Engine.index``'s ``whole``)
+    unlisted: list[Problem] = field(default_factory=list)
 
 
 def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY, *,
@@ -122,8 +129,10 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
     for listing in walk.walk(root, rel, policy, lister, stop=stop, ordered=True):
         found.ignored += listing.ignored
         if listing.error is not None:
-            found.problems.append(p.problem(listing.rel or ".", p.UNREADABLE,
-                                            str(listing.error)))
+            unreadable = p.problem(listing.rel or ".", p.UNREADABLE, str(listing.error))
+            found.problems.append(unreadable)
+            if listing.rel == "" or listing.error.errno not in TREE_FACTS:
+                found.unlisted.append(unreadable)
             continue
         for entry in listing.stopped:
             entry_rel = alf.join(listing.rel, entry.name)
@@ -134,6 +143,14 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
         _outside_sessions(found, listing, policy, listing.rel == "")
     if batch:
         yield batch
+
+
+#: Why a folder below the root may fail to list that is a fact of the tree, the same on
+#: every run (reported ``unreadable``, the rest indexed): its permissions, a path too
+#: long for the system.  Any other failure (EIO on a network file system, a bucket's
+#: error after boto3's retries, a folder gone during the walk) says the listing, not
+#: the tree, is incomplete.
+TREE_FACTS = frozenset({errno.EACCES, errno.EPERM, errno.ENAMETOOLONG})
 
 
 def discover_root(plan: IndexPlan, found: Discovery) -> Iterator[list[Folder]]:

@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING
 from fastindex import alf, discover, folderlister, ignore
 from fastindex import problems as p
 from fastindex.discover import Folder, Session
-from fastindex.errors import FastindexError, InputError, LabError
+from fastindex.errors import FastindexError, InputError, LabError, ListingFailed
 from fastindex.executors import default_workers, executor_for, given_executor
 from fastindex.gcpause import pauses_gc
 from fastindex.index import BatchResult, IndexPlan, hash_files, index_sessions, read_problem
 from fastindex.problems import Problem
-from fastindex.progress import progress_bar
+from fastindex.progress import counted, progress_bar
 from fastindex.tablefiles import TABLE_FILES
 from fastindex.walk import Policy
 
@@ -105,12 +105,17 @@ class Engine:
         return default_workers() * self.root.workers_per_cpu
 
     @pauses_gc
-    def index(self, spec: BuildSpec, quiet_paths: Iterable[str] = ()) -> TreeIndex:
+    def index(self, spec: BuildSpec, quiet_paths: Iterable[str] = (), *,
+              whole: bool = False) -> TreeIndex:
         """Discover, index in workers, merge: the tree as ``spec`` asks, in memory.
 
         ``quiet_paths``: absolute paths that are neither rows nor problems, besides
         fastindex's own files in the root.  The ignore rules are the root's
-        ``.fastindexignore`` and the spec's ``exclude``.
+        ``.fastindexignore`` and the spec's ``exclude``.  ``whole``: raise
+        ``ListingFailed`` as soon as the root or a folder above the sessions is found
+        unlisted (``Discovery.unlisted``), for the commands that write tables: their
+        sessions would be missing from the tables, not reported.  Without it (check,
+        verify) such a folder is a problem like any other.
         """
         root, progress = self.root, self.settings.progress
         listed_at_ns = time.time_ns()
@@ -122,10 +127,12 @@ class Engine:
                          Policy(spec.follow_symlinks, rules, quiet, TABLE_FILES), algorithms,
                          self.settings.defer_size, self.io)
         futures = self._submit(discover.discover_root(plan, found), plan)  # before tqdm's thread
+        if whole:
+            _listed_whole(root, found.unlisted)
         with _index_bar(progress, algorithms, len(futures)) as bar:
             if not algorithms:  # Arrow and polars load while the workers index
                 _merge_stage()
-            results, deferred = self._gather(futures, bar, algorithms)
+            results, deferred = self._gather(futures, bar, algorithms, whole)
             merge = _merge_stage()  # or, when hashing, while the large files are hashed
             hashed_late, late_problems = _collect(deferred, bar)
 
@@ -177,9 +184,10 @@ class Engine:
         return submitted
 
     def _gather(self, futures: list[tuple[Future, list[Folder]]], bar: tqdm,
-                algorithms: tuple[str, ...]
+                algorithms: tuple[str, ...], whole: bool = False
                 ) -> tuple[list[BatchResult], list[tuple[list[HashJob], Future]]]:
-        """The batches' results, in submission order; the first failure stops the build.
+        """The batches' results, in submission order; the first failure stops the build
+        (with ``whole``, a batch's folder above the sessions that could not be listed).
 
         The large files a batch left are submitted for hashing as soon as it returns, so
         they are hashed while other batches are still being indexed.
@@ -189,6 +197,8 @@ class Engine:
         total = 0  # bytes to hash, known once every task has listed its folders
         for done, future in enumerate(as_completed(order), 1):
             result = _result(future, futures[order[future]][1][0].rel or ".")
+            if whole:
+                _listed_whole(self.root, result.unlisted)
             jobs = _deferred_jobs(result, order[future])
             deferred += self._submit_hashing(jobs, algorithms)
             if not algorithms:
@@ -224,6 +234,18 @@ def _collect(submitted: list[tuple[list[HashJob], Future]], bar: tqdm
                 bar.update(outcome[0])
             done.append((job, digests))
     return done, problems
+
+
+def _listed_whole(root: Root, unlisted: list[Problem]) -> None:
+    """Raise ``ListingFailed`` naming the first folder that could not be listed (with
+    its error) and how many more, if any."""
+    if not unlisted:
+        return
+    first = unlisted[0]
+    more = f" (and {counted(len(unlisted) - 1, 'more folder')})" if len(unlisted) > 1 else ""
+    raise ListingFailed(f"cannot list {root.join('' if first.path == '.' else first.path)}"
+                        f"{more}: {first.detail}; the tree was not listed whole, so "
+                        f"nothing was written")
 
 
 def check_lab(sessions: list[Session], lab: str | None) -> None:

@@ -28,6 +28,17 @@ class InputError(FastindexError):
     exit_code = 2
 
 
+class ListingFailed(FastindexError):
+    """A folder at or above the sessions could not be listed (an I/O error, a bucket's
+    error after boto3's retries): the tree was not listed whole, so its tables are not
+    written; the previous ones are left as they were."""
+
+
+class ShrinkRefused(InputError):
+    """New tables would hold far fewer sessions than the tables they replace (none, or
+    fewer than half): written only when the user says so (``allow_shrink``)."""
+
+
 class LabError(InputError, AssertionError):
     """``lab`` disagrees with the tree.  Also an ``AssertionError``: one-api's
     ``make_parquet_db`` asserts on a lab conflict, and its callers catch that."""

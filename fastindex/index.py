@@ -14,7 +14,7 @@ import hashlib
 import os
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fastindex import alf, buffers, hashing
@@ -60,6 +60,8 @@ class BatchResult:
     deferred: list[tuple[int, str, str, int]]  # (session, rel_path, absolute path, size)
     nbytes: int  # bytes hashed, for a progress bar in bytes (deferred files not included)
     ignored: int  # entries the ignore rules passed over
+    #: folders above the sessions that could not be listed (``Discovery.unlisted``)
+    unlisted: list[p.Problem] = field(default_factory=list)
 
 
 def index_sessions(units: list[Folder], plan: IndexPlan) -> BatchResult:
@@ -84,7 +86,9 @@ def index_sessions(units: list[Folder], plan: IndexPlan) -> BatchResult:
             sessions.extend(Session(s.path, s.rel, s.parts) for batch in discover(
                 unit.path, found, plan.policy, hand_off_dates=False, rel=unit.rel,
                 lister=lister) for s in batch if s.parts is not None)  # all: no date handed
-        return BatchIndexer(plan, lister, found).index(sessions)
+        result = BatchIndexer(plan, lister, found).index(sessions)
+    result.unlisted = found.unlisted
+    return result
 
 
 class BatchIndexer:

@@ -21,10 +21,11 @@ def make_parquet_db(root_dir: str | os.PathLike, out_dir: str | os.PathLike | No
 
     Returns the paths of the sessions and datasets tables.  ``hash_files`` puts each
     file's md5 in the ``hash`` column, as one-api does.  Like one-api it warns when no
-    sessions or no datasets were found.
+    sessions or no datasets were found, and replaces the tables whatever they held
+    (``allow_shrink``: its callers have no way to say so).
     """
     result = build(root_dir, out_dir, hash_ids=hash_ids, lab=lab,
-                   hash="md5" if hash_files else None)
+                   hash="md5" if hash_files else None, allow_shrink=True)
     if result.n_sessions == 0 or result.n_datasets == 0:
         what = "sessions" if result.n_sessions == 0 else "datasets"
         warnings.warn(f"No {what} found", RuntimeWarning, stacklevel=2)

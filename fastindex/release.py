@@ -188,11 +188,13 @@ def _tables_store(root: Path, given: str | os.PathLike | None) -> TableStore | N
 
 def _checked_index(root: Path, how: tuple[BuildSpec, RunSettings], store: TableStore | None,
                    refuse: Refusal, quiet_paths: list[Path]) -> TreeIndex:
-    """The tree indexed without reading a file (the check), or the refusal."""
+    """The tree indexed without reading a file (the check), or the refusal; a folder
+    above the sessions that cannot be listed is ``ListingFailed`` (``--allow-skipped``
+    does not pass it: the release would silently lack its sessions)."""
     spec, settings = how
     quiet = (store.own_files() if store else frozenset()) | {str(p) for p in quiet_paths}
     with Engine(LocalRoot(root), settings) as engine:
-        index = engine.index(replace(spec, digests=Digests()), quiet)
+        index = engine.index(replace(spec, digests=Digests()), quiet, whole=True)
     refusal = refuse(index)
     if refusal is not None:
         raise refusal

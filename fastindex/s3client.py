@@ -14,7 +14,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from fastindex import s3list
-from fastindex.errors import InputError
+from fastindex.errors import FastindexError, InputError
 
 if TYPE_CHECKING:
     from fastindex.bucket import BucketRoot
@@ -98,7 +98,10 @@ def forget_clients() -> None:
 def bucket_error(err: Exception, root: BucketRoot) -> Exception:
     """A client error as what the walk and the commands expect: ``FileNotFoundError``
     for a missing key, ``InputError`` for what the user must fix (bucket, endpoint,
-    credentials), else ``OSError`` (reported ``unreadable``, the rest goes on)."""
+    credentials), else ``OSError`` (reported ``unreadable``, the rest goes on).  An error
+    of fastindex's own (boto3 missing: no client was made) is returned as it is."""
+    if isinstance(err, FastindexError):
+        return err
     from botocore import exceptions as e
 
     if isinstance(err, e.ClientError):

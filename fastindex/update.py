@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from fastindex import alf, log
+from fastindex.build import check_shrink
 from fastindex.engine import Engine, HashJob, TreeIndex
 from fastindex.errors import InputError
 from fastindex.hashing import Digests
@@ -56,7 +57,7 @@ class UpdateResult:
 def update(root: str | os.PathLike | Root, out_dir: str | os.PathLike | None = None, *,
            hash: str | None = None, namespace: str | None = None,
            keep_missing: bool = False, force: bool = False, follow_symlinks: bool = False,
-           exclude: Sequence[str] = (), **run) -> UpdateResult:
+           exclude: Sequence[str] = (), allow_shrink: bool = False, **run) -> UpdateResult:
     """Bring the tables in ``out_dir`` (default: root) up to date with the tree.
 
     The old tables' spec is kept; ``hash`` asks for other digests (a full build).
@@ -67,6 +68,9 @@ def update(root: str | os.PathLike | Root, out_dir: str | os.PathLike | None = N
     ``exclude``: the ``--exclude`` patterns the tables record, given again (the same, in
     the same order): recorded patterns are used only with the user's word, else the
     update is refused (``InputError``), since forged ones could leave any file out.
+    ``allow_shrink``: write tables that hold no session, or fewer than half the old
+    tables' (else ``ShrinkRefused``, nothing written).  A folder above the sessions
+    that cannot be listed raises ``ListingFailed``, nothing written.
     ``run``: how to run, as in ``build`` (``workers``, ``io_threads``, ``executor``,
     ``client``, ``scheduler``, ``start_method``, ``progress``).  One engine walks the
     tree and hashes what changed.
@@ -81,7 +85,10 @@ def update(root: str | os.PathLike | Root, out_dir: str | os.PathLike | None = N
             spec, why_full = _plan(old, hash, namespace, force)
             spec = spec.confirmed(follow_symlinks, "update", exclude)
             index = engine.index(spec if why_full else replace(spec, digests=Digests()),
-                                 store.own_files())
+                                 store.own_files(), whole=True)
+            if not (allow_shrink or keep_missing):  # before hashing; keep_missing keeps all
+                check_shrink(old.sessions.height, index.sessions.height, store, root_path,
+                             "update")
             reused = rehashed = 0
             if not why_full:
                 index, reused, rehashed = _refresh_digests(
