@@ -36,7 +36,7 @@ from urllib.parse import urlparse
 
 from fastindex.bucketlister import BucketLister
 from fastindex.errors import InputError
-from fastindex.s3check import MAX_OBJECT_SIZE, Limits
+from fastindex.s3check import MAX_OBJECT_SIZE, Limits, Refused
 from fastindex.s3client import SCHEME, bucket_error, client
 
 #: A bucket's worker processes per CPU: a worker spends much of its time waiting for
@@ -244,6 +244,8 @@ def check_bucket(root: BucketRoot) -> None:
     prefix = f"{root.prefix}/" if root.prefix else ""
     try:
         page = client(root).list_objects_v2(Bucket=root.bucket, Prefix=prefix, MaxKeys=1)
+    except Refused as err:  # the endpoint's answer, not the user's input: exit 3
+        raise err.named(root.url) from None
     except Exception as err:
         mapped = bucket_error(err, root)
         if isinstance(mapped, InputError):

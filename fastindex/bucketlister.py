@@ -222,8 +222,9 @@ class BucketLister:
         progress = reader.progress(self.root.bucket, prefix)
         objects: list[dict] = []
         prefixes: list[str] = []
-        for page in self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.root.bucket, Prefix=prefix, Delimiter="/"):
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.root.bucket, Prefix=prefix, Delimiter="/")
+        for page in _checked(pages, progress):
             common = [c["Prefix"] for c in page.get("CommonPrefixes", ())]
             contents = page.get("Contents", [])
             progress.page(contents, common, page.get("NextContinuationToken"))
@@ -270,22 +271,29 @@ class BucketLister:
                 pass
         pages = self._client.get_paginator("list_objects_v2").paginate(
             Bucket=self.root.bucket, Prefix=prefix, StartAfter=after)
-        for page in pages:
+        for page in _checked(pages, progress):
             contents = page.get("Contents", [])
             progress.page(contents, [], page.get("NextContinuationToken"))
             yield contents
 
 
+def _checked(pages, progress: s3check.Progress) -> Iterator[dict]:
+    """boto3's pages, its own refusal of a listing (a token repeated at once) as ours."""
+    from botocore.exceptions import PaginationError
+
+    try:
+        yield from pages
+    except PaginationError as err:
+        raise progress.refuse(str(err)) from None
+
+
 def _place(folders: dict[str, list], top: str, rest: str, obj: dict) -> None:
     """Put one key (``rest``, below ``top``) in its folder, making the folders above.
 
-    A key more than ``s3check.MAX_DEPTH`` folders deep (no S3 key is) is entered at
-    ``top`` whole, as one name: reported, not made into thousands of folders.
+    At most ``s3check.MAX_DEPTH`` folders are made (no S3 key is deeper): the rest of a
+    deeper key is one name, reported as no ALF name, not thousands of folders.
     """
-    if rest.count("/") > s3check.MAX_DEPTH:
-        folders[top].append(_entry(obj, rest, f"{top}/{rest}"))
-        return
-    *dirs, name = rest.split("/")
+    *dirs, name = rest.split("/", s3check.MAX_DEPTH)
     folder = top
     for part in dirs:
         child = f"{folder}/{part}"

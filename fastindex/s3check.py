@@ -41,7 +41,7 @@ MAX_OBJECT_SIZE = 5 << 40
 #: non-negative nanoseconds, and a time centuries ahead is a store's bug.
 LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)
 #: Folders below a worker's batch folder that a key may make: S3 keys are at most 1,024
-#: bytes, so no key of S3's is deeper; a deeper one is entered whole, as one name.
+#: bytes, so no key of S3's is deeper; the rest of a deeper one is one name.
 MAX_DEPTH = 512
 #: How much a read asks for at a time (it takes what has arrived, up to this).
 READ_CHUNK = 1 << 16
@@ -97,10 +97,10 @@ class Progress:
         token, None on the last page); ``Refused`` naming the rule it breaks."""
         self.pages += 1
         if self.pages > self.limits.pages:
-            raise self._refuse(f"more than {self.limits.pages} pages")
+            raise self.refuse(f"more than {self.limits.pages} pages")
         if token is not None:
             if token in self.tokens:
-                raise self._refuse(f"the continuation token {_shown(token)} came twice")
+                raise self.refuse(f"the continuation token {_shown(token)} came twice")
             self.tokens.add(token)
         keys = [o["Key"] for o in objects]
         firsts, lasts = [], []
@@ -109,21 +109,22 @@ class Progress:
                 continue
             if not all(map(operator.lt, names, islice(names, 1, None))):
                 bad = next(b for a, b in zip(names, names[1:]) if not a < b)
-                raise self._refuse(f"{what} {_shown(bad)} is not after the one before it")
+                raise self.refuse(f"{what} {_shown(bad)} is not after the one before it")
             # keys that share a prefix are contiguous in order: the ends are enough
             for name in (names[0], names[-1]):
                 if not name.startswith(self.prefix):
-                    raise self._refuse(f"{what} {_shown(name)} is outside the prefix "
+                    raise self.refuse(f"{what} {_shown(name)} is outside the prefix "
                                        f"{_shown(self.prefix)}")
             firsts.append(names[0])
             lasts.append(names[-1])
         if firsts:
             if min(firsts) <= self.last:
-                raise self._refuse(f"{_shown(min(firsts))} is not after "
+                raise self.refuse(f"{_shown(min(firsts))} is not after "
                                    f"{_shown(self.last)}, listed or asked for before it")
             self.last = max(lasts)
 
-    def _refuse(self, rule: str) -> Refused:
+    def refuse(self, rule: str) -> Refused:
+        """A refusal of this listing for breaking ``rule``."""
         return Refused(f"refused the listing of {self.where}: {rule}")
 
 
