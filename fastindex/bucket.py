@@ -29,12 +29,14 @@ session and the mapping of its errors; here is the root and what it reads.
 from __future__ import annotations
 
 import errno
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from fastindex.bucketlister import BucketLister
 from fastindex.errors import InputError
+from fastindex.s3check import MAX_OBJECT_SIZE, Limits, Refused
 from fastindex.s3client import SCHEME, bucket_error, client
 
 #: A bucket's worker processes per CPU: a worker spends much of its time waiting for
@@ -56,6 +58,8 @@ class BucketRoot:
     prefix: str  # '' or a key prefix without a trailing '/'
     endpoint_url: str | None = None
     anonymous: bool = False
+    #: what one listing or request may take (a test passes smaller ones)
+    limits: Limits = Limits()
     workers_per_cpu = WORKERS_PER_CPU
     keeps_etags = True
 
@@ -98,7 +102,8 @@ class BucketRoot:
 
     def digest(self, path: str, algorithms: tuple[str, ...], buffer: bytearray,
                listed=None) -> tuple[int, dict[str, str]]:
-        return digest_object(self, path, algorithms, buffer, getattr(listed, "etag", None))
+        return digest_object(self, path, algorithms, buffer, getattr(listed, "etag", None),
+                             getattr(listed, "st_size", None))
 
     def own_files(self) -> frozenset[str]:
         """The ignore file; a bucket's tables are written elsewhere (``tables_folder``)."""
@@ -138,33 +143,65 @@ def open_bucket(url: str, endpoint_url: str | None, anonymous: bool) -> BucketRo
 
 
 def digest_object(root: BucketRoot, path: str, algorithms: tuple[str, ...],
-                  buffer: bytearray, etag: str | None = None) -> tuple[int, dict[str, str]]:
+                  buffer: bytearray, etag: str | None = None, size: int | None = None
+                  ) -> tuple[int, dict[str, str]]:
     """Stream one object once: (bytes read, digests).  ``etag``: the listing's; a key
-    rewritten since then is ``ChangedWhileReading``."""
+    rewritten since then is ``ChangedWhileReading``.  ``size``: the listing's; at most
+    one byte more is read (else the answer's ``Content-Length``), within a deadline
+    that grows with it (``Limits.object_deadline``).
+
+    Whatever goes wrong with this object is an ``OSError`` (its problem, reported; the
+    build goes on): an answer botocore cannot read (a ``Content-Length`` that is no
+    number), a body cut short or too slow, a refusal of its key.
+    """
     from fastindex import hashing
 
     try:
         response = client(root).get_object(Bucket=root.bucket, Key=root.key(path),
                                            **({"IfMatch": etag} if etag else {}))
+        expected = size if size is not None else response.get("ContentLength")
+        if type(expected) is not int or not 0 <= expected <= MAX_OBJECT_SIZE:
+            raise OSError(errno.EIO, f"an answer of {expected!r} bytes")
+        deadline = root.limits.object_deadline(expected)
+        with response["Body"] as body:
+            return hashing.digest_stream(_Readinto(body, deadline), algorithms, buffer,
+                                         limit=expected + 1)
+    except OSError:
+        raise
     except Exception as err:
-        from botocore.exceptions import ClientError
+        raise _object_error(err, root, path) from None
 
-        if isinstance(err, ClientError) and err.response.get("Error", {}).get(
-                "Code") in ("PreconditionFailed", "412"):
-            raise hashing.ChangedWhileReading(errno.EAGAIN, "rewritten since it was listed",
-                                              path) from None
-        raise bucket_error(err, root) from None
-    with response["Body"] as body:
-        return hashing.digest_stream(_Readinto(body), algorithms, buffer)
+
+def _object_error(err: Exception, root: BucketRoot, path: str) -> OSError:
+    """A failed read of one object as its problem."""
+    from botocore.exceptions import ClientError
+
+    from fastindex import hashing
+
+    if isinstance(err, ClientError) and err.response.get("Error", {}).get(
+            "Code") in ("PreconditionFailed", "412"):
+        return hashing.ChangedWhileReading(errno.EAGAIN, "rewritten since it was listed",
+                                           path)
+    try:
+        mapped = bucket_error(err, root)
+    except Exception:  # noqa: BLE001 - mapping must not fail the build either
+        mapped = err
+    if isinstance(mapped, OSError):
+        return mapped
+    return OSError(errno.EIO, f"{type(err).__name__}: {err}")
 
 
 class _Readinto:
-    """``readinto`` over a stream that only has ``read`` (botocore's body)."""
+    """``readinto`` over a stream that only has ``read`` (botocore's body, whose reads
+    return what has arrived: ``s3check.Body``), up to a deadline."""
 
-    def __init__(self, stream) -> None:
+    def __init__(self, stream, deadline: float) -> None:
         self._stream = stream
+        self._deadline = deadline
 
     def readinto(self, view: memoryview) -> int:
+        if time.monotonic() > self._deadline:
+            raise TimeoutError(errno.ETIMEDOUT, "not read within its deadline")
         data = self._stream.read(len(view))
         view[:len(data)] = data
         return len(data)
@@ -181,11 +218,24 @@ def read_small(root: BucketRoot, name: str, cap: int) -> bytes | None:
         if isinstance(mapped, FileNotFoundError):
             return None
         raise mapped from None
-    with response["Body"] as body:
-        data = body.read(cap + 1)
-    if len(data) > cap:
+    data = bytearray(cap + 1)
+    try:
+        with response["Body"] as body:
+            read = _fill(_Readinto(body, root.limits.object_deadline(cap)), data)
+    except Exception as err:
+        raise InputError(f"cannot read {root.url}/{name}: {err}") from None
+    if read > cap:
         raise InputError(f"{root.url}/{name} is larger than {cap} bytes; refused")
-    return data
+    return bytes(data[:read])
+
+
+def _fill(source: _Readinto, into: bytearray) -> int:
+    """Fill ``into`` from ``source`` until it is full or the source ends: bytes read."""
+    view = memoryview(into)
+    total = 0
+    while total < len(into) and (n := source.readinto(view[total:])):
+        total += n
+    return total
 
 
 def check_bucket(root: BucketRoot) -> None:
@@ -194,6 +244,8 @@ def check_bucket(root: BucketRoot) -> None:
     prefix = f"{root.prefix}/" if root.prefix else ""
     try:
         page = client(root).list_objects_v2(Bucket=root.bucket, Prefix=prefix, MaxKeys=1)
+    except Refused as err:  # the endpoint's answer, not the user's input: exit 3
+        raise err.named(root.url) from None
     except Exception as err:
         mapped = bucket_error(err, root)
         if isinstance(mapped, InputError):

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from fastindex import problems as p
+from fastindex import s3check
 from fastindex.s3client import REQUESTS_IN_FLIGHT, SCHEME, bucket_error, client, page_reader
 from fastindex.s3list import Unreadable
 
@@ -53,6 +55,16 @@ class ObjectEntry:
         return self._stat
 
 
+class RefusedEntry(ObjectEntry):
+    """An object listed with a size, time or ETag no table may hold: its stat is refused
+    (``problems.EntryRefused``), so it is reported ``bad_listing`` with the fault."""
+
+    __slots__ = ()
+
+    def stat(self, follow_symlinks: bool = True) -> ObjectStat:
+        raise p.EntryRefused(p.BAD_LISTING, str(self._stat))
+
+
 class PrefixEntry:
     """A common prefix (``a/b/``), as an ``os.DirEntry`` of a folder."""
 
@@ -74,12 +86,14 @@ class PrefixEntry:
         raise NotADirectoryError(errno.ENOTSUP, "a prefix has no stat", self.path)
 
 
-def _mtime_ns(obj: dict) -> int:
-    return int(obj["LastModified"].timestamp()) * 1_000_000_000
-
-
-def _stat(obj: dict) -> ObjectStat:
-    return ObjectStat(obj["Size"], _mtime_ns(obj), obj.get("ETag", ""))
+def _entry(obj: dict, name: str, path: str) -> ObjectEntry:
+    """A listed object's entry: refused (``RefusedEntry``) when ``s3check.entry_fault``
+    finds its values out of what the tables hold."""
+    fault = s3check.entry_fault(obj)
+    if fault is not None:
+        return RefusedEntry(name, path, fault)  # type: ignore[arg-type]
+    return ObjectEntry(name, path, ObjectStat(
+        obj["Size"], int(obj["LastModified"].timestamp()) * 1_000_000_000, obj["ETag"]))
 
 
 class BucketLister:
@@ -99,6 +113,7 @@ class BucketLister:
         self.pool = self._threads  # objects are read on the listing threads
         self._lock = threading.Lock()
         self._flat: dict[str, Future] = {}  # folder path -> future of {folder: entries}
+        self._levels: set[int] = set()  # the '/'s in the paths of _flat's folders
         self._ahead: dict[str, Future] = {}  # folder path -> future of its entries
 
     def __enter__(self) -> BucketLister:
@@ -140,6 +155,7 @@ class BucketLister:
                 future = self._threads.submit(self._list_range, parent, sorted(names))
                 for name in names:
                     self._flat.setdefault(f"{parent}/{name}", future)
+                self._levels.add(parent.count("/") + 1)
 
     def entries(self, path: str, rel: str) -> list:
         if (future := self._range_of(path)) is not None:
@@ -157,13 +173,19 @@ class BucketLister:
         return entries
 
     def _range_of(self, path: str) -> Future | None:
-        """The flat listing ``path`` is in: the folder's or its nearest listed parent's (a
-        lookup per level, not a scan of the batch's folders for every folder)."""
-        top = path
-        while len(top) > len(SCHEME):
-            if (future := self._flat.get(top)) is not None:
-                return future
-            top = top.rpartition("/")[0]
+        """The flat listing ``path`` is in: the folder's or its listed parent's, found by
+        cutting ``path`` at the depth of the listed folders (one pass over ``path``
+        for each depth, not a lookup for each level of ``path``, which a deep key would
+        make cubic)."""
+        flat = self._flat
+        if (future := flat.get(path)) is not None:
+            return future
+        for level in self._levels:
+            below = path.split("/", level + 1)
+            if len(below) > level + 1:
+                future = flat.get(path[:len(path) - len(below[-1]) - 1])
+                if future is not None:
+                    return future
         return None
 
     def _prefix(self, path: str) -> str:
@@ -175,6 +197,8 @@ class BucketLister:
         prefix = self._prefix(path)
         try:
             objects, prefixes = self._folder_listing(prefix)
+        except s3check.Refused as err:
+            raise err.named(f"{SCHEME}{self.root.bucket}/{prefix}") from None
         except Exception as err:
             raise bucket_error(err, self.root) from None
         entries: list = []
@@ -184,22 +208,28 @@ class BucketLister:
         for obj in objects:
             name = obj["Key"][len(prefix):]
             if name:  # '' is the folder's own marker, made by consoles
-                entries.append(ObjectEntry(name, f"{path}/{name}", _stat(obj)))
+                entries.append(_entry(obj, name, f"{path}/{name}"))
         return entries
 
     def _folder_listing(self, prefix: str) -> tuple[list[dict], list[str]]:
         """(objects, common prefixes) of one delimiter listing: by ``s3list`` while it
-        can read the pages, else by boto3's paginator, from the start."""
+        can read the pages, else by boto3's paginator, from the start; either way
+        checked (``s3check.Progress``)."""
         reader = page_reader(self.root)
         if reader.on:
             with contextlib.suppress(Unreadable):
                 return reader.folder(self.root.bucket, prefix)
+        progress = reader.progress(self.root.bucket, prefix)
         objects: list[dict] = []
         prefixes: list[str] = []
-        for page in self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.root.bucket, Prefix=prefix, Delimiter="/"):
-            prefixes += (common["Prefix"] for common in page.get("CommonPrefixes", ()))
-            objects += page.get("Contents", ())
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.root.bucket, Prefix=prefix, Delimiter="/")
+        for page in _checked(pages, progress):
+            common = [c["Prefix"] for c in page.get("CommonPrefixes", ())]
+            contents = page.get("Contents", [])
+            progress.page(contents, common, page.get("NextContinuationToken"))
+            prefixes += common
+            objects += contents
         return objects, prefixes
 
     def _list_range(self, parent: str, names: list[str]) -> dict[str, list]:
@@ -218,17 +248,21 @@ class BucketLister:
                     name, slash, rest = key[len(prefix):].partition("/")
                     if slash and name in wanted:
                         _place(folders, f"{parent}/{name}", rest, obj)
+        except s3check.Refused as err:
+            raise err.named(f"{SCHEME}{self.root.bucket}/{prefix}") from None
         except Exception as err:
             raise bucket_error(err, self.root) from None
         return folders
 
     def _range_pages(self, prefix: str, after: str) -> Iterator[list[dict]]:
         """The objects after ``after`` under ``prefix``, a page at a time: read by
-        ``s3list`` while it can, then by boto3's paginator from the last key given."""
+        ``s3list`` while it can, then by boto3's paginator from the last key given; the
+        one listing's rules checked across both (``s3check.Progress``)."""
         reader = page_reader(self.root)
+        progress = reader.progress(self.root.bucket, prefix, after)
         if reader.on:
             try:
-                for objects in reader.pages(self.root.bucket, prefix, after):
+                for objects in reader.pages(self.root.bucket, prefix, after, progress):
                     yield objects
                     if objects:
                         after = objects[-1]["Key"]
@@ -237,13 +271,29 @@ class BucketLister:
                 pass
         pages = self._client.get_paginator("list_objects_v2").paginate(
             Bucket=self.root.bucket, Prefix=prefix, StartAfter=after)
-        for page in pages:
-            yield page.get("Contents", ())
+        for page in _checked(pages, progress):
+            contents = page.get("Contents", [])
+            progress.page(contents, [], page.get("NextContinuationToken"))
+            yield contents
+
+
+def _checked(pages, progress: s3check.Progress) -> Iterator[dict]:
+    """boto3's pages, its own refusal of a listing (a token repeated at once) as ours."""
+    from botocore.exceptions import PaginationError
+
+    try:
+        yield from pages
+    except PaginationError as err:
+        raise progress.refuse(str(err)) from None
 
 
 def _place(folders: dict[str, list], top: str, rest: str, obj: dict) -> None:
-    """Put one key (``rest``, below ``top``) in its folder, making the folders above."""
-    *dirs, name = rest.split("/")
+    """Put one key (``rest``, below ``top``) in its folder, making the folders above.
+
+    At most ``s3check.MAX_DEPTH`` folders are made (no S3 key is deeper): the rest of a
+    deeper key is one name, reported as no ALF name, not thousands of folders.
+    """
+    *dirs, name = rest.split("/", s3check.MAX_DEPTH)
     folder = top
     for part in dirs:
         child = f"{folder}/{part}"
@@ -252,4 +302,4 @@ def _place(folders: dict[str, list], top: str, rest: str, obj: dict) -> None:
             folders[folder].append(PrefixEntry(part, child))
         folder = child
     if name:  # a key ending in '/' is a folder marker
-        folders[folder].append(ObjectEntry(name, f"{folder}/{name}", _stat(obj)))
+        folders[folder].append(_entry(obj, name, f"{folder}/{name}"))

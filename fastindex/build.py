@@ -28,7 +28,7 @@ from fastindex.store import TableStore
 
 def build(root: str | os.PathLike | Root, out_dir: str | os.PathLike | None = None, *,
           strict: bool = False, quiet_paths: Iterable[str | os.PathLike] = (),
-          allow_shrink: bool = False, **given) -> BuildResult:
+          **given) -> BuildResult:
     """Index the ALF tree under ``root`` and write ``sessions.pqt`` and ``datasets.pqt``.
 
     The tables go to ``out_dir`` (default: the root), which is made when missing and
@@ -41,14 +41,14 @@ def build(root: str | os.PathLike | Root, out_dir: str | os.PathLike | None = No
     CPUs this process may use, 1 runs in this process; ``io_threads``, listings in
     flight per process, for network storage; ``executor``, any
     ``concurrent.futures.Executor``; ``client`` or ``scheduler`` for a Dask cluster;
-    ``start_method``; ``progress``); or ``spec=`` and ``settings=`` objects.
+    ``start_method``; ``progress``; ``allow_shrink``: replace tables that hold sessions
+    with tables that hold none or fewer than half as many, else ``ShrinkRefused``,
+    nothing written: a root one level too high or a tree not all there must not empty
+    good tables); or ``spec=`` and ``settings=`` objects.
     ``strict``: raise ``ProblemsFound`` and write nothing when any file would be skipped
     or any warning given.  ``quiet_paths``: files under the root that are neither rows
-    nor problems.  ``allow_shrink``: replace tables that hold sessions with tables that
-    hold none or fewer than half as many (else ``ShrinkRefused``, nothing written: a
-    root one level too high or a tree not all there must not empty good tables).  A
-    folder above the sessions that cannot be listed raises ``ListingFailed`` (nothing
-    written).
+    nor problems.  A folder above the sessions that cannot be listed raises
+    ``ListingFailed`` (nothing written).
     """
     started = time.perf_counter()
     spec, settings = options(**given)
@@ -56,8 +56,7 @@ def build(root: str | os.PathLike | Root, out_dir: str | os.PathLike | None = No
     store = TableStore.output(root_path.tables_folder(out_dir, "--out"), create=True)
     with store.lock():
         result = build_in(store, root_path, (spec, settings),
-                          strict_refusal if strict else None, quiet_paths, started,
-                          allow_shrink=allow_shrink)[1]
+                          strict_refusal if strict else None, quiet_paths, started)[1]
     log.outcome("build", root, result)
     return result
 
@@ -73,8 +72,7 @@ def strict_refusal(index: TreeIndex) -> ProblemsFound | None:
 
 def build_in(store: TableStore, root: Root, how: tuple[BuildSpec, RunSettings],
              refuse: Refusal | None = None, quiet_paths: Iterable[str | os.PathLike] = (),
-             started: float | None = None, *, allow_shrink: bool = False
-             ) -> tuple[TreeIndex, BuildResult]:
+             started: float | None = None) -> tuple[TreeIndex, BuildResult]:
     """Index ``root`` and write its tables to ``store``, whose lock the caller holds:
     the index in memory, and what was written.  ``refuse`` sees the index first, and
     what it returns is raised instead of writing anything; then ``check_shrink``."""
@@ -86,7 +84,7 @@ def build_in(store: TableStore, root: Root, how: tuple[BuildSpec, RunSettings],
     refusal = refuse(index) if refuse else None
     if refusal is not None:
         raise refusal
-    if not allow_shrink:
+    if not settings.allow_shrink:
         check_shrink(held_sessions(store), index.sessions.height, store, root, "build")
     return index, store.write(index, spec, started)
 

@@ -171,7 +171,7 @@ class BatchIndexer:
                     problems.append(_problem(top, rel_path, p.VANISHED, str(err)))
                     continue
                 except OSError as err:
-                    problems.append(_problem(top, rel_path, p.UNREADABLE, str(err)))
+                    problems.append(_problem(top, rel_path, *p.stat_problem(err)))
                     continue
                 if not st.st_mode & 0o444:  # root reads it, ONE's users cannot
                     problems.append(_problem(top, rel_path, p.UNREADABLE,

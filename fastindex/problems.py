@@ -6,6 +6,7 @@ with one of the reasons below, so a user can always tell what was left out and w
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import NamedTuple
 
@@ -23,6 +24,7 @@ SYMLINK_DIR = "symlinked_directory"  # a link to a folder, not followed by defau
 SYMLINK_LOOP = "symlink_loop"  # a followed link leads back to a folder already walked
 NOT_REGULAR = "not_a_regular_file"  # fifo, socket, device
 INVALID_ENCODING = "invalid_encoding"  # a name that is not valid UTF-8
+BAD_LISTING = "bad_listing"  # a bucket listed a size, time or ETag no table may hold
 
 # Warnings: reported, but nothing is skipped.
 LAB_ABOVE_ROOT = "lab_above_root"  # the root is inside a lab folder: rows have no lab
@@ -37,6 +39,22 @@ class Problem(NamedTuple):
     path: str
     reason: str
     detail: str = ""
+
+
+class EntryRefused(OSError):
+    """An entry its lister will not give a stat for, with the reason it is reported
+    under (a bucket's object listed with values no table may hold)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(errno.EINVAL, detail)
+        self.reason = reason
+
+
+def stat_problem(err: OSError) -> tuple[str, str]:
+    """(reason, detail) of an entry whose stat failed (other than vanished)."""
+    if isinstance(err, EntryRefused):
+        return err.reason, err.strerror or ""
+    return UNREADABLE, str(err)
 
 
 def problem(path: str, reason: str, detail: str = "") -> Problem:

@@ -13,7 +13,7 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
-from fastindex import s3list
+from fastindex import s3check, s3list
 from fastindex.errors import FastindexError, InputError
 
 if TYPE_CHECKING:
@@ -24,7 +24,8 @@ SCHEME = "s3://"
 #: Listings and reads in flight per process, at most: S3's time to answer does not
 #: grow with the requests in flight, so many in flight keep a process busy parsing.
 REQUESTS_IN_FLIGHT = 32
-#: Seconds to connect or to wait for an answer (botocore's defaults).
+#: Seconds to connect or to wait for the next bytes of an answer (botocore's
+#: defaults); a whole answer has its deadline too (``s3check.Limits``).
 TIMEOUT_S = 60
 
 
@@ -45,9 +46,17 @@ def _client(root: BucketRoot, pid: int):
     from botocore.config import Config
 
     config = Config(max_pool_connections=REQUESTS_IN_FLIGHT,
+                    connect_timeout=TIMEOUT_S, read_timeout=TIMEOUT_S,
                     retries={"max_attempts": 5, "mode": "standard"},
                     **({"signature_version": botocore.UNSIGNED} if root.anonymous else {}))
-    return session.client("s3", endpoint_url=root.endpoint_url, config=config)
+    s3 = session.client("s3", endpoint_url=root.endpoint_url, config=config)
+    s3check.guard(s3, s3check.http_session(s3, _verify()), root.limits)
+    return s3
+
+
+def _verify():
+    """What TLS is verified with: the configured CA bundle, else the system's."""
+    return _core().get_config_variable("ca_bundle") or True
 
 
 @functools.lru_cache(maxsize=1)
@@ -77,13 +86,12 @@ def _core():
 
 def page_reader(root: BucketRoot):
     """The reader of ``root``'s listings (``s3list``), one per client."""
-    return _page_reader(client(root))
+    return _page_reader(client(root), root.limits)
 
 
 @functools.lru_cache(maxsize=8)
-def _page_reader(s3):
-    verify = _core().get_config_variable("ca_bundle") or True
-    return s3list.PageReader(s3, verify, TIMEOUT_S, REQUESTS_IN_FLIGHT)
+def _page_reader(s3, limits: s3check.Limits):
+    return s3list.PageReader(s3, s3check.http_session(s3, _verify()), limits)
 
 
 def forget_clients() -> None:

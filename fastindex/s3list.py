@@ -9,18 +9,25 @@ the ``encoding-type=url`` botocore adds itself) and botocore's HTTP session send
 only the answer is read differently.
 
 Anything unexpected (an HTTP error, an answer that is not a ``ListBucketResult``, a
-missing field) raises ``Unreadable``: the caller goes on with boto3's own paginator from
+missing key) raises ``Unreadable``: the caller goes on with boto3's own paginator from
 the last key it was given (a folder's listing: from its start), so errors are still
 boto3's, with its retries and messages.
 Keys are decoded as botocore decodes them, so both ways give the same keys.
+
+Each page is read with a byte cap and a deadline and checked by the listing's
+``s3check.Progress`` (a page too large, or one that breaks a rule, is ``Refused``, not
+handed to boto3); a Size or LastModified that does not read as a number or a time is
+kept as its text, for ``s3check.entry_fault`` to make it its key's problem.
 """
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
 from datetime import datetime
 
+from fastindex import s3check
 from fastindex.log import logger
 
 #: How long a page's signed request stays valid: it is sent at once.
@@ -34,25 +41,28 @@ class Unreadable(Exception):
 class PageReader:
     """Reads the pages of one client's listings (one per process, as the client)."""
 
-    def __init__(self, client, verify, timeout_s: float, connections: int) -> None:
-        from botocore.httpsession import URLLib3Session
-        from botocore.utils import get_environ_proxies
-
+    def __init__(self, client, http, limits: s3check.Limits) -> None:
         self._client = client
-        self._http = URLLib3Session(verify=verify, timeout=timeout_s,
-                                    proxies=get_environ_proxies(client.meta.endpoint_url),
-                                    max_pool_connections=connections)
+        self._http = http  # s3check.http_session's
+        self.limits = limits
         self.on = True  # off for good after the first page it could not read
 
-    def pages(self, bucket: str, prefix: str, after: str) -> Iterator[list[dict]]:
+    def progress(self, bucket: str, prefix: str, after: str = "") -> s3check.Progress:
+        """The rules of one listing, kept across its pages (and across the handover to
+        boto3's paginator)."""
+        return s3check.Progress(f"s3://{bucket}/{prefix}", prefix, after, self.limits)
+
+    def pages(self, bucket: str, prefix: str, after: str,
+              progress: s3check.Progress | None = None) -> Iterator[list[dict]]:
         """The objects under ``prefix`` after the key ``after``, a page at a time, as
         boto3's ``Contents`` (Key, Size, ETag, LastModified)."""
+        progress = progress or self.progress(bucket, prefix, after)
         token = None
         while True:
             params = {"Bucket": bucket, "Prefix": prefix,
                       **({"ContinuationToken": token} if token else
                          {"StartAfter": after} if after else {})}
-            objects, _, token = self._page(params)
+            objects, _, token = self._page(params, progress)
             yield objects
             if token is None:
                 return
@@ -61,33 +71,51 @@ class PageReader:
         """A whole listing with ``Delimiter='/'``: the objects directly under ``prefix``
         and its common prefixes (a page that cannot be read fails it all: it is listed
         again by boto3)."""
+        progress = self.progress(bucket, prefix)
         objects: list[dict] = []
         prefixes: list[str] = []
         token = None
         while True:
             params = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/",
                       **({"ContinuationToken": token} if token else {})}
-            more, common, token = self._page(params)
+            more, common, token = self._page(params, progress)
             objects += more
             prefixes += common
             if token is None:
                 return objects, prefixes
 
-    def _page(self, params: dict) -> tuple[list[dict], list[str], str | None]:
+    def _page(self, params: dict, progress: s3check.Progress
+              ) -> tuple[list[dict], list[str], str | None]:
+        """One page, read and checked: ``Unreadable`` when boto3 may do better, else
+        ``Refused`` (a rule broken, too large) or ``TimeoutError``."""
         from botocore.awsrequest import AWSRequest
 
         try:
             url = self._client.generate_presigned_url("list_objects_v2", Params=params,
                                                       ExpiresIn=EXPIRES_S)
-            response = self._http.send(AWSRequest(method="GET", url=url).prepare())
+            request = AWSRequest(method="GET", url=url).prepare()
+            request.stream_output = True  # read below, capped
+            response = self._http.send(request)
         except Exception as err:
             raise self._off(f"{type(err).__name__}: {err}") from None
+        deadline = time.monotonic() + self.limits.deadline_s
         if response.status_code != 200:
+            response.raw.close()
             raise self._off(f"HTTP {response.status_code}")
         try:
-            return read_page(response.content)
+            body = s3check.read_whole(response.raw, self.limits.page_bytes, deadline)
+        except s3check.Refused as err:
+            raise err.named(progress.where) from None
+        except TimeoutError:
+            raise
+        except Exception as err:  # the connection's: boto3 tries again, its way
+            raise self._off(f"{type(err).__name__}: {err}") from None
+        try:
+            page = read_page(body)
         except (ElementTree.ParseError, AttributeError, ValueError, TypeError) as err:
             raise self._off(f"{type(err).__name__}: {err}") from None
+        progress.page(*page)
+        return page
 
     def _off(self, why: str) -> Unreadable:
         self.on = False
@@ -110,9 +138,9 @@ def read_page(body: bytes) -> tuple[list[dict], list[str], str | None]:
     objects = []
     for item in root.iterfind(f"{ns}Contents"):
         objects.append({"Key": decode(_text(item, key, "")),
-                        "Size": int(_text(item, size)),
+                        "Size": _number(_text(item, size, "")),
                         "ETag": item.findtext(etag, ""),
-                        "LastModified": parse_timestamp(_text(item, modified))})
+                        "LastModified": _time(_text(item, modified, ""))})
     prefixes = [decode(_text(item, f"{ns}Prefix", ""))
                 for item in root.iterfind(f"{ns}CommonPrefixes")]
     if root.findtext(f"{ns}IsTruncated") != "true":
@@ -121,6 +149,22 @@ def read_page(body: bytes) -> tuple[list[dict], list[str], str | None]:
     if not token:
         raise ValueError("a truncated listing without a continuation token")
     return objects, prefixes, token
+
+
+def _number(text: str) -> int | str:
+    """A listed size, or its text when it is not a number (``s3check.entry_fault``)."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _time(text: str) -> datetime | str:
+    """A listed time, or its text when it is not a time (``s3check.entry_fault``)."""
+    try:
+        return parse_timestamp(text)
+    except (ValueError, OverflowError, TypeError):
+        return text
 
 
 def _text(item: ElementTree.Element, tag: str, empty: str | None = None) -> str:

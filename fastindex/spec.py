@@ -115,6 +115,12 @@ class RunSettings:
     #: when hashing, files this large are hashed as tasks of their own, so that one huge
     #: file does not hold up a worker's batch
     defer_size: int = 64 << 20
+    #: a write may replace tables that hold sessions with tables holding none, or fewer
+    #: than half as many (``build``, ``update``: refused otherwise)
+    allow_shrink: bool = False
+    #: ``update`` may replace tables whose ids would change (another tool's tables, or
+    #: another namespace asked for)
+    force: bool = False
 
     def __post_init__(self) -> None:
         _check_count("workers", self.workers, 1, MAX_WORKERS)

@@ -56,19 +56,20 @@ class UpdateResult:
 
 def update(root: str | os.PathLike | Root, out_dir: str | os.PathLike | None = None, *,
            hash: str | None = None, namespace: str | None = None,
-           keep_missing: bool = False, force: bool = False, follow_symlinks: bool = False,
-           exclude: Sequence[str] = (), allow_shrink: bool = False, **run) -> UpdateResult:
+           keep_missing: bool = False, follow_symlinks: bool = False,
+           exclude: Sequence[str] = (), **run) -> UpdateResult:
     """Bring the tables in ``out_dir`` (default: root) up to date with the tree.
 
     The old tables' spec is kept; ``hash`` asks for other digests (a full build).
     Tables not made by fastindex, or a different ``namespace``, would change published
-    ids: refused unless ``force``; tables built following links are updated only with
-    ``follow_symlinks`` (the tables' word is not the user's).  ``keep_missing`` keeps
-    datasets whose files are gone, with ``exists`` False, instead of removing them.
+    ids: refused unless ``force`` (a run setting); tables built following links are
+    updated only with ``follow_symlinks`` (the tables' word is not the user's).
+    ``keep_missing`` keeps datasets whose files are gone, with ``exists`` False,
+    instead of removing them.
     ``exclude``: the ``--exclude`` patterns the tables record, given again (the same, in
     the same order): recorded patterns are used only with the user's word, else the
     update is refused (``InputError``), since forged ones could leave any file out.
-    ``allow_shrink``: write tables that hold no session, or fewer than half the old
+    ``allow_shrink`` (a run setting): write tables that hold no session, or fewer than half the old
     tables' (else ``ShrinkRefused``, nothing written).  A folder above the sessions
     that cannot be listed raises ``ListingFailed``, nothing written.
     ``run``: how to run, as in ``build`` (``workers``, ``io_threads``, ``executor``,
@@ -82,11 +83,12 @@ def update(root: str | os.PathLike | Root, out_dir: str | os.PathLike | None = N
     with store.lock():
         with Engine(root_path, settings) as engine:
             old = store.read("no tables to update in {folder}; run fastindex build first")
-            spec, why_full = _plan(old, hash, namespace, force)
+            spec, why_full = _plan(old, hash, namespace, settings.force)
             spec = spec.confirmed(follow_symlinks, "update", exclude)
             index = engine.index(spec if why_full else replace(spec, digests=Digests()),
                                  store.own_files(), whole=True)
-            if not (allow_shrink or keep_missing):  # before hashing; keep_missing keeps all
+            # before hashing; keep_missing keeps every old session
+            if not (settings.allow_shrink or keep_missing):
                 check_shrink(old.sessions.height, index.sessions.height, store, root_path,
                              "update")
             reused = rehashed = 0
