@@ -31,7 +31,7 @@ VICTIM = BEHAVIOUR[0]
 LIMIT_S = 90
 
 CHILD = r"""
-import json, resource, sys
+import json, sys
 spec = json.loads(sys.argv[1])
 out = {"code": 0, "error": None}
 import fastindex
@@ -45,7 +45,9 @@ try:
     out["n_datasets"] = result.n_datasets
 except FastindexError as err:
     out["code"], out["error"] = err.exit_code, str(err)
-out["peak_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# this process's own high-water mark (ru_maxrss would count the forking parent's too)
+with open("/proc/self/status") as status:
+    out["peak_kb"] = next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
 print(json.dumps(out))
 """
 
