@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -108,3 +110,58 @@ def test_the_tables_a_build_writes_are_the_tables_the_store_reads(tmp_path) -> N
     assert stored.datasets.height == result.n_datasets == 9
     for name, frame in zip(("sessions.pqt", "datasets.pqt"), (stored.sessions, stored.datasets)):
         assert pl.from_arrow(result.tables[name]).equals(frame), name
+
+
+def _package_modules() -> dict[str, ast.Module]:
+    package = Path(fastindex.__file__).parent
+    return {f.stem: ast.parse(f.read_text()) for f in sorted(package.glob("*.py"))}
+
+
+def _imports(tree: ast.Module) -> set[str]:
+    """The package modules a module imports, anywhere but under ``if TYPE_CHECKING``."""
+    typing_only = {id(node) for branch in ast.walk(tree) if isinstance(branch, ast.If)
+                   and "TYPE_CHECKING" in ast.unparse(branch.test)
+                   for node in ast.walk(branch)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module == "fastindex":
+            found |= {alias.name for alias in node.names}  # a name not a module: __init__
+            found |= {"__init__"} if any(a.name.startswith("__") for a in node.names) else set()
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fastindex."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names
+                      if a.name.startswith("fastindex.")}
+    return found
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    """No import circle: each module's imports (TYPE_CHECKING aside) lead down only."""
+    modules = _package_modules()
+    graph = {name: _imports(tree) & set(modules) - {name} for name, tree in modules.items()}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(nxt == goal or (nxt not in seen and not seen.add(nxt)
+                                   and reaches(nxt, goal, seen)) for nxt in graph[start])
+
+    circles = sorted(name for name in graph if reaches(name, name, set()))
+    assert circles == []
+
+
+def test_modules_and_functions_stay_small() -> None:
+    """No module over 400 lines, no function over 8 parameters: an options object
+    instead of a long list."""
+    package = Path(fastindex.__file__).parent
+    long = [f.name for f in package.glob("*.py") if len(f.read_text().splitlines()) > 400]
+    wide = []
+    for name, tree in _package_modules().items():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                count = len([x for x in a.posonlyargs + a.args + a.kwonlyargs
+                             if x.arg not in ("self", "cls")]) + bool(a.vararg) + bool(a.kwarg)
+                if count > 8:
+                    wide.append(f"{name}.{node.name}")
+    assert (long, wide) == ([], [])
