@@ -230,3 +230,30 @@ def test_a_release_file_swapped_for_a_huge_one_after_the_walk_is_refused_unread(
     assert report["read"] < READ_SLACK, report
     assert report["peak_kb"] < 2 << 20, report  # KiB: 2 GiB, an eighth of the file
     assert sorted(os.listdir(tmp_path)) == ["t"]  # no zip, no temporary
+
+
+def test_a_deferred_object_rewritten_after_listing_is_changed(tmp_path, monkeypatch
+                                                                ) -> None:
+    # the listing's ETag goes with the task (If-Match): same size, other bytes
+    boto3 = pytest.importorskip("boto3")
+    from test_bucket import CREDENTIALS, _moto, _upload
+
+    from fastindex import s3client
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    s3client.forget_clients()
+    tree, victim = _tree(tmp_path)
+    with _moto() as endpoint:
+        url = _upload(endpoint, "deferred", tree)
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+
+        def rewrite(path: str) -> None:
+            s3.put_object(Bucket="deferred", Key=f"data/{victim}",
+                          Body=b"y" * (2 * hashing.CHUNK + 5))
+
+        with EditBeforeHashing(rewrite, f"{url}/{victim}") as pool:
+            result = fastindex.build(url, tmp_path / "out", executor=pool, hash="md5",
+                                     defer_size=hashing.CHUNK, endpoint_url=endpoint)
+    assert pool.edited == [f"{url}/{victim}"]
+    assert _reasons(result) == {victim: p.CHANGED}
