@@ -1,9 +1,13 @@
 """The zip of a release, written in one pass: every data file read once.
 
 Exactly the indexed files at the paths ONE loads them from, then the included files,
-then the tables.  Each file is read once, and that read gives its digests, its CRC-32
-(zipfile's) and the zip's copy; an ``fstat`` after it must find the file as it was
-listed (size and modification time), else ``ChangedError``.  The tables come last
+then the tables.  Each file is read once, no further than its listed size plus one byte
+(a file swapped for a huge one costs one byte more than its row, in memory and in the
+zip), and that read gives its digests, its CRC-32 (zipfile's) and the zip's copy; an
+``fstat`` after it must find the file as it was listed (size and modification time)
+and as an ``fstat`` before it found it (size, times, inode: a rewrite in place during
+the read that puts the modification time back still moves the ctime), else
+``ChangedError`` (``hashing.check_read``).  The tables come last
 because they hold the digests of that read.  Entries have fixed timestamps
 (``SOURCE_DATE_EPOCH``, else 1980-01-01), attributes and order, so the same tree gives
 the same bytes.  On slow storage small files are read ahead by threads; the zip's
@@ -88,7 +92,8 @@ def write_zip(file: BinaryIO, contents: Contents, progress: bool) -> tuple[int, 
     through one buffer."""
     members, algorithms = contents.members, contents.algorithms
     compress_type, when = contents.compress_type, timestamp()
-    total = sum(size for _, size, _ in members) + sum(p.stat().st_size for _, p in contents.extra)
+    extra = [(name, path, path.stat()) for name, path in contents.extra]  # their listing
+    total = sum(size for _, size, _ in members) + sum(st.st_size for *_, st in extra)
     buffer = bytearray(hashing.CHUNK)
     base = str(contents.root)
     pool = ThreadPoolExecutor(contents.read_threads) if contents.read_threads else None
@@ -105,18 +110,19 @@ def write_zip(file: BinaryIO, contents: Contents, progress: bool) -> tuple[int, 
                     info = entry(name, size, compress_type, when)
                     if outcome is None:  # a large file: streamed from here
                         with archive.open(info, "w") as sink:
-                            outcome = _read_into(os.path.join(base, name), algorithms,
-                                                 buffer, sink)
+                            outcome = _read_into(os.path.join(base, name),
+                                                 hashing.Listed(size, mtime_ns),
+                                                 algorithms, buffer, sink)
                     elif not isinstance(outcome, OSError):
                         archive.writestr(info, outcome[0])
-                    digests.append(_checked(name, (size, mtime_ns), outcome))
+                    digests.append(_checked(name, outcome))
                     bar.update(size)
                 pending = _results(ahead)
-            for name, path in contents.extra:
-                size = path.stat().st_size
-                with archive.open(entry(name, size, compress_type, when), "w") as sink:
-                    hashing.digest_file(str(path), (), buffer, sink)
-                bar.update(size)
+            for name, path, st in extra:
+                with archive.open(entry(name, st.st_size, compress_type, when), "w") as sink:
+                    outcome = _read_into(str(path), st, (), buffer, sink)
+                _checked(name, outcome)
+                bar.update(st.st_size)
             for name, data in contents.tables(digests).items():
                 archive.writestr(entry(name, len(data), compress_type, when), data)
         writer.flush()
@@ -218,8 +224,8 @@ def _read_ahead(pool: ThreadPoolExecutor | None, base: str, window: list,
     tasks: list[tuple[list, Future[list] | _Read]] = []
     for i in range(0, len(window), READ_TASK):
         chunk = window[i:i + READ_TASK]
-        paths = [os.path.join(base, name) if size < SMALL_FILE else None
-                 for name, size, _ in chunk]
+        paths = [(os.path.join(base, name), hashing.Listed(size, mtime_ns))
+                 if size < SMALL_FILE else None for name, size, mtime_ns in chunk]
         tasks.append((chunk, pool.submit(_read_some, paths, algorithms) if pool else
                       _Read(_read_some(paths, algorithms))))
     return tasks
@@ -240,48 +246,56 @@ def _results(tasks: list[tuple[list, Future[list] | _Read]]) -> list[tuple[tuple
     return [pair for chunk, future in tasks for pair in zip(chunk, future.result())]
 
 
-def _read_some(paths: list[str | None], algorithms: tuple[str, ...]) -> list:
-    return [None if path is None else _read_whole(path, algorithms) for path in paths]
+def _read_some(paths: list[tuple[str, hashing.Listed] | None], algorithms: tuple[str, ...]
+               ) -> list:
+    return [None if item is None else _read_whole(*item, algorithms) for item in paths]
 
 
-def _read_whole(path: str, algorithms: tuple[str, ...]
-                ) -> tuple[bytes, int, dict, os.stat_result] | OSError:
-    """A small file's bytes, length, digests and ``fstat`` after the read, from one read
-    (in a thread: reading and hashing release the GIL)."""
+def _read_whole(path: str, listed: hashing.Listed, algorithms: tuple[str, ...]
+                ) -> tuple[bytearray, int, dict] | OSError:
+    """A small file's bytes, length and digests from one read of at most its listed size
+    plus one byte, checked against its listing (in a thread: reading and hashing release
+    the GIL)."""
     try:
-        fd, _ = hashing.open_regular(path)  # a FIFO put in its place must not block
+        fd, before = hashing.open_listed(path, listed)  # a FIFO put in its place must not block
         with open(fd, "rb", buffering=0) as f:
-            data = f.readall()
+            data = _read_upto(f, listed.st_size + 1)
             after = os.fstat(fd)
+        hashing.check_read(path, listed, before, after, len(data))
     except OSError as err:
         return err
-    return data, len(data), {a: hashing.new(a, data).hexdigest() for a in algorithms}, after
+    return data, len(data), {a: hashing.new(a, data).hexdigest() for a in algorithms}
 
 
-def _read_into(path: str, algorithms: tuple[str, ...], buffer: bytearray, sink
-               ) -> tuple[None, int, dict, os.stat_result] | OSError:
-    """A large file streamed into ``sink``: its length, digests and ``fstat`` after
-    the read, from the same read."""
+def _read_upto(f: hashing.Readable, limit: int) -> bytearray:
+    """At most ``limit`` bytes of ``f``: all of it when it holds no more."""
+    data = bytearray(limit)
+    total = 0
+    with memoryview(data) as view:
+        while total < limit and (n := f.readinto(view[total:])):
+            total += n
+    del data[total:]
+    return data
+
+
+def _read_into(path: str, listed, algorithms: tuple[str, ...], buffer: bytearray, sink
+               ) -> tuple[None, int, dict] | OSError:
+    """A large file streamed into ``sink``, no further than its listed size plus one
+    byte: its length and digests from the same read, checked against its listing."""
     try:
-        fd, _ = hashing.open_regular(path)
-        with open(fd, "rb", buffering=0) as f:
-            read, digests = hashing.digest_stream(f, algorithms, buffer, sink)
-            after = os.fstat(fd)
+        read, digests = hashing.digest_file(path, algorithms, buffer, sink, listed)
     except OSError as err:
         return err
-    return None, read, digests, after
+    return None, read, digests
 
 
-def _checked(name: str, listed: tuple[int, int], outcome) -> dict[str, str]:
-    """The digests of a read that found the file as it was listed (size and mtime), or
-    the release stops."""
+def _checked(name: str, outcome) -> dict[str, str]:
+    """The digests of a read that found the file as it was listed (size, mtime, and
+    nothing moved during the read: ``hashing.check_read``), or the release stops."""
+    if isinstance(outcome, hashing.ChangedWhileReading):
+        raise ChangedError(f"{name} changed since it was listed ({outcome.strerror}); "
+                           f"no zip written: run the release again")
     if isinstance(outcome, OSError):
         raise ChangedError(f"{name}: cannot be read since it was indexed: {outcome}; "
                            f"no zip written")
-    _, read, digests, after = outcome
-    if (read, after.st_size, after.st_mtime_ns) != (listed[0], *listed):
-        what = f"{listed[0]} bytes listed, {read} read" if read != listed[0] else \
-            "its modification time moved"
-        raise ChangedError(f"{name} changed since it was listed ({what}); "
-                           f"no zip written: run the release again")
-    return digests
+    return outcome[2]

@@ -102,6 +102,7 @@ class BucketRoot:
 
     def digest(self, path: str, algorithms: tuple[str, ...], buffer: bytearray,
                listed=None) -> tuple[int, dict[str, str]]:
+        # listed: the walk's ObjectStat, or a hashing.Listed (a task of its own, update)
         return digest_object(self, path, algorithms, buffer, getattr(listed, "etag", None),
                              getattr(listed, "st_size", None))
 

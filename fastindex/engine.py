@@ -29,6 +29,7 @@ from fastindex.discover import Folder, Session
 from fastindex.errors import FastindexError, InputError, LabError, ListingFailed
 from fastindex.executors import default_workers, executor_for, given_executor
 from fastindex.gcpause import pauses_gc
+from fastindex.hashing import Listed
 from fastindex.index import BatchResult, IndexPlan, hash_files, index_sessions, read_problem
 from fastindex.problems import Problem
 from fastindex.progress import counted, progress_bar
@@ -66,6 +67,9 @@ class HashJob:
     path: str  # absolute
     shown: str  # root-relative, for reports
     size: int  # bytes when listed
+    #: what the listing said (size, mtime, and ctime, inode or ETag where known): the
+    #: read is bounded by its size and must find the file as listed
+    listed: Listed | None = None
 
 
 class Engine:
@@ -166,7 +170,7 @@ class Engine:
                         per_task: int = 1) -> list[tuple[list[HashJob], Future]]:
         chunks = [jobs[i:i + per_task] for i in range(0, len(jobs), per_task)]
         return [(chunk, self._pool.submit(hash_files, self.root, [j.path for j in chunk],
-                                         algorithms))
+                                         algorithms, [j.listed for j in chunk]))
                 for chunk in chunks]
 
     def _submit(self, batches: Iterable[list[Folder]], plan: IndexPlan
@@ -273,8 +277,9 @@ def check_lab(sessions: list[Session], lab: str | None) -> None:
 
 def _deferred_jobs(result: BatchResult, batch: int) -> list[HashJob]:
     """The large files a batch left to hash, keyed by (batch, session in batch, rel_path)."""
-    return [HashJob((batch, pos, rel), path, alf.join(result.sessions[pos].rel, rel), size)
-            for pos, rel, path, size in result.deferred]
+    return [HashJob((batch, pos, rel), path, alf.join(result.sessions[pos].rel, rel),
+                    listed.st_size, listed)
+            for pos, rel, path, listed in result.deferred]
 
 
 def _index_bar(progress: bool, algorithms: tuple[str, ...], tasks: int) -> tqdm:

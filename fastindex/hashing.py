@@ -6,12 +6,16 @@ goes in an extra ``xxh3`` column that ONE ignores.  ``Digests`` is the one place
 on disk and zip members alike.
 
 Files are untrusted: one may be swapped for a FIFO after it was listed (an open would
-block forever), or rewritten in place while it is read (the digest would be of neither
-version).  Every open is non-blocking.  With the listing's stat (the walk's case),
-``digest_file`` reads at most one byte more than the listed size and then makes one
-``fstat``: a file that is no longer regular (a FIFO, a device: the bounded read cannot
-run forever) or whose size, mtime or ctime differ from the listing's is refused.  One
-``fstat`` a file, not two: on small files a system call is a visible part of hashing
+block forever), swapped for a huge (sparse) file, or rewritten in place while it is read
+(the digest would be of neither version).  Every open is non-blocking.  With what the
+listing said (``listed``: an ``os.stat_result``, or a ``Listed`` sent with a task of its
+own), ``digest_file`` reads at most one byte more than the listed size, and the file
+must still be regular with the listed size, mtime, ctime and inode, as an ``fstat`` of
+the open file finds them after the read.  Where the listing knows no ctime or inode
+(``update``'s and ``release``'s rows hold size and mtime), an ``fstat`` before the read
+must also equal the one after, so a rewrite during the read that puts the mtime back
+(``rsync --inplace``) still moves the ctime.  With a full listing (the walk's case),
+one ``fstat`` a file, not two: on small files a system call is a visible part of hashing
 one.  Without a listing, ``open_regular`` checks before the read and ``fstat`` after
 compares with it.
 """
@@ -80,7 +84,7 @@ class Digests:
         return bool(self.algorithms)
 
 
-def new(algorithm: str, data: bytes = b""):
+def new(algorithm: str, data: bytes | bytearray = b""):
     """A hasher for ``algorithm``, fed ``data``."""
     if algorithm == "xxh3":
         return xxhash.xxh3_128(data)
@@ -117,10 +121,35 @@ class NotRegularFile(OSError):
 
 
 class ChangedWhileReading(OSError):
-    """The file's size, mtime or ctime moved during the read, or since it was listed."""
+    """The file's size, mtime, ctime or inode moved during the read, or since it was
+    listed; or it holds more (or fewer) bytes than listed."""
+
+
+@dataclass(frozen=True)
+class Listed:
+    """What a listing said of a file, sent with a file hashed as a task of its own (a
+    picklable record; its fields are named as ``os.stat_result``'s, so either may be
+    passed as ``listed``).  None: not known to the listing."""
+
+    st_size: int
+    st_mtime_ns: int | None = None
+    st_ctime_ns: int | None = None
+    st_ino: int | None = None
+    etag: str | None = None  # a bucket's object: what a rewrite changes
+
+    @classmethod
+    def of(cls, st) -> Listed:
+        """The record of a walk's stat: a file's ``os.stat_result`` (size, mtime, ctime,
+        inode), or an object's ``ObjectStat`` (size, mtime, ETag)."""
+        etag = getattr(st, "etag", None)
+        if etag is not None:
+            return cls(st.st_size, st.st_mtime_ns, etag=etag)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+#: What an ``fstat`` after a read must find as the listing (or the ``fstat`` before) had it.
+_STAMP = ("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino")
 
 
 def open_regular(path: str) -> tuple[int, os.stat_result]:
@@ -138,41 +167,59 @@ def open_regular(path: str) -> tuple[int, os.stat_result]:
     return fd, st
 
 
+def open_listed(path: str, listed) -> tuple[int, os.stat_result | None]:
+    """A descriptor on the file at ``path`` for a read bounded by ``listed``'s size, and
+    the ``fstat`` before the read where the listing lacks a ctime or an inode (None
+    otherwise: the bounded read cannot run forever, so one ``fstat`` after it is enough).
+    """
+    if all(getattr(listed, name, None) is not None for name in _STAMP):
+        return os.open(path, _READ_FLAGS), None
+    return open_regular(path)
+
+
+def check_read(path: str, listed, before: os.stat_result | None, after: os.stat_result,
+               read: int) -> None:
+    """Refuse a bounded read of ``path`` that did not find the file as listed:
+    ``NotRegularFile``, or ``ChangedWhileReading`` when the ``fstat`` after the read
+    differs from the one ``before`` it or from what ``listed`` knows (size, mtime, ctime,
+    inode), or when ``read`` (bytes) is not the listed size."""
+    if not stat.S_ISREG(after.st_mode):
+        raise NotRegularFile(errno.EINVAL, "not a regular file", path)
+    if before is not None and _stamp(after) != _stamp(before):
+        raise ChangedWhileReading(errno.EAGAIN, "modified while it was read", path)
+    for name in _STAMP:
+        value = getattr(listed, name, None)
+        if value is not None and getattr(after, name) != value:
+            raise ChangedWhileReading(errno.EAGAIN, "modified since it was listed", path)
+    if read != listed.st_size:
+        more = "at least " if read > listed.st_size else ""
+        raise ChangedWhileReading(errno.EAGAIN, f"{listed.st_size} bytes when listed, "
+                                  f"{more}{read} when read", path)
+
+
 def digest_file(path: str, algorithms: tuple[str, ...], buffer: bytearray | None = None,
-                sink: Writable | None = None, listed: os.stat_result | None = None
-                ) -> tuple[int, dict[str, str]]:
+                sink: Writable | None = None, listed=None) -> tuple[int, dict[str, str]]:
     """``digest_stream`` of the regular file at ``path``; ``ChangedWhileReading`` when it
-    moved while read, or (``listed``: the listing's stat) since it was listed."""
+    moved while read, or (``listed``: what its listing said, an ``os.stat_result`` or a
+    ``Listed``) since it was listed, read then no further than its listed size plus one
+    byte (see the module's docstring)."""
     if listed is not None:
-        return _digest_listed(path, algorithms, buffer, listed)
-    fd, before = open_regular(path)
+        fd, before = open_listed(path, listed)
+    else:
+        fd, before = open_regular(path)
     try:
         with open(fd, "rb", buffering=0, closefd=False) as f:
-            result = digest_stream(f, algorithms, buffer, sink)
+            result = digest_stream(f, algorithms, buffer, sink,
+                                   None if listed is None else listed.st_size + 1)
         after = os.fstat(fd)
     finally:
         os.close(fd)
-    if _stamp(after) != _stamp(before):
+    if listed is not None:
+        check_read(path, listed, before, after, result[0])
+    elif before is None or _stamp(after) != _stamp(before):
         raise ChangedWhileReading(errno.EAGAIN, "modified while it was read", path)
     return result
 
 
-def _digest_listed(path: str, algorithms: tuple[str, ...], buffer: bytearray | None,
-                   listed: os.stat_result) -> tuple[int, dict[str, str]]:
-    """A listed file's digests from one bounded read and one ``fstat`` after it."""
-    fd = os.open(path, _READ_FLAGS)
-    try:
-        with open(fd, "rb", buffering=0, closefd=False) as f:
-            result = digest_stream(f, algorithms, buffer, limit=listed.st_size + 1)
-        after = os.fstat(fd)
-    finally:
-        os.close(fd)
-    if not stat.S_ISREG(after.st_mode):
-        raise NotRegularFile(errno.EINVAL, "not a regular file", path)
-    if _stamp(after) != _stamp(listed):
-        raise ChangedWhileReading(errno.EAGAIN, "modified since it was listed", path)
-    return result
-
-
-def _stamp(st: os.stat_result) -> tuple[int, int, int]:
-    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
+def _stamp(st: os.stat_result) -> tuple[int, ...]:
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino

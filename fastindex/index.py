@@ -57,7 +57,8 @@ class BatchResult:
     sessions: list[Session]
     eids: list[str]
     rows: list[int]  # datasets rows of each session
-    deferred: list[tuple[int, str, str, int]]  # (session, rel_path, absolute path, size)
+    #: (session, rel_path, absolute path, what the listing said of it)
+    deferred: list[tuple[int, str, str, hashing.Listed]]
     nbytes: int  # bytes hashed, for a progress bar in bytes (deferred files not included)
     ignored: int  # entries the ignore rules passed over
     #: folders above the sessions that could not be listed (``Discovery.unlisted``)
@@ -106,7 +107,7 @@ class BatchIndexer:
         self.digests: dict[str, list[str]] = {a: [] for a in plan.algorithms}
         self.rows: list[int] = []  # rows of each session so far
         self.problems: list[tuple] = list(found.problems)
-        self.deferred: list[tuple[int, str, str, int]] = []
+        self.deferred: list[tuple[int, str, str, hashing.Listed]] = []
         self.nbytes = 0  # bytes hashed here (deferred files count where they are hashed)
         self.ignored = found.ignored
         #: (row, digest future, session position, session rel, rel_path, size)
@@ -203,7 +204,7 @@ class BatchIndexer:
         plan = self.plan
         size = st.st_size
         if size >= plan.defer_size:
-            self.deferred.append((position, rel_path, path, size))
+            self.deferred.append((position, rel_path, path, hashing.Listed.of(st)))
             digests = dict.fromkeys(plan.algorithms, "")
         elif (future := self.lister.pool.submit(_digest_in_thread, plan.root, path,
                                                 plan.algorithms, st)) is not None:
@@ -254,18 +255,23 @@ class BatchIndexer:
                                            if k]
 
 
-def hash_files(root: Root, paths: list[str], algorithms: tuple[str, ...]
+def hash_files(root: Root, paths: list[str], algorithms: tuple[str, ...],
+               listed: list[hashing.Listed | None] | None = None
                ) -> list[tuple[int, dict[str, str]] | OSError]:
     """Hash files (or a bucket's objects) as a task of their own: (bytes read, digests),
     or the error, for each.
 
     Used for the large files a batch left, and for the files ``update`` found changed.
+    ``listed``: what the listing said of each (``hashing.Listed``): a file is read no
+    further than its listed size plus one byte and must still be as listed
+    (``ChangedWhileReading`` otherwise), so a file swapped for a huge one since the walk
+    costs one byte more than its row, not its new size.
     """
     buffer = bytearray(hashing.CHUNK)
     results: list = []
-    for path in paths:
+    for path, known in zip(paths, listed or [None] * len(paths)):
         try:
-            results.append(root.digest(path, algorithms, buffer))
+            results.append(root.digest(path, algorithms, buffer, known))
         except OSError as err:
             results.append(err)
     return results

@@ -95,8 +95,10 @@ class Root(Protocol):
 
     def digest(self, path: str, algorithms: tuple[str, ...], buffer: bytearray,
                listed: Any = None) -> tuple[int, dict[str, str]]:
-        """One read of a file: (bytes read, digests); ``listed``: what its listing said,
-        which the read must still find (``hashing.ChangedWhileReading`` otherwise)."""
+        """One read of a file: (bytes read, digests); ``listed``: what its listing said
+        (its stat, or a ``hashing.Listed``), which the read must still find
+        (``hashing.ChangedWhileReading`` otherwise), reading no further than its size
+        plus one byte."""
 
     def own_files(self) -> frozenset[str]:
         """fastindex's files in the tree (tables, lock, ignore file): never reported."""

@@ -20,7 +20,7 @@ from fastindex import alf, log
 from fastindex.build import check_shrink
 from fastindex.engine import Engine, HashJob, TreeIndex
 from fastindex.errors import InputError
-from fastindex.hashing import Digests
+from fastindex.hashing import Digests, Listed
 from fastindex.progress import counted
 from fastindex.results import BuildResult, StoredTables
 from fastindex.root import Root, open_root
@@ -155,11 +155,17 @@ def _refresh_digests(index: TreeIndex, old: pl.DataFrame, racy_from_ns: int,
             & pl.all_horizontal(pl.col(c).is_not_null() for c in columns))
     frame = frame.with_columns(keep=same.fill_null(False))
     reused = int(frame["keep"].sum())
-    stale = frame.filter(~pl.col("keep")).select("eid", "rel_path", "file_size")
+    # what the walk listed: each read is bounded by its size and must find its mtime (a
+    # bucket's object, its ETag)
+    etags = "etag" in index.datasets.columns
+    stale = frame.filter(~pl.col("keep")).select(
+        "eid", "rel_path", "file_size", "mtime_ns",
+        pl.col("etag") if etags else pl.lit(None, pl.String).alias("etag"))
     folders = index.session_folders
     jobs = [HashJob((eid, rel), os.path.join(folders[eid].path, rel),
-                    alf.join(folders[eid].rel, rel), size)
-            for eid, rel, size in stale.iter_rows()]
+                    alf.join(folders[eid].rel, rel), size,
+                    Listed(size, mtime_ns, etag=etag or None))
+            for eid, rel, size, mtime_ns, etag in stale.iter_rows()]
     digests, problems = engine.hash(jobs, algorithms, HASH_TASK_FILES)
     fresh = pl.DataFrame({
         "eid": [j.key[0] for j in jobs], "rel_path": [j.key[1] for j in jobs],
