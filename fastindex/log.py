@@ -36,11 +36,14 @@ def outcome(what: str, root: object, result: BuildResult) -> None:
     the first ``PATHS_NAMED`` paths, how to list them and, for sessions where ONE does
     not look, how to move them; DEBUG: one record per path)."""
     logger.info("%s %s: %s", what, root, result.summary())
-    listed = [(row["path"], row["reason"], row["detail"])
-              for row in result.skipped.iter_rows(named=True)]
-    listed += [(w.path, w.reason, w.detail) for w in result.warnings]
-    if not listed:
+    total = result.skipped.height + len(result.warnings)
+    if not total:
         return
+    every = logger.isEnabledFor(logging.DEBUG)  # else only the first few rows are read
+    skipped = result.skipped if every else result.skipped.head(PATHS_NAMED)
+    listed = [(row["path"], row["reason"], row["detail"])
+              for row in skipped.iter_rows(named=True)]
+    listed += [(w.path, w.reason, w.detail) for w in result.warnings]
     reasons = Counter(result.skipped["reason"].to_list())
     warned = Counter(w.reason for w in result.warnings)
     parts = []
@@ -51,7 +54,7 @@ def outcome(what: str, root: object, result: BuildResult) -> None:
         parts.append(f"{counted(sum(warned.values()), 'warning')} ("
                      + ", ".join(f"{n} {r}" for r, n in sorted(warned.items())) + ")")
     first = ", ".join(path for path, _, _ in listed[:PATHS_NAMED])
-    more = f" and {len(listed) - PATHS_NAMED} more" if len(listed) > PATHS_NAMED else ""
+    more = f" and {total - PATHS_NAMED} more" if total > PATHS_NAMED else ""
     fix = ("" if not reasons[UNLOADABLE_SESSION] else
            "; move their keys to the prefix ONE looks in (each one's detail names it)"
            if str(root).startswith("s3://") else
@@ -60,7 +63,7 @@ def outcome(what: str, root: object, result: BuildResult) -> None:
     logger.warning("%s %s: %s: %s%s%s; to list them: fastindex check %s, or the result's "
                    ".skipped and .warnings", what, root, " and ".join(parts), first, more,
                    fix, root)
-    if logger.isEnabledFor(logging.DEBUG):
+    if every:
         for path, reason, detail in listed:
             logger.debug("%s %s: %s: %s%s", what, root, reason, path,
                          f" ({detail})" if detail else "")
