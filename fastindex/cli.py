@@ -6,6 +6,12 @@ Exit codes: 0 done; 1 problems were found where the command treats them as failu
 same tables, tables that would shrink without ``--allow-shrink``); 3 the build failed (a
 worker died, a folder above the sessions could not be listed) and nothing was written;
 130 interrupted (Ctrl-C or SIGTERM).
+
+``--quiet``, on every command: no progress and none of the lines that say how a command
+went (its summary, the warnings after a build, advice); errors, refusals and the output
+the user asked for (``check``'s list or ``--json``, ``verify``'s differences, ``fix``'s
+renames, ``release``'s sha256 line) are printed all the same, and the exit code is the
+same.  So a script sees results and failures, and nothing else.
 """
 
 from __future__ import annotations

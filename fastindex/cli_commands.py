@@ -35,6 +35,7 @@ def run_build(args: argparse.Namespace) -> int:
     from fastindex.tablefiles import DATASETS_FILE
 
     report = check_report_path(args.report) if args.report else None
+    _check_tables_writable(args, "give --out DIR")
     tables = args.out or args.root
     had_tables = isinstance(tables, Path) and (tables / DATASETS_FILE).exists()
     try:
@@ -45,14 +46,26 @@ def run_build(args: argparse.Namespace) -> int:
         return _refuse(found, report, args, "the previous tables are unchanged")
     _tell_outcome(result, report, args, result.summary())
     if not args.quiet:
-        unloadable = (result.skipped["reason"] == UNLOADABLE_SESSION).sum()
+        unloadable = int((result.skipped["reason"] == UNLOADABLE_SESSION).sum())
         if unloadable:
-            print(f"fastindex: {unloadable} files are in session folders where ONE does not "
-                  f"look for them; {_how_to_move(args)}", file=sys.stderr)
+            print(f"fastindex: {counted(unloadable, 'file')} in session folders where ONE "
+                  f"does not look for them; {_how_to_move(args)}", file=sys.stderr)
         if had_tables and args.hash != "none":
             print("tip: fastindex update re-hashes only the files that changed",
                   file=sys.stderr)
     return 0
+
+
+def _check_tables_writable(args: argparse.Namespace, remedy: str) -> None:
+    """Without ``--out`` the tables go in ROOT: a read-only ROOT (``release.read_only``:
+    one this process cannot write, or whose mode has no write bit, even for root) is
+    refused before any work, with ``remedy``, the way to write them elsewhere."""
+    from fastindex.release import read_only
+
+    root = args.root
+    if args.out is None and isinstance(root, Path) and root.expanduser().is_dir() and (
+            read_only(root.expanduser())):
+        raise InputError(f"cannot write the tables in {root} (not writable): {remedy}")
 
 
 def _how_to_move(args: argparse.Namespace) -> str:
@@ -144,7 +157,7 @@ def _tell_outcome(result, report: Path | None, args: argparse.Namespace, summary
     for w in result.warnings[:WARNINGS_SHOWN]:
         print(f"warning: {w.path}: {w.detail}", file=sys.stderr)
     if len(result.warnings) > WARNINGS_SHOWN:
-        print(f"... {len(result.warnings) - WARNINGS_SHOWN} more warnings "
+        print(f"... {counted(len(result.warnings) - WARNINGS_SHOWN, 'more warning')} "
               f"(--report FILE lists them all)", file=sys.stderr)
     if result.n_sessions == 0:
         print(f"fastindex: no sessions under {args.root}: the tables are empty",
@@ -158,6 +171,8 @@ def run_update(args: argparse.Namespace) -> int:
     from fastindex.update import update
 
     report = check_report_path(args.report) if args.report else None
+    _check_tables_writable(args, f"fastindex build {shlex.quote(str(args.root))} --out DIR "
+                                 f"writes them elsewhere")
     result = update(args.root, args.out, hash=args.hash, namespace=args.namespace,
                     keep_missing=args.keep_missing, force=args.force,
                     follow_symlinks=args.follow_symlinks, exclude=args.exclude,
@@ -183,7 +198,8 @@ def run_check(args: argparse.Namespace) -> int:
         print(json.dumps(frame.to_dicts(), indent=1, ensure_ascii=False))
     else:
         _print_problems(frame, sys.stdout)
-    print(f"fastindex: {summary}", file=sys.stderr)
+    if not args.quiet:
+        print(f"fastindex: {summary}", file=sys.stderr)
     return 1 if frame.height else 0
 
 
@@ -210,7 +226,8 @@ def run_verify(args: argparse.Namespace) -> int:
               f"found: {row['found'] or 'no file'})", file=sys.stderr)
     if result.differences.height > 20:
         print(f"... {result.differences.height - 20} more", file=sys.stderr)
-    print(f"fastindex: {result.summary()}", file=sys.stderr)
+    if not args.quiet:
+        print(f"fastindex: {result.summary()}", file=sys.stderr)
     return 0 if result.ok else 1
 
 
@@ -225,6 +242,9 @@ def run_release(args: argparse.Namespace) -> int:
     except ProblemsFound as found:
         return _refuse(found, None, args, found.remedy or
                        "no zip written (--allow-skipped releases the tree without them)")
+    if args.quiet:
+        print(f"{result.sha256}  {result.path.name}")
+        return 0
     listed = _problems(result.build.skipped, result.build.warnings)
     if listed.height:
         _print_problems(listed, sys.stderr)
@@ -251,7 +271,9 @@ def run_fix(args: argparse.Namespace) -> int:
         root, undone, left = fix.undo(args.root, args.undo)
         for line in left:
             print(f"not undone: {line}", file=sys.stderr)
-        print(f"fastindex: {counted(undone, 'rename')} undone under {root}", file=sys.stderr)
+        if not args.quiet:
+            print(f"fastindex: {counted(undone, 'rename')} undone under {root}"
+                  f"{_stale_after_undo(root) if undone else ''}", file=sys.stderr)
         return 1 if left else 0
     plan = fix.plan(args.root, args.lab)
     for step in plan.renames:  # names shown as check shows them: \xNN for bytes not UTF-8
@@ -260,13 +282,16 @@ def run_fix(args: argparse.Namespace) -> int:
         print(f"refused\t{display_path(str(folder))}\t{why}")
     summary = (f"{counted(plan.unloadable, 'session')} where ONE does not look for them; "
                f"{counted(len(plan.renames), 'rename')}, {len(plan.refused)} refused")
-    if not plan.renames:
+    if plan.renames and args.apply:
+        journal = args.journal or fix.default_journal(plan.root)
+        done = fix.apply(plan, journal.resolve())
+    if args.quiet:
+        pass
+    elif not plan.renames:
         print(f"fastindex: {summary}: nothing to rename", file=sys.stderr)
     elif not args.apply:
         print(f"fastindex: {summary}; a dry run: add --apply to rename", file=sys.stderr)
     else:
-        journal = args.journal or fix.default_journal(plan.root)
-        done = fix.apply(plan, journal.resolve())
         next_step = "update" if (plan.root / DATASETS_FILE).exists() else "build"
         print(f"fastindex: {summary}; renamed {counted(done, 'folder')} (undo: fastindex fix "
               f"{args.root} --undo {journal}); now run: fastindex {next_step} {args.root}",
@@ -279,5 +304,16 @@ def run_demo_tree(args: argparse.Namespace) -> int:
 
     n = make_tree(args.dest, files=args.files, shape=args.shape, seed=args.seed,
                   sparse_size=args.sparse_size)
-    print(f"fastindex: wrote {counted(n, 'file')} under {args.dest}", file=sys.stderr)
+    if not args.quiet:
+        print(f"fastindex: wrote {counted(n, 'file')} under {args.dest}", file=sys.stderr)
     return 0
+
+
+def _stale_after_undo(root: Path) -> str:
+    """What an undo leaves to do: tables built after the renames list the folders
+    where the renames put them, so they are stale until the next update or build."""
+    from fastindex.tablefiles import DATASETS_FILE
+
+    next_step = "update" if (root / DATASETS_FILE).exists() else "build"
+    return (f"; tables built after the renames are now stale: now run: fastindex "
+            f"{next_step} {shlex.quote(str(root))}")

@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: fastindex-fix-TIME.jsonl in the current folder)")
     f.add_argument("--undo", type=Path, metavar="JOURNAL",
                    help="reverse the renames a journal of ROOT records")
+    _add_quiet(f)
     f.set_defaults(func=run_fix)
 
     r = sub.add_parser("release", help="check, build and zip a tree: a verified, "
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--sparse-size", type=int, metavar="BYTES",
                    help="make every file sparse, of this size (no disk space needed)")
+    _add_quiet(d)
     d.set_defaults(func=run_demo_tree)
     for command in sub.choices.values():  # its own usage for its own mistakes
         command.set_defaults(command_parser=command)
@@ -207,7 +209,16 @@ def _add_run_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--scheduler", metavar="ADDRESS",
                          help="run on a Dask cluster: tcp://host:8786, or local:N for N "
                               "local worker processes (needs fastindex[dask])")
-    command.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    _add_quiet(command)
+
+
+def _add_quiet(command: argparse.ArgumentParser) -> None:
+    """``--quiet``, the same on every command (see ``cli``)."""
+    command.add_argument("--quiet", action="store_true",
+                         help="no progress and no summary, warning or advice lines; errors "
+                              "and the output asked for (check's list, verify's "
+                              "differences, fix's renames, release's sha256) are still "
+                              "printed")
 
 
 def _whole_number(text: str, least: int, refusal: str) -> int:

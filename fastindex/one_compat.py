@@ -1,7 +1,8 @@
 """The edge towards one-api: its ``make_parquet_db`` and ``One.setup``, backed by fastindex.
 
 one-api is an optional dependency (``fastindex[one]``); only ``setup`` and
-``use_fastindex`` import it, and only when called.
+``use_fastindex`` import it, and only when called: without it they raise
+``ModuleNotFoundError`` naming the extra to install.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def setup(cache_dir: str | os.PathLike, overwrite: bool = False, **kwargs):
 
     Existing tables are kept unless ``overwrite``; ``kwargs`` go to :func:`make_parquet_db`.
     """
-    from one.api import One
+    One = _one_api().One
 
     cache_dir = Path(cache_dir)
     if not cache_dir.is_dir():
@@ -54,6 +55,16 @@ def use_fastindex() -> None:
     ``One.setup`` calls the ``make_parquet_db`` that ``one.api`` imported; this replaces
     that name, for this process, with fastindex's.
     """
-    import one.api
+    _one_api().make_parquet_db = make_parquet_db
 
-    one.api.make_parquet_db = make_parquet_db
+
+def _one_api():
+    """``one.api``, or what to install to get it."""
+    try:
+        import one.api
+    except ModuleNotFoundError as err:
+        if err.name not in ("one", "one.api"):
+            raise  # one-api is there, but something it needs is not: its own message
+        raise ModuleNotFoundError("one-api is not installed: pip install 'fastindex[one]'",
+                                  name=err.name) from None
+    return one.api

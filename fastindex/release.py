@@ -181,9 +181,18 @@ def _tables_store(root: Path, given: str | os.PathLike | None) -> TableStore | N
     else nowhere (a snapshot or a read-only mount is released all the same)."""
     if given is not None:
         return TableStore.output(given, create=True)
-    if not os.access(root, os.W_OK | os.X_OK):
+    if read_only(root):
         return None
     return TableStore.output(root)
+
+
+def read_only(folder: Path) -> bool:
+    """True for a tree fastindex does not write its tables into unless told to: a
+    folder this process may not write, or whose mode has no write bit for anyone.  A
+    tree made read-only (``chmod -R a-w``) stays so for root, who may write anywhere:
+    the mode says what its owner meant.  (``release`` leaves its tables in the zip only;
+    the ``build`` and ``update`` commands refuse without ``--out``.)"""
+    return not (os.access(folder, os.W_OK | os.X_OK) and folder.stat().st_mode & 0o222)
 
 
 def _checked_index(root: Path, how: tuple[BuildSpec, RunSettings], store: TableStore | None,
@@ -209,7 +218,7 @@ def _refusal(allow_skipped: bool, allow_outside_links: bool) -> Refusal:
         links = [w for w in index.warnings if w.reason == p.LINK_OUTSIDE_ROOT]
         if links and not allow_outside_links:
             empty = index.skipped.clear()
-            return ProblemsFound(f"{len(links)} files are links to outside the root; "
+            return ProblemsFound(f"{counted(len(links), 'file')} linked to outside the root; "
                                  f"nothing was written", empty, links,
                                  remedy="no zip written (--allow-outside-links publishes "
                                         "the files they point to)")

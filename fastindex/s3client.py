@@ -41,6 +41,7 @@ _CLIENTS = threading.Lock()
 
 @functools.lru_cache(maxsize=8)
 def _client(root: BucketRoot, pid: int):
+    check_endpoint(root.endpoint_url)
     session = _session()  # first: it says when boto3 is missing
     import botocore
     from botocore.config import Config
@@ -52,6 +53,18 @@ def _client(root: BucketRoot, pid: int):
     s3 = session.client("s3", endpoint_url=root.endpoint_url, config=config)
     s3check.guard(s3, s3check.http_session(s3, _verify()), root.limits)
     return s3
+
+
+def check_endpoint(url: str | None) -> None:
+    """An endpoint is an ``http://`` or ``https://`` URL, or the refusal says which form
+    to give (boto3's own words, "Invalid endpoint", do not)."""
+    if url is None or url.lower().startswith(("http://", "https://")):
+        return
+    if "://" in url:
+        raise InputError(f"the endpoint URL {url} is not http:// or https://: give the "
+                         f"store's address, such as https://s3.example.org")
+    raise InputError(f"the endpoint URL {url} has no scheme: give http://{url} or "
+                     f"https://{url}")
 
 
 def _verify():

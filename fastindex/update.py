@@ -125,8 +125,10 @@ def _plan(old: StoredTables, hash: str | None, namespace: str | None, force: boo
         return asked, f"tables hashed with {spec.digests.choice}, asked for {hash}"
     if not spec.digests:
         return spec, "no digests to keep: a build lists the tree as fast as an update"
-    if "mtime_ns" not in old.datasets.columns or not isinstance(
-            provenance.get("listed_at_ns"), int):
+    if "mtime_ns" not in old.datasets.columns:
+        return spec, ("these tables hold no modification times (a release's tables do not), "
+                      "so every file is hashed again")
+    if not isinstance(provenance.get("listed_at_ns"), int):
         return spec, "tables from an older fastindex, without the state update needs"
     return spec, ""
 

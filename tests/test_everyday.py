@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 
 import pytest
@@ -157,3 +159,189 @@ def test_a_log_has_no_empty_progress_lines(tmp_path) -> None:
     for args in (["build", str(root), "--hash", "md5"], ["update", str(root)]):
         done = subprocess.run([*command, *args], capture_output=True, text=True, check=True)
         assert "0.00B" not in done.stderr and "?B/s" not in done.stderr, done.stderr
+
+
+# --quiet: the same on every command (cli's docstring): no progress, no summary, warning
+# or advice lines; errors and the output asked for are printed all the same.
+
+def test_every_command_takes_quiet() -> None:
+    from fastindex.cli_parser import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.choices and "build" in a.choices).choices
+    lacking = [name for name, command in commands.items()
+               if "--quiet" not in {o for a in command._actions for o in a.option_strings}]
+    assert lacking == []
+
+
+def _quiet(capsys, *args: str) -> tuple[int, str, str]:
+    code = main([*args, "--quiet"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_quiet_check_prints_its_list_and_nothing_else(tmp_path, capsys) -> None:
+    root = _tree_with_a_session_spelled_1(tmp_path / "t")
+    assert _quiet(capsys, "build", str(root), "--workers", "1", "--hash", "md5") == (0, "", "")
+    assert _quiet(capsys, "update", str(root), "--workers", "1") == (0, "", "")
+    code, out, err = _quiet(capsys, "check", str(root), "--workers", "1")
+    assert (code, err) == (1, "")
+    assert out.startswith("skipped\tunloadable_session\tcortexlab/Subjects/KS001/2020-01-02/1/")
+    code, out, err = _quiet(capsys, "check", str(root), "--workers", "1", "--json")
+    assert (code, err) == (1, "")
+    assert [row["reason"] for row in json.loads(out)] == ["unloadable_session"]
+
+
+def test_quiet_verify_prints_the_differences_and_no_summary(tmp_path, capsys) -> None:
+    root = write_tree(tmp_path / "t", BEHAVIOUR[:2])
+    assert main(["build", str(root), "--workers", "1", "--quiet"]) == 0
+    assert _quiet(capsys, "verify", str(root), "--workers", "1") == (0, "", "")
+    (root / BEHAVIOUR[0]).unlink()
+    code, out, err = _quiet(capsys, "verify", str(root), "--workers", "1")
+    assert (code, out) == (1, "")
+    assert err.startswith(f"missing: {BEHAVIOUR[0]} ") and err.count("\n") == 1
+
+
+def test_quiet_release_prints_only_its_sha256(tmp_path, capsys) -> None:
+    root = _tree_with_a_session_spelled_1(tmp_path / "t")
+    out_zip = tmp_path / "r.zip"
+    code, out, err = _quiet(capsys, "release", str(root), str(out_zip), "--workers", "1",
+                            "--allow-skipped")
+    assert (code, err) == (0, "")
+    digest = hashlib.sha256(out_zip.read_bytes()).hexdigest()
+    assert out == f"{digest}  r.zip\n"
+
+
+def test_quiet_fix_prints_its_renames_and_nothing_else(tmp_path, capsys) -> None:
+    root = _tree_with_a_session_spelled_1(tmp_path / "t")
+    journal = tmp_path / "fix.jsonl"
+    rename = ("rename\tcortexlab/Subjects/KS001/2020-01-02/1\t"
+              "cortexlab/Subjects/KS001/2020-01-02/001\n")
+    assert _quiet(capsys, "fix", str(root)) == (0, rename, "")
+    assert _quiet(capsys, "fix", str(root), "--apply", "--journal", str(journal)) == (
+        0, rename, "")
+    assert (root / "cortexlab/Subjects/KS001/2020-01-02/001").is_dir()
+    assert _quiet(capsys, "fix", str(root), "--undo", str(journal)) == (0, "", "")
+    assert (root / "cortexlab/Subjects/KS001/2020-01-02/1").is_dir()
+
+
+def test_quiet_demo_tree_says_nothing(tmp_path, capsys) -> None:
+    assert _quiet(capsys, "demo-tree", str(tmp_path / "d"), "--files", "20") == (0, "", "")
+
+
+def test_undo_says_the_tables_are_stale_and_what_to_run(tmp_path, capsys) -> None:
+    root = _tree_with_a_session_spelled_1(tmp_path / "t")
+    journal = tmp_path / "fix.jsonl"
+    assert main(["fix", str(root), "--apply", "--journal", str(journal)]) == 0
+    assert main(["build", str(root), "--workers", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["fix", str(root), "--undo", str(journal)]) == 0
+    err = capsys.readouterr().err
+    assert "1 rename undone" in err
+    assert f"tables built after the renames are now stale: now run: fastindex update {root}" \
+        in err
+
+
+def test_the_warning_names_the_first_paths_and_fix(tmp_path, caplog) -> None:
+    import fastindex
+
+    root = write_tree(tmp_path / "t", {
+        **{f: b"x" for f in BEHAVIOUR[:2]},
+        **{f"cortexlab/Subjects/KS001/2020-01-02/1/alf/a{i}.b.npy": b"x" for i in range(5)}})
+    with caplog.at_level("WARNING", logger="fastindex"):
+        fastindex.build(root, workers=1)
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "fastindex"]
+    first = [f"cortexlab/Subjects/KS001/2020-01-02/1/alf/a{i}.b.npy" for i in range(3)]
+    assert f"5 files skipped (5 unloadable_session): {', '.join(first)} and 2 more" in warning
+    assert f"fastindex fix {root} shows the renames" in warning
+    caplog.clear()
+    with caplog.at_level("DEBUG", logger="fastindex"):
+        fastindex.build(root, workers=1)
+    debug = [r.getMessage() for r in caplog.records if r.levelname == "DEBUG"
+             and r.name == "fastindex"]
+    assert all(any(f"a{i}.b.npy" in m for m in debug) for i in range(5)), debug
+
+
+def test_the_library_prints_nothing_where_logging_is_not_configured(tmp_path) -> None:
+    import subprocess
+
+    root = _tree_with_a_session_spelled_1(tmp_path / "t")
+    done = subprocess.run([sys.executable, "-c", "import sys, fastindex; "
+                           "fastindex.build(sys.argv[1], workers=1)", str(root)],
+                          capture_output=True, text=True, check=True)
+    assert (done.stdout, done.stderr) == ("", "")
+    shown = subprocess.run([sys.executable, "-c", "import logging, sys, fastindex; "
+                            "logging.basicConfig(); fastindex.build(sys.argv[1], workers=1)",
+                            str(root)], capture_output=True, text=True, check=True)
+    assert "WARNING:fastindex:build" in shown.stderr  # configured, it is shown
+
+
+def test_an_endpoint_without_a_scheme_says_which_form(capsys) -> None:
+    pytest.importorskip("boto3")
+    assert main(["check", "s3://bucket/data", "--endpoint-url", "localhost:9000"]) == 2
+    err = capsys.readouterr().err
+    assert "give http://localhost:9000 or https://localhost:9000" in err
+    assert err.count("\n") == 1
+
+
+def test_the_one_helpers_without_one_api_name_the_extra(tmp_path, monkeypatch) -> None:
+    import fastindex
+
+    monkeypatch.setitem(sys.modules, "one", None)  # as after `pip install .` alone
+    monkeypatch.delitem(sys.modules, "one.api", raising=False)
+    for call in (lambda: fastindex.setup(tmp_path), fastindex.use_fastindex):
+        with pytest.raises(ModuleNotFoundError, match=r"pip install 'fastindex\[one\]'"):
+            call()
+
+
+def test_counts_of_one_file_are_singular(tmp_path, capsys) -> None:
+    root = write_tree(tmp_path / "t", {**{f: b"x" for f in BEHAVIOUR[:1]},
+                                       "cortexlab/Subjects/KS001/2020-01-02/1/a.b.npy": b"x"})
+    assert main(["build", str(root), "--workers", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "fastindex: 1 file in session folders where ONE does not look" in err
+    assert "files are" not in err
+
+
+def _make_read_only(root) -> None:
+    for folder in (root, *[p for p in root.rglob("*") if p.is_dir()]):
+        folder.chmod(0o555)
+
+
+def test_a_tree_made_read_only_is_not_written_even_by_root(tmp_path, capsys) -> None:
+    """``chmod -R a-w``: the mode says read-only, for root too (who may write anyway)."""
+    root = write_tree(tmp_path / "t", BEHAVIOUR[:2])
+    _make_read_only(root)
+    try:
+        assert main(["release", str(root), str(tmp_path / "r.zip"), "--workers", "1"]) == 0
+        assert "tables in the zip only" in capsys.readouterr().err
+        assert not (root / "sessions.pqt").exists()
+        assert main(["build", str(root), "--workers", "1"]) == 2
+        assert (f"cannot write the tables in {root} (not writable): give --out DIR"
+                in capsys.readouterr().err)
+        assert main(["update", str(root), "--workers", "1"]) == 2
+        assert (f"(not writable): fastindex build {root} --out DIR writes them elsewhere"
+                in capsys.readouterr().err)
+        assert not (root / "sessions.pqt").exists()
+        assert main(["build", str(root), "--workers", "1", "--quiet", "--out",
+                     str(tmp_path / "tables")]) == 0
+    finally:
+        for folder in (root, *[p for p in root.rglob("*") if p.is_dir()]):
+            folder.chmod(0o755)
+
+
+def test_update_on_a_releases_tables_says_why_it_hashes_again(tmp_path, capsys) -> None:
+    import zipfile
+
+    root = write_tree(tmp_path / "t", BEHAVIOUR[:2])
+    assert main(["release", str(root), str(tmp_path / "r.zip"), "--workers", "1",
+                 "--quiet"]) == 0
+    unzipped = tmp_path / "u"
+    with zipfile.ZipFile(tmp_path / "r.zip") as z:
+        z.extractall(unzipped)
+    capsys.readouterr()
+    assert main(["update", str(unzipped), "--workers", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "older fastindex" not in err
+    assert "full build: these tables hold no modification times (a release's tables do " \
+           "not), so every file is hashed again" in err

@@ -115,7 +115,7 @@ def test_anything_skipped_stops_the_release_unless_allowed(tmp_path, capsys) -> 
     err = capsys.readouterr().err
     assert f"skipped\t{p.NOT_ALF_NAME}\t{SES}/notes.txt" in err and "no zip written" in err
     assert not out.exists()
-    assert main(["release", str(root), str(out), "--quiet", "--allow-skipped"]) == 0
+    assert main(["release", str(root), str(out), "--allow-skipped"]) == 0
     assert f"{SES}/notes.txt" in capsys.readouterr().err
     with zipfile.ZipFile(out) as archive:
         assert f"{SES}/notes.txt" not in archive.namelist()
@@ -224,7 +224,7 @@ def test_a_read_only_tree_is_released_with_its_tables_in_the_zip(read_only_tree,
                                                                   capsys) -> None:
     assert not os.access(read_only_tree, os.W_OK)
     out = tmp_path / "r.zip"
-    assert main(["release", str(read_only_tree), str(out), "--quiet"]) == 0
+    assert main(["release", str(read_only_tree), str(out)]) == 0
     assert "tables in the zip only" in capsys.readouterr().err
     assert not (read_only_tree / "datasets.pqt").exists()
     assert main(["verify", str(out), "--hash", "--quiet"]) == 0
@@ -239,7 +239,7 @@ def test_verify_checks_a_zip_without_unpacking_it(tmp_path, capsys) -> None:
     root = release_tree(tmp_path / "t")
     good = tmp_path / "r.zip"
     fastindex.release(root, good)
-    assert main(["verify", str(good), "--hash", "--quiet"]) == 0
+    assert main(["verify", str(good), "--hash"]) == 0
     assert "content checked with md5: no differences" in capsys.readouterr().err
     name = f"{SES}/alf/_ibl_trials.choice.npy"
     with zipfile.ZipFile(good) as archive:
