@@ -65,8 +65,9 @@ def strict_refusal(index: TreeIndex) -> ProblemsFound | None:
     """``--strict``: any file skipped or any warning refuses the build."""
     if not (index.skipped.height or index.warnings):
         return None
-    return ProblemsFound(f"strict: {index.skipped.height} files would be skipped and "
-                         f"{len(index.warnings)} warnings given; nothing was written",
+    return ProblemsFound(f"strict: {counted(index.skipped.height, 'file')} would be skipped "
+                         f"and {counted(len(index.warnings), 'warning')} given; nothing "
+                         f"was written",
                          index.skipped, index.warnings)
 
 

@@ -265,9 +265,9 @@ def check_lab(sessions: list[Session], lab: str | None) -> None:
     labless = [s.rel for s in sessions if not s.parts.lab]
     if labless:
         raise LabError(
-            f"--lab {lab}: {len(labless)} sessions have no lab folder (first: {labless[0]}); "
-            f"ONE would look for them in {lab}/Subjects/..., where they are not, and no "
-            f"row would load. Move them there with `fastindex fix ROOT --lab {lab} "
+            f"--lab {lab}: {counted(len(labless), 'session')} without a lab folder (first: "
+            f"{labless[0]}); ONE would look for them in {lab}/Subjects/..., where they are "
+            f"not, and no row would load. Move them there with `fastindex fix ROOT --lab {lab} "
             f"--apply`, then build without --lab")
     others = sorted({s.parts.lab for s in sessions} - {lab})
     if others:

@@ -33,6 +33,7 @@ from fastindex import alf
 from fastindex import problems as p
 from fastindex.discover import Discovery, Session, discover
 from fastindex.errors import FastindexError, InputError
+from fastindex.progress import counted
 
 JOURNAL_FORMAT = "fastindex-fix/1"
 
@@ -202,20 +203,22 @@ def apply(fix: FixPlan, journal: Path) -> int:
             source, target = fix.root / step.source, fix.root / step.target
             if os.path.lexists(target):
                 raise FastindexError(f"{step.target} appeared since the plan was made; "
-                                     f"stopped after {done} renames (journal: {journal})")
+                                     f"stopped after {counted(done, 'rename')} "
+                                     f"(journal: {journal})")
             for folder in _missing_parents(target, fix.root):
                 _record(out, {"mkdir": folder.relative_to(fix.root).as_posix()}, journal, done)
                 try:
                     folder.mkdir()
                 except OSError as err:
                     raise FastindexError(f"cannot create {folder}: {err.strerror}; stopped "
-                                         f"after {done} renames (journal: {journal})") from None
+                                         f"after {counted(done, 'rename')} "
+                                         f"(journal: {journal})") from None
             _record(out, {"rename": [step.source, step.target]}, journal, done)
             try:
                 os.rename(source, target)
             except OSError as err:
                 raise FastindexError(f"cannot rename {step.source}: {err}; stopped after "
-                                     f"{done} renames (journal: {journal})") from None
+                                     f"{counted(done, 'rename')} (journal: {journal})") from None
             done += 1
     return done
 
@@ -238,7 +241,7 @@ def _record(out, entry: dict, journal: Path, done: int) -> None:
         os.fsync(out.fileno())
     except OSError as err:
         raise FastindexError(f"cannot write the journal {journal}: {err.strerror}; stopped "
-                             f"after {done} renames, which it records") from None
+                             f"after {counted(done, 'rename')}, which it records") from None
 
 
 #: A journal is a few lines per session moved; anything larger is not one of ours.
