@@ -97,12 +97,19 @@ def one_paths(sessions: pl.DataFrame, datasets: pl.DataFrame) -> pl.DataFrame:
     """
     import polars as pl
 
-    parts = sessions.select(pl.col("lab").fill_null("").cast(pl.String), "subject",
-                            pl.col("date").cast(pl.String), pl.col("number").cast(pl.String))
-    folders = [f"{SessionParts(*row).folder}/" for row in parts.iter_rows()]
+    folders = [f"{folder}/" for folder in session_folders(sessions)]
     ses = pl.DataFrame({"eid": sessions["id"], "folder": pl.Series(folders, dtype=pl.String)})
     return (datasets.join(ses, on="eid", how="left")
             .with_columns(path=pl.col("folder") + pl.col("rel_path")))
+
+
+def session_folders(sessions: pl.DataFrame) -> list[str]:
+    """Where ONE looks for each session of a sessions table, in its order."""
+    import polars as pl
+
+    parts = sessions.select(pl.col("lab").fill_null("").cast(pl.String), "subject",
+                            pl.col("date").cast(pl.String), pl.col("number").cast(pl.String))
+    return [SessionParts(*row).folder for row in parts.iter_rows()]
 
 
 def session_parts(posix_path: str) -> SessionParts | None:

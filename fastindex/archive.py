@@ -58,6 +58,14 @@ def entry(name: str, size: int, compress_type: int, when: DateTime) -> zipfile.Z
     return info
 
 
+def folder_entry(name: str, when: DateTime) -> zipfile.ZipInfo:
+    """A folder's zip entry (``name/``), as ``entry`` a file's."""
+    info = zipfile.ZipInfo(f"{name}/", date_time=when)
+    info.create_system = 3
+    info.external_attr = (0o40755 << 16) | 0x10  # a folder, for Unix and for MS-DOS
+    return info
+
+
 def timestamp() -> DateTime:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if not epoch:
@@ -82,6 +90,9 @@ class Contents:
     algorithms: tuple[str, ...]  # the digests computed while zipping
     compress_type: int
     read_threads: int  # threads reading small files ahead of the writer; 0: none
+    #: folders the tables name that hold no file (a session without datasets): a zip
+    #: holds them as folder entries, so that it unpacks to what its tables say
+    folders: tuple[str, ...] = ()
 
 
 @pauses_gc  # a ZipInfo per member piles up, without cycles: nothing for the collector
@@ -123,6 +134,8 @@ def write_zip(file: BinaryIO, contents: Contents, progress: bool) -> tuple[int, 
                     outcome = _read_into(str(path), st, (), buffer, sink)
                 _checked(name, outcome)
                 bar.update(st.st_size)
+            for folder in contents.folders:
+                archive.writestr(folder_entry(folder, when), b"")
             for name, data in contents.tables(digests).items():
                 archive.writestr(entry(name, len(data), compress_type, when), data)
         writer.flush()

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from fastindex import archive, folderlister, log
 from fastindex import problems as p
-from fastindex.alf import one_paths
+from fastindex.alf import SessionParts, one_paths
 from fastindex.engine import Engine, TreeIndex
 from fastindex.errors import InputError, Interrupted, ProblemsFound, Refusal
 from fastindex.hashing import Digests
@@ -114,7 +114,8 @@ def release(root: str | os.PathLike, out: str | os.PathLike, *,
             contents = archive.Contents(root_path, members, extra, published,
                                         spec.digests.algorithms,
                                         archive.COMPRESSION[compression],
-                                        _read_threads(root_path, settings))
+                                        _read_threads(root_path, settings),
+                                        _empty_sessions(index))
             # Under a temporary name (created exclusively: never through a planted link),
             # flushed to disk, renamed into place after the tables are written.
             with replacing(out_path, buffering=1 << 20) as file:
@@ -270,6 +271,16 @@ def _members(index: TreeIndex) -> list[tuple[str, int, int]]:
     rows = (one_paths(index.sessions, index.datasets).sort("path")
             .select("path", "file_size", "mtime_ns"))
     return list(rows.iter_rows())
+
+
+def _empty_sessions(index: TreeIndex) -> tuple[str, ...]:
+    """The folders of the sessions that hold no dataset, where ONE looks for them: a zip
+    holds no folder unless it is named, and the tables name these."""
+    empty = index.sessions.join(index.datasets.select("eid").unique(), left_on="id",
+                                right_on="eid", how="anti")
+    return tuple(sorted(SessionParts(lab or "", subject, str(date), str(number)).folder
+                        for lab, subject, date, number in empty.select(
+                            "lab", "subject", "date", "number").iter_rows()))
 
 
 def _with_digests(index: TreeIndex, members: list[tuple[str, int, int]],

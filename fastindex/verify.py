@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from fastindex import hashing
-from fastindex.alf import one_paths
+from fastindex.alf import one_paths, session_folders
 from fastindex.engine import Engine
 from fastindex.errors import InputError
 from fastindex.hashing import Digests
@@ -113,6 +113,8 @@ def verify(root: str | os.PathLike | Root, tables_dir: str | os.PathLike | None 
         fresh = engine.index(spec, store.own_files())
     differences = compare(tables.sessions, tables.datasets,
                           one_paths(fresh.sessions, fresh.datasets), algorithms)
+    empty = tables.sessions.join(tables.datasets, left_on="id", right_on="eid", how="anti")
+    differences = _with_lost_sessions(differences, empty, fresh.sessions)
     ids = tables.build_ids
     if ids[0] != ids[1]:
         import polars as pl
@@ -121,6 +123,19 @@ def verify(root: str | os.PathLike | Root, tables_dir: str | os.PathLike | None 
                                  "expected": [str(ids[1])], "found": [str(ids[0])]})
         differences = pl.concat([differences, mismatch]).sort("kind", "path")
     return VerifyResult(differences, tables.datasets.height, algorithms)
+
+
+def _with_lost_sessions(differences: pl.DataFrame, empty: pl.DataFrame, found: pl.DataFrame
+                        ) -> pl.DataFrame:
+    """``differences`` and a ``missing`` row for each session of the tables that holds no
+    dataset (``empty``: no row of it can be missed) whose folder is not in the tree (a
+    zip made by hand, unpacked, loses an empty folder)."""
+    import polars as pl
+
+    lost = sorted(set(session_folders(empty)) - set(session_folders(found)))
+    rows = pl.DataFrame([(MISSING, path, "a session folder", "no folder") for path in lost],
+                        schema=differences.schema, orient="row")
+    return pl.concat([differences, rows]).sort("kind", "path") if lost else differences
 
 
 def verify_zip(path: str | os.PathLike, hash: bool = False, progress: bool = False

@@ -276,3 +276,24 @@ def test_the_zip_and_the_report_are_as_readable_as_the_umask_allows(tmp_path, um
         (root / "notes.txt").write_text("not data\n")  # a problem for check to report
     assert {path.name: path.stat().st_mode & 0o777 for path in (zip_path, report)} == {
         "r.zip": mode, "r.json": mode}
+
+
+def test_a_session_without_files_is_a_folder_of_the_zip(tmp_path) -> None:
+    """A zip holds no folder unless it names it: a session the tables list, with no file,
+    is a folder entry, so the unpacked tree holds what the tables say."""
+    root = write_tree(tmp_path / "t", BEHAVIOUR)
+    empty = "cortexlab/Subjects/KS009/2021-03-04/002"
+    (root / empty).mkdir(parents=True)
+    built = fastindex.check(root, workers=1)
+    result = fastindex.release(root, tmp_path / "r.zip", workers=1)
+    unpacked = tmp_path / "u"
+    with zipfile.ZipFile(result.path) as archive:
+        assert f"{empty}/" in archive.namelist()
+        archive.extractall(unpacked)
+    assert (unpacked / empty).is_dir()
+    assert fastindex.check(unpacked, workers=1).sessions.height == built.sessions.height
+    assert pl.read_parquet(unpacked / "sessions.pqt").height == built.sessions.height
+    assert main(["verify", str(result.path), "--hash", "--quiet"]) == 0
+    assert main(["verify", str(unpacked), "--hash", "--quiet"]) == 0
+    (unpacked / empty).rmdir()  # as a zip made without its folder would unpack
+    assert main(["verify", str(unpacked), "--quiet"]) == 1
