@@ -62,6 +62,8 @@ class BucketRoot:
     limits: Limits = Limits()
     workers_per_cpu = WORKERS_PER_CPU
     keeps_etags = True
+    #: a batch's subjects are range listings made at once: small subjects fill a batch
+    batches_per_subject = False
 
     @classmethod
     def parse(cls, url: str, endpoint_url: str | None = None, anonymous: bool = False

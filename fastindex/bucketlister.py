@@ -141,10 +141,11 @@ class BucketLister:
     def start_all(self, folders: list[tuple[str, str]]) -> None:
         """List every key below each folder of a worker's batch, flat, on the threads.
 
-        A batch is one subject's date folders (or sessions), siblings whose keys are
-        contiguous in the bucket's order: they are listed as one range of the parent's
-        keys (``StartAfter`` the first, up to the last), 1,000 keys a request, not a
-        request or more per folder; each folder's listing is served from the range's.
+        A batch holds the date folders (or sessions) of one or more subjects; each
+        subject's, siblings whose keys are contiguous in the bucket's order, are listed
+        as one range of the subject's keys (``StartAfter`` the first, up to the last),
+        1,000 keys a request, not a request or more per folder, and the subjects'
+        ranges at once; each folder's listing is served from its range's.
         """
         by_parent: dict[str, list[str]] = {}
         for path, _ in folders:

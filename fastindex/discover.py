@@ -69,6 +69,7 @@ class Discovery:
 
 def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY, *,
              max_batch: int = 64, hand_off_dates: bool = True, rel: str = "",
+             per_subject: bool = True,
              lister: Lister | None = None) -> Iterator[list[Folder]]:
     """Walk down from ``root`` to the session folders, in sorted order.
 
@@ -76,7 +77,8 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
     ``hand_off_dates`` the walk stops at folders named like dates: listing them is most
     of the walk's work, so they are yielded, unlisted, for the workers to finish.  Units
     are yielded in batches, one subject's at most ``max_batch`` at a time, as soon as each
-    batch is complete, so workers start while the walk goes on.  Per subject keeps a
+    batch is complete, so workers start while the walk goes on (with ``per_subject``
+    False, a batch spans subjects up to ``max_batch`` folders).  Per subject keeps a
     worker's reads in one part of the tree; the split keeps one large subject from
     holding up the others.  ``policy.quiet_paths`` holds absolute paths of files to pass
     over silently (the tables themselves); ``rel`` is ``root`` relative to the indexed
@@ -99,7 +101,7 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
 
     def add(unit: Folder, key: str) -> Iterator[list[Folder]]:
         nonlocal batch, subject
-        if batch and (key != subject or len(batch) == max_batch):
+        if batch and ((per_subject and key != subject) or len(batch) == max_batch):
             yield batch
             batch = []
         subject = key
@@ -159,7 +161,8 @@ def discover_root(plan: IndexPlan, found: Discovery) -> Iterator[list[Folder]]:
     top = plan.root.top
     with plan.root.lister(plan.io, _descend(plan.policy, True), top) as lister:
         lister.start(top, "")
-        yield from discover(top, found, plan.policy, lister=lister)
+        yield from discover(top, found, plan.policy, lister=lister,
+                            per_subject=plan.root.batches_per_subject)
 
 
 def _descend(policy: Policy, hand_off_dates: bool) -> Descend:

@@ -75,6 +75,9 @@ class Root(Protocol):
     workers_per_cpu: int
     #: rows keep each object's ETag (an ``etag`` column): what a rewrite changes
     keeps_etags: bool
+    #: a worker's batch is one subject's folders (reads stay in one part of a disk);
+    #: else batches span subjects, each subject's listing one request of many in flight
+    batches_per_subject: bool
 
     @property
     def top(self) -> str:
@@ -131,6 +134,7 @@ class LocalRoot:
     path: Path  # resolved
     workers_per_cpu = 1
     keeps_etags = False
+    batches_per_subject = True
 
     def __str__(self) -> str:
         return str(self.path)
