@@ -80,14 +80,14 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def endpoint(tree: Path, delay_ms: float, cap: int):
-    """thins3 serving ``tree`` as bucket ``bench``: its URL."""
+    """thins3 serving ``tree`` as bucket ``bench``: its URL, and how many keys it serves."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, str(HERE / "thins3.py"), str(tree), "--port",
                              str(port), "--delay-ms", str(delay_ms), "--cap", str(cap)],
                             stdout=subprocess.PIPE, text=True)
     try:
-        proc.stdout.readline()  # "serving N keys": the tree is indexed
-        yield f"http://127.0.0.1:{port}"
+        served = proc.stdout.readline()  # "serving N keys": the tree is indexed
+        yield f"http://127.0.0.1:{port}", int(served.split()[1])
     finally:
         proc.terminate()
         proc.wait()
@@ -175,7 +175,8 @@ def main() -> int:
 
     try:
         big = args.tree or _tree(work / "big", args.files, args.shape)
-        with endpoint(big, args.delay_ms, args.cap) as url, contextlib.ExitStack() as stack:
+        with (endpoint(big, args.delay_ms, args.cap) as (url, keys),
+              contextlib.ExitStack() as stack):
             out = work / "tables"
             build = [*FASTINDEX, "build", "s3://bench", "--out", str(out), "--endpoint-url",
                      url, "--no-sign-request", "--quiet"]
@@ -200,7 +201,7 @@ def main() -> int:
                     samples[what].append(sample)
                     seen[what].append(saw)
             for what, taken in samples.items():
-                row(what, args.files, taken, seen=seen[what])
+                row(what, keys, taken, seen=seen[what])
         if args.no_mount:
             pass
         elif shutil.which("s3fs") is None:
@@ -264,7 +265,7 @@ def regroup(tree: Path, dest: Path, subjects_per_session: float) -> tuple[int, i
 def _mount_rows(work: Path, args, row) -> None:
     """find, fastindex and one-api through s3fs, on smaller trees."""
     small = _tree(work / "small", args.mount_files)
-    with endpoint(small, args.delay_ms, args.cap) as url:
+    with endpoint(small, args.delay_ms, args.cap) as (url, _):
         mnt = work / "mnt"
         times = {"find": [], "fastindex": [], "url": []}
         for _ in range(args.mount_repeat):
@@ -280,7 +281,7 @@ def _mount_rows(work: Path, args, row) -> None:
         row("find through s3fs", args.mount_files, times["find"])
         row("fastindex build through s3fs", args.mount_files, times["fastindex"])
     one = _tree(work / "one", args.one_files)
-    with endpoint(one, args.delay_ms, args.cap) as url:
+    with endpoint(one, args.delay_ms, args.cap) as (url, _):
         (work / "onetables").mkdir()
         with s3fs_mount(url, work / "mnt"):
             sample = run([sys.executable, "-c", ONE_API, str(work / "mnt"),
