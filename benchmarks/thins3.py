@@ -1,6 +1,7 @@
 """A thin S3 endpoint over a local tree, for benchmarks: a fixed delay per request.
 
     python benchmarks/thins3.py ROOT --bucket NAME --port 9000 [--delay-ms 20] [--cap 64]
+        [--stats FILE]
 
 Serves the files under ROOT as the keys of one bucket, read-only: ListObjects (V1 and
 V2, with prefix, delimiter, pagination at 1,000 keys), GetObject, HeadObject and
@@ -11,6 +12,14 @@ The keys, sizes and times are read once at start and kept sorted, so a 1,000-key
 costs the server a few milliseconds of Python, well below the delay (moto, the S3
 server the tests use, takes about 0.2 s a page: it would be the floor of every client).
 ETags are an md5 of the key, size and mtime, not of the contents (stated where used).
+
+``GET /_thins3/stats`` (no delay, not counted) answers the counters since the start or
+the last ``GET /_thins3/stats?reset=1`` (which answers them, then zeroes them) as JSON:
+``requests`` (every S3 request), ``list_pages`` (listing requests: one page each),
+``gets`` and ``heads`` (objects; HeadBucket is a head), ``others`` (GetBucketLocation),
+and ``max_in_flight``, the most requests received and not yet answered at once (those
+waiting for a slot included): what a client keeps outstanding, seen from the store's
+side.  ``--stats FILE`` writes them to FILE, as JSON, on SIGTERM.
 """
 
 from __future__ import annotations
@@ -19,7 +28,10 @@ import argparse
 import bisect
 import email.utils
 import hashlib
+import json
 import os
+import signal
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -76,7 +88,42 @@ class Tree:
         return keys, prefixes, more, last
 
 
-def handler(tree: Tree, bucket: str, delay: float, slots: threading.Semaphore):
+class Counters:
+    """Requests seen, by kind, and the most in flight at once; thread-safe."""
+
+    KINDS = ("requests", "list_pages", "gets", "heads", "others")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._zero()
+
+    def _zero(self) -> None:
+        self.counts = dict.fromkeys(self.KINDS, 0)
+        self.max_in_flight = self._in_flight
+
+    def enter(self) -> None:
+        with self._lock:
+            self.counts["requests"] += 1
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+
+    def leave(self, kind: str) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            if kind:
+                self.counts[kind] += 1
+
+    def snapshot(self, reset: bool = False) -> dict:
+        with self._lock:
+            out = {**self.counts, "max_in_flight": self.max_in_flight}
+            if reset:
+                self._zero()
+            return out
+
+
+def handler(tree: Tree, bucket: str, delay: float, slots: threading.Semaphore,
+            counters: Counters):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -88,6 +135,28 @@ def handler(tree: Tree, bucket: str, delay: float, slots: threading.Semaphore):
                 time.sleep(delay)
 
         def do_HEAD(self) -> None:
+            counters.enter()
+            try:
+                self._head()
+            finally:
+                counters.leave("heads")
+
+        def do_GET(self) -> None:
+            url = urlparse(self.path)
+            if url.path == "/_thins3/stats":
+                reset = parse_qs(url.query).get("reset") == ["1"]
+                body = json.dumps(counters.snapshot(reset)).encode()
+                return self._send(200, body, headers={"Content-Type": "application/json"})
+            counters.enter()
+            kind = ("gets" if self._key() is not None else
+                    "others" if "location" in parse_qs(url.query, keep_blank_values=True)
+                    else "list_pages")
+            try:
+                self._get()
+            finally:
+                counters.leave(kind)
+
+        def _head(self) -> None:
             self._wait()
             key = self._key()
             if key is None:
@@ -96,7 +165,7 @@ def handler(tree: Tree, bucket: str, delay: float, slots: threading.Semaphore):
                 return self._send(404, b"", head=True)
             self._object(key, head=True)
 
-        def do_GET(self) -> None:
+        def _get(self) -> None:
             self._wait()
             key = self._key()
             if key is None:
@@ -183,12 +252,21 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--delay-ms", type=float, default=20.0)
     parser.add_argument("--cap", type=int, default=64, help="requests served at once")
+    parser.add_argument("--stats", type=Path, help="write the counters here on SIGTERM")
     args = parser.parse_args()
     tree = Tree(args.root)
+    counters = Counters()
     server = ThreadingHTTPServer(("127.0.0.1", args.port),
                                  handler(tree, args.bucket, args.delay_ms / 1000,
-                                         threading.Semaphore(args.cap)))
+                                         threading.Semaphore(args.cap), counters))
     server.daemon_threads = True
+
+    def stop(signum, frame) -> None:
+        if args.stats:
+            args.stats.write_text(json.dumps(counters.snapshot()) + "\n")
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     print(f"serving {len(tree.keys)} keys", flush=True)
     server.serve_forever()
 

@@ -57,3 +57,31 @@ def test_latency_benchmark_runs_every_command_and_writes_its_table(tmp_path) -> 
     assert {r["files"] for r in rows} == {"300"}
     assert json.loads((tmp_path / "latency.json").read_text())["rows"][0]["command"] == "find"
     assert (tmp_path / "latency.png").stat().st_size > 10_000
+
+
+def test_objectstore_benchmark_counts_requests_on_a_tree_of_small_subjects(tmp_path) -> None:
+    """--shape small-subjects regroups the sessions into subjects of about 6.7 sessions;
+    every row on the URL carries the keys served and the endpoint's counters; s5cmd's row
+    is there when s5cmd is installed, and a note says so when not."""
+    done = subprocess.run([sys.executable, str(BENCH / "bench_objectstore.py"), "--files",
+                           "1000", "--shape", "small-subjects", "--no-mount", "--repeat", "1",
+                           "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=BENCH)
+    assert done.returncode == 0, done.stderr
+    made = next(ln for ln in done.stderr.splitlines() if ln.endswith(" sessions"))
+    subjects, sessions = (int(w) for w in made.split() if w.isdigit())
+    assert sessions == 67 and subjects == 10  # treegen's 40 + 27, cut 6 and 4 ways
+    result = json.loads((tmp_path / "objectstore-1k-small-subjects.json").read_text())
+    rows = {r["command"]: r for r in result["rows"]}
+    assert {(r["shape"], r["files"]) for r in rows.values()} == {("small-subjects", 1005)}
+    paginator = rows.pop("boto3 paginator (by hand)")
+    assert (paginator["requests"], paginator["list_pages"], paginator["max_in_flight"]) == (
+        2, 2, 1)  # 1,005 keys: two pages, one request at a time
+    fastindex = rows.pop("fastindex build s3://")
+    assert fastindex["requests"] >= fastindex["list_pages"] > 1
+    assert fastindex["max_in_flight"] >= 1
+    if "s5cmd ls" in rows:
+        assert rows.pop("s5cmd ls")["list_pages"] == 2
+    else:
+        assert "s5cmd is not installed" in result["title"]
+    assert not rows
