@@ -92,7 +92,8 @@ def executor_for(given: Executor | None, workers: int, start_method: str | None,
     method = start_method or default_start_method()
     if method == "fork":
         pool: Executor = ProcessPoolExecutor(workers, mp_context=get_context("fork"),
-                                             initializer=_exit_with_parent)
+                                             initializer=_exit_with_parent,
+                                             initargs=(os.getpid(),))
         if fork_now:
             with _interrupts_held():  # a fork pool starts all its workers on the first task
                 pool.submit(int).result()
@@ -139,15 +140,17 @@ def _interrupts_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
-def _exit_with_parent() -> None:
-    """In each forked worker: exit when the parent is gone (killed with SIGKILL, say).
+def _exit_with_parent(parent: int) -> None:
+    """In each forked worker: exit when the parent (its pid ``parent``, taken before the
+    fork) is gone: killed with SIGKILL, say, or done before this worker started.
 
     A killed parent cannot shut its pool down, and its workers would otherwise wait for
-    work forever.  (``CleanWorkers`` need no watch: their connection closes.)  The
-    signals the parent held while forking are the worker's again.
+    work forever.  The pid comes from the parent: read here, after a parent that had
+    already exited, it would be the reaper's, and the watch would never end.
+    (``CleanWorkers`` need no watch: their connection closes.)  The signals the parent
+    held while forking are the worker's again.
     """
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    parent = os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:

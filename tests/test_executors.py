@@ -56,3 +56,19 @@ def test_shutdown_without_waiting_stops_busy_workers() -> None:
                 future.result(timeout=10)
         for connection in connections:
             connection.close()
+
+
+def test_a_forked_worker_whose_parent_is_already_gone_exits() -> None:
+    """A worker that starts after its parent exited (a refusal right after the fork)
+    is re-parented before its watch begins: the watch must still see the parent gone,
+    not wait for work forever (found as an orphan worker of a refused `check`)."""
+    import subprocess
+    import sys
+
+    code = ("import os, time\n"
+            "from fastindex.executors import _exit_with_parent\n"
+            "_exit_with_parent(os.getppid() + 1_000_000)  # a parent that is not this one's\n"
+            "time.sleep(120)\n")
+    done = subprocess.run([sys.executable, "-c", code], timeout=60, capture_output=True,
+                          text=True)
+    assert (done.returncode, done.stderr) == (1, "")  # the watch ended it, before the sleep
