@@ -141,22 +141,41 @@ class BucketLister:
     def start_all(self, folders: list[tuple[str, str]]) -> None:
         """List every key below each folder of a worker's batch, flat, on the threads.
 
-        A batch holds the date folders (or sessions) of one or more subjects; each
-        subject's, siblings whose keys are contiguous in the bucket's order, are listed
-        as one range of the subject's keys (``StartAfter`` the first, up to the last),
-        1,000 keys a request, not a request or more per folder, and the subjects'
-        ranges at once; each folder's listing is served from its range's.
+        A batch holds the date folders (or sessions) of one or more subjects. Sibling
+        folders' keys are contiguous in the bucket's order, so they are listed as one
+        range of their parent's keys (``StartAfter`` the first, up to the last), 1,000
+        keys a request, not a request or more per folder; and the folders of sibling
+        subjects as one range of their common parent's keys (subject/date names). Each
+        folder's listing is served from its range's.
         """
-        by_parent: dict[str, list[str]] = {}
-        for path, _ in folders:
-            parent, _, name = path.rpartition("/")
-            by_parent.setdefault(parent, []).append(name)
+        ranges: dict[tuple[str, int], list[str]] = {}
+        for top, name in self._tops([path for path, _ in folders]):
+            ranges.setdefault((top, name.count("/") + 1), []).append(name)
         with self._lock:
-            for parent, names in by_parent.items():
-                future = self._threads.submit(self._list_range, parent, sorted(names))
+            for (top, depth), names in ranges.items():
+                future = self._threads.submit(self._list_range, top, sorted(names))
                 for name in names:
-                    self._flat.setdefault(f"{parent}/{name}", future)
-                self._levels.add(parent.count("/") + 1)
+                    self._flat.setdefault(f"{top}/{name}", future)
+                self._levels.add(top.count("/") + depth)
+
+    def _tops(self, paths: list[str]) -> list[tuple[str, str]]:
+        """(the folder whose keys a range lists, the path below it) for each of ``paths``:
+        their parent, or their parents' parent where several parents in ``paths`` share
+        it inside the root (small subjects: one range, not one a subject)."""
+        parents = [path.rpartition("/") for path in paths]
+        siblings: dict[str, set[str]] = {}
+        for parent, _, _ in parents:
+            siblings.setdefault(parent.rpartition("/")[0], set()).add(parent)
+        inside = self.root.url
+        tops = []
+        for parent, _, name in parents:
+            grand, _, subject = parent.rpartition("/")
+            if len(siblings[grand]) > 1 and (grand == inside or
+                                             grand.startswith(f"{inside}/")):
+                tops.append((grand, f"{subject}/{name}"))
+            else:
+                tops.append((parent, name))
+        return tops
 
     def entries(self, path: str, rel: str) -> list:
         if (future := self._range_of(path)) is not None:
@@ -233,22 +252,24 @@ class BucketLister:
             objects += contents
         return objects, prefixes
 
-    def _list_range(self, parent: str, names: list[str]) -> dict[str, list]:
-        """Every key below ``parent/NAME`` for each of ``names`` (sorted), in one listing
-        of the range from the first to the last: path -> entries, as a walk lists them."""
-        prefix = self._prefix(parent)
+    def _list_range(self, top: str, names: list[str]) -> dict[str, list]:
+        """Every key below ``top/NAME`` for each of ``names`` (sorted, all as deep: a
+        folder's name, or subject/folder), in one listing of the range from the first to
+        the last: path -> entries, as a walk lists them."""
+        prefix = self._prefix(top)
+        depth = names[0].count("/") + 1
         wanted = set(names)
         end = f"{prefix}{names[-1]}/\U0010ffff"
-        folders: dict[str, list] = {parent: [], **{f"{parent}/{n}": [] for n in names}}
+        folders: dict[str, list] = {top: [], **{f"{top}/{n}": [] for n in names}}
         try:
             for objects in self._range_pages(prefix, f"{prefix}{names[0]}"):
                 for obj in objects:
                     key = obj["Key"]
                     if key > end:
                         return folders
-                    name, slash, rest = key[len(prefix):].partition("/")
-                    if slash and name in wanted:
-                        _place(folders, f"{parent}/{name}", rest, obj)
+                    parts = key[len(prefix):].split("/", depth)
+                    if len(parts) > depth and (name := "/".join(parts[:depth])) in wanted:
+                        _place(folders, f"{top}/{name}", parts[depth], obj)
         except s3check.Refused as err:
             raise err.named(f"{SCHEME}{self.root.bucket}/{prefix}") from None
         except Exception as err:
