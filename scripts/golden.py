@@ -4,6 +4,9 @@
     .venv/bin/python scripts/golden.py record golden.json    # before the change
     .venv/bin/python scripts/golden.py compare golden.json   # after it: exit 1 on a change
 
+``FASTINDEX_GOLDEN_DIR`` moves its work folder (``/tmp/fastindex-golden``), so that two
+checkouts can run it at once.
+
 It generates a messy tree and two example trees at fixed paths with fixed modification
 times, runs ``build``, ``check``, ``update``, ``verify``, ``release`` and ``fix`` through
 the command line over a matrix of options (every hash mode, string and uuid ids,
@@ -27,7 +30,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BASE = Path("/tmp/fastindex-golden")
+BASE = Path(os.environ.get("FASTINDEX_GOLDEN_DIR", "/tmp/fastindex-golden"))
 MTIME_NS = 1_577_880_000 * 10**9  # 2020-01-01 12:00 UTC: old enough for update
 EDIT_MTIME_NS = MTIME_NS + 86_400 * 10**9
 REPO = Path(__file__).resolve().parent.parent
