@@ -5,11 +5,11 @@ from the bucket's listing API instead of ``os.scandir``, so the ALF rules, the p
 and their reasons, the ignore rules, ids and order are the same code as for a local
 tree, and a bucket and a local copy of it give the same tables.
 
-Requests: above the date folders (labs, subjects) a folder is one listing with a
-delimiter, as a folder is one ``scandir``; the date folders handed to a worker are
-listed *flat*, as one range of their parent's keys (a page of up to 1,000 keys a
-request), and turned into
-folders in memory, so a session costs no request of its own. Listings run on threads,
+Requests: above the subjects (labs, ``Subjects``) a folder is one listing with a
+delimiter, as a folder is one ``scandir``; the subjects handed to a worker (the date
+folders, for subjects outside a lab) are listed *flat*, as ranges of their parent's
+keys (a page of up to 1,000 keys a request), and turned into folders in memory, so a
+subject or a session costs no request of its own. Listings run on threads,
 many in flight (``REQUESTS_IN_FLIGHT``), each listing as soon as its parent's is known,
 as the local lister does on slow storage. An object's entry carries its size, its last-
 modified time (the ``mtime_ns`` that ``update`` compares) and its ETag; with ``--hash``
@@ -62,8 +62,8 @@ class BucketRoot:
     limits: Limits = Limits()
     workers_per_cpu = WORKERS_PER_CPU
     keeps_etags = True
-    #: a batch's subjects are range listings made at once: small subjects fill a batch
-    batches_per_subject = False
+    #: a worker lists its batch's subjects as ranges of keys (``BucketLister.start_all``)
+    hands_off_subjects = True
 
     @classmethod
     def parse(cls, url: str, endpoint_url: str | None = None, anonymous: bool = False

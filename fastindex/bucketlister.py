@@ -7,6 +7,7 @@ prefix one of a folder (``PrefixEntry``).  See ``bucket``'s docstring for the re
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import threading
@@ -153,7 +154,8 @@ class BucketLister:
             ranges.setdefault((top, name.count("/") + 1), []).append(name)
         with self._lock:
             for (top, depth), names in ranges.items():
-                future = self._threads.submit(self._list_range, top, sorted(names))
+                future = self._threads.submit(self._list_range, top, sorted(
+                    names, key=lambda name: f"{name}/"))  # their keys' order
                 for name in names:
                     self._flat.setdefault(f"{top}/{name}", future)
                 self._levels.add(top.count("/") + depth)
@@ -178,8 +180,10 @@ class BucketLister:
         return tops
 
     def entries(self, path: str, rel: str) -> list:
-        if (future := self._range_of(path)) is not None:
-            return list(future.result().get(path, ()))
+        while (future := self._range_of(path)) is not None:
+            listed = future.result()
+            if self._range_of(path) is future:  # else the range gave it to another
+                return list(listed.get(path, ()))
         with self._lock:
             future = self._ahead.pop(path, None)
         entries = future.result() if future is not None else self._list_folder(path)
@@ -253,9 +257,16 @@ class BucketLister:
         return objects, prefixes
 
     def _list_range(self, top: str, names: list[str]) -> dict[str, list]:
-        """Every key below ``top/NAME`` for each of ``names`` (sorted, all as deep: a
-        folder's name, or subject/folder), in one listing of the range from the first to
-        the last: path -> entries, as a walk lists them."""
+        """Every key below ``top/NAME`` for each of ``names`` (in their keys' order:
+        sorted as ``NAME/``, for ``a-b/`` comes before ``a/``; all as deep: a folder's
+        name, or subject/folder), in one listing of the range from the first to
+        the last: path -> entries, as a walk lists them.
+
+        A range whose first page ends before its last name gives the names after that
+        page to ranges of their own (``_split``), listed at once: how many names a
+        page holds is only known once one is read, and a range's pages come one after
+        another, so large folders would otherwise be listed one page at a time.
+        """
         prefix = self._prefix(top)
         depth = names[0].count("/") + 1
         wanted = set(names)
@@ -270,11 +281,35 @@ class BucketLister:
                     parts = key[len(prefix):].split("/", depth)
                     if len(parts) > depth and (name := "/".join(parts[:depth])) in wanted:
                         _place(folders, f"{top}/{name}", parts[depth], obj)
+                if objects and len(names) > 1:  # names in key order: see ``start_all``
+                    kept = max(1, bisect.bisect_right([f"{n}/" for n in names],
+                                                      objects[-1]["Key"][len(prefix):]))
+                    if kept < len(names) and self._split(top, names[kept:], kept):
+                        for name in names[kept:]:
+                            wanted.discard(name)
+                            del folders[f"{top}/{name}"]
+                        names = names[:kept]
+                        end = f"{prefix}{names[-1]}/\U0010ffff"
         except s3check.Refused as err:
             raise err.named(f"{SCHEME}{self.root.bucket}/{prefix}") from None
         except Exception as err:
             raise bucket_error(err, self.root) from None
         return folders
+
+    def _split(self, top: str, names: list[str], per_range: int) -> bool:
+        """List ``names`` (of a range being listed) as ranges of ``per_range`` names each,
+        their folders served from those from now on; False when the threads are shut
+        down (the batch is being abandoned: the range goes on whole)."""
+        with self._lock:
+            try:
+                for start in range(0, len(names), per_range):
+                    part = names[start:start + per_range]
+                    future = self._threads.submit(self._list_range, top, part)
+                    for name in part:
+                        self._flat[f"{top}/{name}"] = future
+            except RuntimeError:
+                return False
+        return True
 
     def _range_pages(self, prefix: str, after: str) -> Iterator[list[dict]]:
         """The objects after ``after`` under ``prefix``, a page at a time: read by

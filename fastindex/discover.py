@@ -69,7 +69,7 @@ class Discovery:
 
 def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY, *,
              max_batch: int = 64, hand_off_dates: bool = True, rel: str = "",
-             per_subject: bool = True,
+             hand_off_subjects: bool = False,
              lister: Lister | None = None) -> Iterator[list[Folder]]:
     """Walk down from ``root`` to the session folders, in sorted order.
 
@@ -77,14 +77,16 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
     ``hand_off_dates`` the walk stops at folders named like dates: listing them is most
     of the walk's work, so they are yielded, unlisted, for the workers to finish.  Units
     are yielded in batches, one subject's at most ``max_batch`` at a time, as soon as each
-    batch is complete, so workers start while the walk goes on (with ``per_subject``
-    False, a batch spans subjects up to ``max_batch`` folders).  Per subject keeps a
+    batch is complete, so workers start while the walk goes on.  Per subject keeps a
     worker's reads in one part of the tree; the split keeps one large subject from
-    holding up the others.  ``policy.quiet_paths`` holds absolute paths of files to pass
-    over silently (the tables themselves); ``rel`` is ``root`` relative to the indexed
-    root; entries that ``policy.rules`` ignore are counted in ``found`` and not walked.
-    The folders are listed by ``lister``; without one, ``root`` is a local folder,
-    listed ahead of the walk when its storage is slow.
+    holding up the others.  With ``hand_off_subjects`` (a bucket: see
+    ``Root.hands_off_subjects``) the walk stops one level higher, at the folders in a
+    ``Subjects`` folder, and a batch spans subjects, ``SUBJECTS_PER_BATCH`` of them (or
+    ``max_batch`` date folders of subjects outside labs).  ``policy.quiet_paths`` holds
+    absolute paths of files to pass over silently (the tables themselves); ``rel`` is
+    ``root`` relative to the indexed root; entries that ``policy.rules`` ignore are
+    counted in ``found`` and not walked.  The folders are listed by ``lister``; without
+    one, ``root`` is a local folder, listed ahead of the walk when its storage is slow.
     """
     root = os.fspath(root)  # a str: Path objects cost more than the listing, per session
     if lister is None:
@@ -99,9 +101,9 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
     batch: list[Folder] = []
     subject = None
 
-    def add(unit: Folder, key: str) -> Iterator[list[Folder]]:
+    def add(unit: Folder, key: str, most: int = max_batch) -> Iterator[list[Folder]]:
         nonlocal batch, subject
-        if batch and ((per_subject and key != subject) or len(batch) == max_batch):
+        if batch and ((not hand_off_subjects and key != subject) or len(batch) >= most):
             yield batch
             batch = []
         subject = key
@@ -123,6 +125,8 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
     def stop(entry: os.DirEntry, entry_rel: str) -> bool:
         if hand_off_dates and alf.DATE_RE.fullmatch(entry.name):
             return True
+        if hand_off_subjects and _in_subjects(entry_rel):
+            return True
         parts = _session_parts(entry.path)
         if parts is not None:
             sessions[entry.path] = parts
@@ -140,6 +144,9 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
             entry_rel = alf.join(listing.rel, entry.name)
             if (parts := sessions.pop(entry.path, None)) is not None:
                 yield from session(entry.path, entry_rel, parts)
+            elif hand_off_subjects and _in_subjects(entry_rel):  # a subject, unlisted
+                yield from add(Folder(entry.path, entry_rel, None), listing.path,
+                               SUBJECTS_PER_BATCH)
             else:  # a date folder, handed off unlisted
                 yield from add(Folder(entry.path, entry_rel, None), listing.path)
         _outside_sessions(found, listing, policy, listing.rel == "")
@@ -159,19 +166,35 @@ def discover_root(plan: IndexPlan, found: Discovery) -> Iterator[list[Folder]]:
     """``discover`` of a build's root, listed ahead (down to the date folders) by the
     root's own lister."""
     top = plan.root.top
-    with plan.root.lister(plan.io, _descend(plan.policy, True), top) as lister:
+    subjects = plan.root.hands_off_subjects
+    with plan.root.lister(plan.io, _descend(plan.policy, True, subjects), top) as lister:
         lister.start(top, "")
         yield from discover(top, found, plan.policy, lister=lister,
-                            per_subject=plan.root.batches_per_subject)
+                            hand_off_subjects=subjects)
 
 
-def _descend(policy: Policy, hand_off_dates: bool) -> Descend:
+#: Subject folders in a worker's batch when subjects are handed off: enough small
+#: subjects for one range listing to fill its pages, few enough that a tree of few
+#: subjects still gives every worker some.
+SUBJECTS_PER_BATCH = 8
+
+
+def _in_subjects(rel: str) -> bool:
+    """Whether the root-relative ``rel`` is a folder in a ``Subjects`` folder (a
+    subject, as ONE's session pattern reads ``lab/Subjects/subject``)."""
+    parent = rel.rpartition("/")[0]
+    return parent.rpartition("/")[2] == "Subjects"
+
+
+def _descend(policy: Policy, hand_off_dates: bool, hand_off_subjects: bool = False
+             ) -> Descend:
     """Which subfolders a walk to the sessions lists ahead: not the ignored ones, nor
-    the date folders it hands off."""
+    the date folders or subjects it hands off."""
     rules = policy.rules
 
     def descend(child: str, name: str) -> bool:
         return not (hand_off_dates and alf.DATE_RE.fullmatch(name)) and not (
+            hand_off_subjects and _in_subjects(child)) and not (
             rules.patterns and rules.matches(child, True))
 
     return descend

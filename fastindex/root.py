@@ -75,9 +75,11 @@ class Root(Protocol):
     workers_per_cpu: int
     #: rows keep each object's ETag (an ``etag`` column): what a rewrite changes
     keeps_etags: bool
-    #: a worker's batch is one subject's folders (reads stay in one part of a disk);
-    #: else batches span subjects, each subject's listing one request of many in flight
-    batches_per_subject: bool
+    #: the parent's walk stops at subject folders and hands them to the workers, unlisted,
+    #: several to a batch (a bucket: a worker lists its subjects as ranges of keys, so
+    #: the parent makes no request a subject); else it stops at date folders, and a
+    #: worker's batch is one subject's (its reads stay in one part of a disk)
+    hands_off_subjects: bool
 
     @property
     def top(self) -> str:
@@ -134,7 +136,7 @@ class LocalRoot:
     path: Path  # resolved
     workers_per_cpu = 1
     keeps_etags = False
-    batches_per_subject = True
+    hands_off_subjects = False
 
     def __str__(self) -> str:
         return str(self.path)

@@ -501,3 +501,25 @@ def test_a_bucket_on_a_dask_cluster_gives_the_process_pools_tables(tmp_path, end
         with pytest.raises(fastindex.FastindexError, match="cannot list s3://no-such-bucket"):
             with dask_executor(client=client, root=gone):
                 pass
+
+
+#: Subjects whose names sort apart from their keys (``S1-x/`` and ``S1.b/`` come before
+#: ``S1/``), of one key to many pages each.
+SPLIT_SUBJECTS = {"S1": 8, "S1-x": 1, "S1.b": 4, "S10": 2, "S2": 7, "S3": 1, "T": 3}
+
+
+def test_subjects_listed_as_ranges_that_split_give_the_local_copys_tables(tmp_path) -> None:
+    """A worker lists its subjects as ranges of keys that split as pages show how many
+    keys a subject holds: every key once, in the subject it belongs to."""
+    from fakes3 import FakeS3
+
+    keys = [f"lab/Subjects/{subject}/2021-01-0{1 + i % 2}/00{1 + i // 2}/alf/x.y{i}.npy"
+            for subject, n in SPLIT_SUBJECTS.items() for i in range(n)]
+    tree = write_tree(tmp_path / "t", keys)
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    fastindex.build(tree, local, workers=2)
+    with FakeS3("b", {f"data/{key}": (tree / key).read_bytes() for key in keys},
+                page_size=3) as fake:
+        result = fastindex.build(bucket.BucketRoot("b", "data", fake.url), remote, workers=2)
+    assert result.n_datasets == len(keys)
+    assert _rows(remote) == _rows(local)
