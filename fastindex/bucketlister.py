@@ -272,6 +272,8 @@ class BucketLister:
         wanted = set(names)
         end = f"{prefix}{names[-1]}/\U0010ffff"
         folders: dict[str, list] = {top: [], **{f"{top}/{n}": [] for n in names}}
+        last: tuple[str, str] | None = None  # (name, folder below it) of the last key
+        into = ""  # and the folder it went in: a folder's keys come one after another
         try:
             for objects in self._range_pages(prefix, f"{prefix}{names[0]}"):
                 for obj in objects:
@@ -280,7 +282,13 @@ class BucketLister:
                         return folders
                     parts = key[len(prefix):].split("/", depth)
                     if len(parts) > depth and (name := "/".join(parts[:depth])) in wanted:
-                        _place(folders, f"{top}/{name}", parts[depth], obj)
+                        below, _, leaf = parts[depth].rpartition("/")
+                        if last == (name, below) and leaf:
+                            folders[into].append(_entry(obj, leaf, f"{into}/{leaf}"))
+                        else:
+                            into = _place(folders, f"{top}/{name}", parts[depth], obj)
+                            last = (name, below) if below.count("/") < s3check.MAX_DEPTH \
+                                else None
                 if objects and len(names) > 1:  # names in key order: see ``start_all``
                     kept = max(1, bisect.bisect_right([f"{n}/" for n in names],
                                                       objects[-1]["Key"][len(prefix):]))
@@ -344,8 +352,9 @@ def _checked(pages, progress: s3check.Progress) -> Iterator[dict]:
         raise progress.refuse(str(err)) from None
 
 
-def _place(folders: dict[str, list], top: str, rest: str, obj: dict) -> None:
-    """Put one key (``rest``, below ``top``) in its folder, making the folders above.
+def _place(folders: dict[str, list], top: str, rest: str, obj: dict) -> str:
+    """Put one key (``rest``, below ``top``) in its folder, making the folders above;
+    returns that folder's path.
 
     At most ``s3check.MAX_DEPTH`` folders are made (no S3 key is deeper): the rest of a
     deeper key is one name, reported as no ALF name, not thousands of folders.
@@ -360,3 +369,4 @@ def _place(folders: dict[str, list], top: str, rest: str, obj: dict) -> None:
         folder = child
     if name:  # a key ending in '/' is a folder marker
         folders[folder].append(_entry(obj, name, f"{folder}/{name}"))
+    return folder

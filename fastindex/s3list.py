@@ -136,11 +136,17 @@ def read_page(body: bytes) -> tuple[list[dict], list[str], str | None]:
     decode = unquote_str if root.findtext(f"{ns}EncodingType") == "url" else str
     key, size, etag, modified = (f"{ns}Key", f"{ns}Size", f"{ns}ETag", f"{ns}LastModified")
     objects = []
+    times: dict[str, datetime | str] = {}  # a page's objects often share their time
     for item in root.iterfind(f"{ns}Contents"):
-        objects.append({"Key": decode(_text(item, key, "")),
-                        "Size": _number(_text(item, size, "")),
-                        "ETag": item.findtext(etag, ""),
-                        "LastModified": _time(_text(item, modified, ""))})
+        fields = {child.tag: child.text or "" for child in reversed(item)}  # first wins
+        if key not in fields or size not in fields or modified not in fields:
+            missing = next(tag for tag in (key, size, modified) if tag not in fields)
+            raise ValueError(f"a listing entry without its {missing}")
+        when = fields[modified]
+        if (parsed := times.get(when)) is None:
+            parsed = times[when] = _time(when)
+        objects.append({"Key": decode(fields[key]), "Size": _number(fields[size]),
+                        "ETag": fields.get(etag, ""), "LastModified": parsed})
     prefixes = [decode(_text(item, f"{ns}Prefix", ""))
                 for item in root.iterfind(f"{ns}CommonPrefixes")]
     if root.findtext(f"{ns}IsTruncated") != "true":
