@@ -97,6 +97,12 @@ def _entry(obj: dict, name: str, path: str) -> ObjectEntry:
         obj["Size"], int(obj["LastModified"].timestamp()) * 1_000_000_000, obj["ETag"]))
 
 
+#: Folders a worker's range lists at first: few enough that a batch's ranges are in
+#: flight at once, enough small subjects to fill a page.  A range splits further as
+#: its first page shows how many folders a page holds (``_list_range``).
+RANGE_NAMES = 8
+
+
 class BucketLister:
     """The walk's lister over a bucket (see ``bucket``'s docstring).
 
@@ -142,23 +148,31 @@ class BucketLister:
     def start_all(self, folders: list[tuple[str, str]]) -> None:
         """List every key below each folder of a worker's batch, flat, on the threads.
 
-        A batch holds the date folders (or sessions) of one or more subjects. Sibling
-        folders' keys are contiguous in the bucket's order, so they are listed as one
-        range of their parent's keys (``StartAfter`` the first, up to the last), 1,000
-        keys a request, not a request or more per folder; and the folders of sibling
-        subjects as one range of their common parent's keys (subject/date names). Each
-        folder's listing is served from its range's.
+        A batch holds subjects, or the date folders (or sessions) of one or more
+        subjects. Sibling folders' keys are contiguous in the bucket's order, so they
+        are listed as ranges of their parent's keys (``StartAfter`` the first, up to
+        the last), ``RANGE_NAMES`` folders a range, at once, 1,000 keys a request, not
+        a request or more per folder; the folders of sibling subjects as ranges of
+        their common parent's keys (subject/date names). Each folder's listing is
+        served from its range's.
         """
         ranges: dict[tuple[str, int], list[str]] = {}
         for top, name in self._tops([path for path, _ in folders]):
             ranges.setdefault((top, name.count("/") + 1), []).append(name)
         with self._lock:
             for (top, depth), names in ranges.items():
-                future = self._threads.submit(self._list_range, top, sorted(
-                    names, key=lambda name: f"{name}/"))  # their keys' order
-                for name in names:
-                    self._flat.setdefault(f"{top}/{name}", future)
+                self._submit_ranges(top, sorted(names, key=lambda name: f"{name}/"),
+                                    RANGE_NAMES)  # in their keys' order
                 self._levels.add(top.count("/") + depth)
+
+    def _submit_ranges(self, top: str, names: list[str], per_range: int) -> None:
+        """List ``names`` (in their keys' order) as ranges of ``per_range`` names each,
+        their folders served from those from now on (the lock held)."""
+        for start in range(0, len(names), per_range):
+            part = names[start:start + per_range]
+            future = self._threads.submit(self._list_range, top, part)
+            for name in part:
+                self._flat[f"{top}/{name}"] = future
 
     def _tops(self, paths: list[str]) -> list[tuple[str, str]]:
         """(the folder whose keys a range lists, the path below it) for each of ``paths``:
@@ -305,16 +319,12 @@ class BucketLister:
         return folders
 
     def _split(self, top: str, names: list[str], per_range: int) -> bool:
-        """List ``names`` (of a range being listed) as ranges of ``per_range`` names each,
-        their folders served from those from now on; False when the threads are shut
-        down (the batch is being abandoned: the range goes on whole)."""
+        """``_submit_ranges`` for the names a range being listed gives away; False when
+        the threads are shut down (the batch is being abandoned: the range goes on
+        whole)."""
         with self._lock:
             try:
-                for start in range(0, len(names), per_range):
-                    part = names[start:start + per_range]
-                    future = self._threads.submit(self._list_range, top, part)
-                    for name in part:
-                        self._flat[f"{top}/{name}"] = future
+                self._submit_ranges(top, names, per_range)
             except RuntimeError:
                 return False
         return True

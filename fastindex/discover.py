@@ -173,10 +173,10 @@ def discover_root(plan: IndexPlan, found: Discovery) -> Iterator[list[Folder]]:
                             hand_off_subjects=subjects)
 
 
-#: Subject folders in a worker's batch when subjects are handed off: enough small
-#: subjects for one range listing to fill its pages, few enough that a tree of few
-#: subjects still gives every worker some.
-SUBJECTS_PER_BATCH = 8
+#: Subject folders in a worker's batch when subjects are handed off: enough for
+#: several range listings in flight in each worker (``BucketLister.start_all``), few
+#: enough that a tree of a hundred subjects still gives every worker some.
+SUBJECTS_PER_BATCH = 32
 
 
 def _in_subjects(rel: str) -> bool:
