@@ -57,10 +57,10 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def _check_tables_writable(args: argparse.Namespace, remedy: str) -> None:
-    """Without ``--out`` the tables go in ROOT: a read-only ROOT (``release.read_only``:
+    """Without ``--out`` the tables go in ROOT: a read-only ROOT (``store.read_only``:
     one this process cannot write, or whose mode has no write bit, even for root) is
     refused before any work, with ``remedy``, the way to write them elsewhere."""
-    from fastindex.release import read_only
+    from fastindex.store import read_only
 
     root = args.root
     if args.out is None and isinstance(root, Path) and root.expanduser().is_dir() and (

@@ -41,7 +41,7 @@ from fastindex.results import BuildResult, Rendered
 from fastindex.root import LocalRoot, open_folder
 from fastindex.safefile import replacing
 from fastindex.spec import DEFAULT_NAMESPACE, BuildSpec, RunSettings, options
-from fastindex.store import TableStore
+from fastindex.store import TableStore, read_only
 from fastindex.tablefiles import TABLE_FILES
 
 
@@ -185,15 +185,6 @@ def _tables_store(root: Path, given: str | os.PathLike | None) -> TableStore | N
     if read_only(root):
         return None
     return TableStore.output(root)
-
-
-def read_only(folder: Path) -> bool:
-    """True for a tree fastindex does not write its tables into unless told to: a
-    folder this process may not write, or whose mode has no write bit for anyone.  A
-    tree made read-only (``chmod -R a-w``) stays so for root, who may write anywhere:
-    the mode says what its owner meant.  (``release`` leaves its tables in the zip only;
-    the ``build`` and ``update`` commands refuse without ``--out``.)"""
-    return not (os.access(folder, os.W_OK | os.X_OK) and folder.stat().st_mode & 0o222)
 
 
 def _checked_index(root: Path, how: tuple[BuildSpec, RunSettings], store: TableStore | None,

@@ -69,7 +69,7 @@ class TableStore:
             raise InputError(f"the output {out_path} is a file, not a folder")
         if not out_path.is_dir():
             raise InputError(f"output folder does not exist: {out_path}")
-        if not os.access(out_path, os.W_OK | os.X_OK):
+        if read_only(out_path):
             raise InputError(f"output folder is not writable: {out_path}")
         return cls(out_path)
 
@@ -313,3 +313,12 @@ def _lock_file(path: Path) -> Iterator[None]:
                 return
         finally:
             os.close(fd)
+
+
+def read_only(folder: Path) -> bool:
+    """True for a folder fastindex writes no table into: one this process may not
+    write, or whose mode has no write bit for anyone.  A tree made read-only (``chmod
+    -R a-w``) stays so for root, who may write anywhere: the mode says what its owner
+    meant.  (``release`` leaves a read-only tree's tables in its zip only; ``build``
+    and ``update`` refuse, and say to give another folder.)"""
+    return not (os.access(folder, os.W_OK | os.X_OK) and folder.stat().st_mode & 0o222)

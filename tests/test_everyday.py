@@ -9,7 +9,10 @@ import sys
 import pytest
 from conftest import BEHAVIOUR, write_tree
 
+import fastindex
 from fastindex.cli import main
+from fastindex.errors import InputError
+from fastindex.update import update
 
 
 def test_a_count_that_is_not_a_number_says_so(tmp_path, capsys) -> None:
@@ -345,3 +348,20 @@ def test_update_on_a_releases_tables_says_why_it_hashes_again(tmp_path, capsys) 
     assert "older fastindex" not in err
     assert "full build: these tables hold no modification times (a release's tables do " \
            "not), so every file is hashed again" in err
+
+
+def test_the_library_writes_no_tables_into_a_tree_made_read_only(tmp_path) -> None:
+    """The rule of the command line holds for ``build`` and ``update`` called from Python,
+    as root too: the mode says read-only, for the tree and any folder of it."""
+    root = write_tree(tmp_path / "t", BEHAVIOUR[:2])
+    _make_read_only(root)
+    try:
+        for call in (lambda: fastindex.build(root, workers=1),
+                     lambda: fastindex.build(root, root / "cortexlab", workers=1),
+                     lambda: update(root, workers=1)):
+            with pytest.raises(InputError, match="not writable"):
+                call()
+        assert not list(root.rglob("*.pqt"))
+    finally:
+        for folder in (root, *[p for p in root.rglob("*") if p.is_dir()]):
+            folder.chmod(0o755)
