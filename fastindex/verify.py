@@ -112,9 +112,8 @@ def verify(root: str | os.PathLike | Root, tables_dir: str | os.PathLike | None 
                        exclude=built.exclude, default_ignores=built.default_ignores,
                        uuid_ids=False, digests=Digests(algorithms))
         fresh = engine.index(spec, store.own_files())
-    differences = compare(tables.sessions, tables.datasets,
-                          one_paths(fresh.sessions, fresh.datasets, fresh.uuid_names),
-                          algorithms, tables.uuid_names)
+    found = one_paths(fresh.sessions, fresh.datasets, fresh.uuid_names)
+    differences = compare(tables.sessions, tables.datasets, found, algorithms, tables.uuid_names)
     empty = tables.sessions.join(tables.datasets, left_on="id", right_on="eid", how="anti")
     differences = _with_lost_sessions(differences, empty, fresh.sessions)
     ids = tables.build_ids
@@ -170,8 +169,8 @@ def verify_zip(path: str | os.PathLike, hash: bool = False, progress: bool = Fal
                                            for name in TABLE_FILES)
         check_tables(sessions, datasets, f"the tables in {archive_path}")
         algorithms = _digests_to_compare(datasets, hash, archive_path)
-        named = uuid_names(meta, f"the tables in {archive_path}")
-        rows = one_paths(sessions, datasets, named).select("path", "file_size")
+        rows = one_paths(sessions, datasets, named := uuid_names(
+            meta, f"the tables in {archive_path}")).select("path", "file_size")
         with progress_bar(progress, "verifying", "B", int(rows["file_size"].sum() or 0)) as bar:
             members, corrupt = _read_members(archive, rows, algorithms, bar)
         expected = set(rows["path"]) | set(TABLE_FILES) | set(_included(meta))
@@ -351,9 +350,8 @@ def digests_held(datasets: pl.DataFrame) -> tuple[str, ...]:
 
 def compare(sessions: pl.DataFrame, datasets: pl.DataFrame, found: pl.DataFrame,
             algorithms: tuple[str, ...], uuid_names: bool) -> pl.DataFrame:
-    """Every difference between the tables' rows and the files ``found`` (path, size,
-    digests: from a tree or a zip), sorted by kind and path.  ``uuid_names``: the
-    tables' (``StoredTables.uuid_names``): their rows' files carry their ids."""
+    """Every difference between the tables' rows (``uuid_names``: the tables') and the
+    files ``found`` (path, size, digests: from a tree or a zip), by kind and path."""
     import polars as pl
 
     ours = one_paths(sessions, datasets, uuid_names)
