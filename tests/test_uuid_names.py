@@ -111,6 +111,9 @@ def test_the_ibl_fixture_as_a_tree_keeps_every_dataset_id_and_loads_by_name(
             path for path in trials if ".repNum." in path)
         loaded = one.load_object(eid, "trials", collection="alf")
     assert len(loaded) == len(trials) >= 10
+    # ONE's keys keep the name's UUID (its own parsing, keep_uuid=uuid_filenames)
+    assert sorted(loaded) == sorted(Path(path).name.removeprefix("_ibl_trials.")
+                                    .removesuffix(".npy") for path in trials)
     assert all(np.array_equal(v, np.arange(4.0)) for v in loaded.values())
     assert [r.getMessage() for r in caplog.records] == []
     assert verify(root, workers=1).ok
