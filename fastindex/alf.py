@@ -65,19 +65,17 @@ LAB_FOLDER_RE = compile_spec("(?:^|/){lab}/Subjects/?$")
 # last part of the name before its extension (``_ibl_trials.table.<uuid>.pqt``).  ONE
 # with ``uuid_filenames`` finds a row's file by inserting the row's id there, spelled as
 # ``str(uuid.UUID)`` spells it, and removes only a UUID that ``one.alf.spec.is_uuid_string``
-# takes: lowercase, hyphenated, version 3, 4 or 5 (RFC 4122 variant).  These patterns
-# are Rust-regex compatible (polars applies them to whole columns).
+# takes: lowercase, hyphenated, version 3, 4 or 5 (RFC 4122 variant).  Each pattern is
+# of one name part (between dots), Rust-regex compatible: polars applies them to whole
+# columns.
 #: A UUID as ONE writes it into a name and takes it back out.
 UUID_PART = r"[0-9a-f]{8}-[0-9a-f]{4}-[345][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 #: What is meant as a UUID: its 8-4-4-4-12 hyphenated hex digits, any case, any version.
 UUID_LIKE = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-#: A rel_path whose file name carries a UUID-like part in ALF's place for it: group 1
-#: the rel_path before it, 2 the part, 3 the extension (a dataset name's ends in ``\w+``).
-UUID_NAME = rf"^(.*)\.({UUID_LIKE})(\.[^./]+)$"
 #: A name part that ONE's ``with_uuid`` would take for a UUID and replace with the row's
-#: id (``uuid.UUID`` reads 32 hex digits and ignores hyphens): a rel_path whose name
-#: still ends so once its UUID is removed cannot be found by inserting it again.
-UUID_TAIL = r"\.-*(?:[0-9a-fA-F]-*){32}\.[^./]+$"
+#: id (``uuid.UUID`` reads 32 hex digits and ignores hyphens): a name whose part before
+#: its UUID is one cannot be found by inserting the UUID again.
+UUID_READ = r"-*(?:[0-9a-fA-F]-*){32}"
 
 
 class SessionParts(NamedTuple):
@@ -132,8 +130,10 @@ def file_name(uuid_names: bool) -> pl.Expr:
 
     if not uuid_names:
         return pl.col("rel_path")
-    parts = pl.col("rel_path").str.extract_groups(r"^(.*)(\.[^./]+)$")
-    return pl.concat_str(parts.struct[0], pl.lit("."), pl.col("id"), parts.struct[1])
+    rel_path = pl.col("rel_path")
+    ext = rel_path.str.split(".").list.last()  # a dataset's name has two dots at least
+    head = rel_path.str.head(rel_path.str.len_chars() - ext.str.len_chars() - 1)
+    return pl.concat_str(head, pl.lit("."), pl.col("id"), pl.lit("."), ext)
 
 
 def session_folders(sessions: pl.DataFrame) -> list[str]:

@@ -89,7 +89,7 @@ LEFT_OUT = {"eid": pl.String, "rel_path": pl.String, "reason": pl.String, "detai
 
 
 def uuid_file_names(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, bool]:
-    """The rows of a tree whose files carry their dataset's UUID (``alf.UUID_NAME``), as
+    """The rows of a tree whose files carry their dataset's UUID (``alf.UUID_PART``), as
     ONE reads such a tree with ``uuid_filenames``: each ``id`` the UUID in its name, each
     ``rel_path`` the name without it; the files that cannot be such rows, with reasons;
     and whether the tree is one (its rows as they were, when it is not).
@@ -106,25 +106,30 @@ def uuid_file_names(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, bo
     left_out = pl.DataFrame(schema=LEFT_OUT)
     if frame.height == 0 or not frame["rel_path"].str.contains(alf.UUID_LIKE).any():
         return frame, left_out, False  # no file names a UUID: the common case, untouched
-    parts = pl.col("rel_path").str.extract_groups(alf.UUID_NAME)
-    frame = frame.with_columns(_token=parts.struct[1],
-                               _bare=pl.concat_str(parts.struct[0], parts.struct[2]))
-    valid = pl.col("_token").str.contains(f"^{alf.UUID_PART}$").fill_null(False)
-    carried = int(frame.select(valid.sum()).item())
+    # a dataset's name has two dots at least: its last two parts are in the name
+    parts = pl.col("rel_path").str.split(".")
+    ext, token = parts.list.get(-1, null_on_oob=True), parts.list.get(-2, null_on_oob=True)
+    like = token.str.contains(f"^{alf.UUID_LIKE}$")
+    frame = frame.lazy().with_columns(  # lazy: the split is made once for all three
+        _token=pl.when(like).then(token),
+        _bare=pl.when(like).then(pl.concat_str(pl.col("rel_path").str.head(
+            pl.col("rel_path").str.len_chars() - ext.str.len_chars() - 38), pl.lit("."), ext)),
+        _second=like & parts.list.get(-3, null_on_oob=True).str.contains(f"^{alf.UUID_READ}$")
+    ).with_columns(_valid=pl.col("_token").str.contains(f"^{alf.UUID_PART}$").fill_null(False)
+                   ).collect()
+    valid = pl.col("_valid")
+    carried = int(frame["_valid"].sum())
     total = frame.height
     if carried * 2 <= total:  # a tree of plain names: those carrying a UUID are out
         why = (f"its name carries a dataset's UUID, {total - carried} of the tree's {total} "
                f"files do not: ONE reads a tree with UUID names or without, not both")
         left_out = frame.filter(valid).select("eid", "rel_path", reason=pl.lit(
             p.UUID_NAMES_MIXED), detail=pl.lit(why))
-        return frame.filter(~valid).drop("_token", "_bare"), left_out, False
-    token, bare = pl.col("_token"), pl.col("_bare")
-    carriers = token.len().over("_token")  # files carrying each id
-    second = bare.str.contains(alf.UUID_TAIL)
+        return frame.filter(~valid).drop("_token", "_bare", "_second", "_valid"), left_out, False
+    token, second = pl.col("_token"), pl.col("_second")
     frame = frame.with_columns(
         _reason=pl.when(token.is_null()).then(pl.lit(p.UUID_NAMES_MIXED))
-        .when(~valid | second).then(pl.lit(p.INVALID_UUID))
-        .when(carriers > 1).then(pl.lit(p.DUPLICATE_UUID)),
+        .when(~valid | second).then(pl.lit(p.INVALID_UUID)),
         _detail=pl.when(token.is_null()).then(pl.lit(
             f"its name carries no dataset UUID, {carried} of the tree's {total} files do: "
             f"ONE (uuid_filenames) would look for it under its id"))
@@ -132,22 +137,36 @@ def uuid_file_names(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, bo
             "'{}' is not a UUID as ONE writes one in a name (lowercase, hyphenated, "
             "version 3, 4 or 5)", token))
         .when(second).then(pl.lit(
-            "a second UUID-like part before its UUID: ONE would replace it with the row's id"))
-        .otherwise(pl.format("{} files carry the id {}", carriers, token)))
-    # one session's name with two UUIDs: ONE would load either (among the rest)
-    named = (pl.col("_reason").is_null()
-             & (pl.len().over("eid", "_bare", pl.col("_reason").is_null()) > 1))
-    frame = frame.with_columns(
-        _reason=pl.when(named).then(pl.lit(p.DUPLICATE_NAME)).otherwise("_reason"),
-        _detail=pl.when(named).then(pl.lit(
-            "another file of its session has this name with another UUID: ONE would "
-            "load either")).otherwise("_detail"))
+            "a second UUID-like part before its UUID: ONE would replace it with the row's id")))
+    frame = _duplicates(frame)
     out = pl.col("_reason").is_not_null()
     left_out = frame.filter(out).select("eid", "rel_path", reason="_reason", detail="_detail")
     kept = (frame.filter(~out)
             .with_columns(id=pl.col("_token"), rel_path=pl.col("_bare"))
-            .drop("_token", "_bare", "_reason", "_detail"))
+            .drop("_token", "_bare", "_second", "_valid", "_reason", "_detail"))
     return kept, left_out, True
+
+
+def _duplicates(frame: pl.DataFrame) -> pl.DataFrame:
+    """Among the rows not yet left out, an id carried by two files (``duplicate_uuid``,
+    every one of them), then one session's name carried with two UUIDs
+    (``duplicate_name``): each left out, as ONE could load either.  Counted first, so
+    that a tree without any (the usual one) pays for no window."""
+    rest = pl.col("_reason").is_null()
+    for reason, keys, detail in (
+            (p.DUPLICATE_UUID, ["_token"], pl.format(
+                "{} files carry the id {}", pl.len().over("_token", rest), "_token")),
+            (p.DUPLICATE_NAME, ["eid", "_bare"], pl.lit(
+                "another file of its session has this name with another UUID: ONE would "
+                "load either"))):
+        candidates = frame.filter(rest)
+        if candidates.select(pl.struct(keys).n_unique()).item() == candidates.height:
+            continue
+        twice = rest & (pl.len().over(*keys, rest) > 1)
+        frame = frame.with_columns(
+            _reason=pl.when(twice).then(pl.lit(reason)).otherwise("_reason"),
+            _detail=pl.when(twice).then(detail).otherwise("_detail"))
+    return frame
 
 
 def _repeated(eids: list[str], rows: list[int]) -> pl.Series:
