@@ -61,6 +61,22 @@ LAB_RE = compile_spec("{lab}")
 SUBJECT_RE = compile_spec("{subject}")
 LAB_FOLDER_RE = compile_spec("(?:^|/){lab}/Subjects/?$")
 
+# A dataset's UUID in its file name, where one-api's ``add_uuid_string`` writes it: the
+# last part of the name before its extension (``_ibl_trials.table.<uuid>.pqt``).  ONE
+# with ``uuid_filenames`` finds a row's file by inserting the row's id there, spelled as
+# ``str(uuid.UUID)`` spells it, and removes only a UUID that ``one.alf.spec.is_uuid_string``
+# takes: lowercase, hyphenated, version 3, 4 or 5 (RFC 4122 variant).  Each pattern is
+# of one name part (between dots), Rust-regex compatible: polars applies them to whole
+# columns.
+#: A UUID as ONE writes it into a name and takes it back out.
+UUID_PART = r"[0-9a-f]{8}-[0-9a-f]{4}-[345][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+#: What is meant as a UUID: its 8-4-4-4-12 hyphenated hex digits, any case, any version.
+UUID_LIKE = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+#: A name part that ONE's ``with_uuid`` would take for a UUID and replace with the row's
+#: id (``uuid.UUID`` reads 32 hex digits and ignores hyphens): a name whose part before
+#: its UUID is one cannot be found by inserting the UUID again.
+UUID_READ = r"-*(?:[0-9a-fA-F]-*){32}"
+
 
 class SessionParts(NamedTuple):
     """The ALF parts of a session folder, as they are spelled on disk."""
@@ -89,10 +105,13 @@ class SessionParts(NamedTuple):
         return f"{head}{self.subject}/{self.date}/{int(self.number):03d}"
 
 
-def one_paths(sessions: pl.DataFrame, datasets: pl.DataFrame) -> pl.DataFrame:
+def one_paths(sessions: pl.DataFrame, datasets: pl.DataFrame, uuid_names: bool
+              ) -> pl.DataFrame:
     """Datasets keyed by the path ONE loads them from, not by ids (ids depend on options):
-    their session's ``SessionParts.folder``, ``/``, and their ``rel_path``.
+    their session's ``SessionParts.folder``, ``/``, and their ``file_name`` (with
+    ``uuid_names``, the tables' own flag, the row's id in it).
 
+    Every command that goes from a row to its file goes through here or ``file_name``.
     The sessions are few, so each one's folder is ``SessionParts.folder`` itself.
     """
     import polars as pl
@@ -100,7 +119,21 @@ def one_paths(sessions: pl.DataFrame, datasets: pl.DataFrame) -> pl.DataFrame:
     folders = [f"{folder}/" for folder in session_folders(sessions)]
     ses = pl.DataFrame({"eid": sessions["id"], "folder": pl.Series(folders, dtype=pl.String)})
     return (datasets.join(ses, on="eid", how="left")
-            .with_columns(path=pl.col("folder") + pl.col("rel_path")))
+            .with_columns(path=pl.col("folder") + file_name(uuid_names)))
+
+
+def file_name(uuid_names: bool) -> pl.Expr:
+    """A datasets row's file, relative to its session folder: its ``rel_path``, or, in a
+    tree whose files carry their dataset's UUID, its ``id`` inserted before the
+    extension, as ONE's ``ALFPath.with_uuid`` does with ``uuid_filenames`` on."""
+    import polars as pl
+
+    if not uuid_names:
+        return pl.col("rel_path")
+    rel_path = pl.col("rel_path")
+    ext = rel_path.str.split(".").list.last()  # a dataset's name has two dots at least
+    head = rel_path.str.head(rel_path.str.len_chars() - ext.str.len_chars() - 1)
+    return pl.concat_str(head, pl.lit("."), pl.col("id"), pl.lit("."), ext)
 
 
 def session_folders(sessions: pl.DataFrame) -> list[str]:

@@ -57,6 +57,9 @@ class TreeIndex:
     listed_at_ns: int = 0  # wall clock (ns) when the walk began
     ignored: int = 0  # entries the ignore rules passed over
     rules: ignore.IgnoreRules = field(default_factory=ignore.IgnoreRules)
+    #: the tree's files carry their dataset's UUID (``merge.uuid_file_names``): a row's
+    #: file is ``alf.file_name`` of it, and the tables say so
+    uuid_names: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,16 +149,19 @@ class Engine:
         rows = [n for r in results for n in r.rows]
         late = [(results[batch].eids[pos], rel, digests)
                 for (batch, pos, rel), digests in ((job.key, d) for job, d in hashed_late)]
-        problems = merge.problems_frame(found.problems + late_problems,
+        folders = dict(zip(eids, sessions))
+        datasets, left_out, uuid_names = merge.datasets_frame(
+            [r.datasets for r in results], eids, rows, algorithms, late)
+        named = [p.problem(alf.join(folders[eid].rel, rel), reason, detail)
+                 for eid, rel, reason, detail in left_out.iter_rows()]
+        problems = merge.problems_frame(found.problems + late_problems + named,
                                         [r.problems for r in results])
         warned = problems["reason"].is_in(p.WARNINGS)  # rows kept, and reported
         warnings = [Problem(*row) for row in problems.filter(warned).iter_rows()]
         return TreeIndex(
-            root, merge.sessions_frame(sessions, eids),
-            merge.datasets_frame([r.datasets for r in results], eids, rows, algorithms, late),
-            problems.filter(~warned), root.warnings() + warnings,
-            dict(zip(eids, sessions)), listed_at_ns,
-            found.ignored + sum(r.ignored for r in results), rules)
+            root, merge.sessions_frame(sessions, eids), datasets,
+            problems.filter(~warned), root.warnings() + warnings, folders, listed_at_ns,
+            found.ignored + sum(r.ignored for r in results), rules, uuid_names)
 
     def hash(self, jobs: list[HashJob], algorithms: tuple[str, ...], per_task: int = 1
              ) -> tuple[list[dict | None], list[Problem]]:

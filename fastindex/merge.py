@@ -13,6 +13,7 @@ import polars as pl
 import pyarrow as pa
 
 from fastindex import alf
+from fastindex import problems as p
 from fastindex.buffers import RawBatch
 from fastindex.columns import DATASET_FIELDS, PROBLEM_FIELDS, record_batch
 from fastindex.discover import Session
@@ -54,8 +55,11 @@ def sessions_frame(sessions: list[Session], eids: list[str]) -> pl.DataFrame:
 
 def datasets_frame(batches: list[RawBatch], eids: list[str], rows: list[int],
                    algorithms: tuple[str, ...] = (),
-                   late: Sequence[tuple[str, str, dict | None]] = ()) -> pl.DataFrame:
-    """All datasets, with their session's id, ``default_revision``, sorted by (eid, id).
+                   late: Sequence[tuple[str, str, dict | None]] = ()
+                   ) -> tuple[pl.DataFrame, pl.DataFrame, bool]:
+    """All datasets, with their session's id, ``default_revision``, sorted by (eid, id);
+    the files left out by ``uuid_file_names`` (eid, rel_path, reason, detail); and
+    whether the tree's files carry their dataset's UUID.
 
     ``batches`` hold ``rows[i]`` rows of the session ``eids[i]`` in turn.  ``algorithms``
     names the digests computed: md5 becomes ONE's ``hash`` column, xxh3 an ``xxh3``
@@ -72,12 +76,97 @@ def datasets_frame(batches: list[RawBatch], eids: list[str], rows: list[int],
     frame = frame.with_columns(eid=_repeated(eids, rows))  # after the ids: less at peak
     if late:
         frame = _apply_late(frame, late)
+    frame, left_out, uuid_names = uuid_file_names(frame)  # before the revisions' grouping
     held = {"hash": "md5" in algorithms, "xxh3": "xxh3" in algorithms,
             "etag": frame["etag"].null_count() < frame.height}  # etag: a bucket's
     return (frame.with_columns(default_revision=_is_default_revision(frame))
             .rename({"md5": "hash"})
             .select([c for c in DATASET_COLUMNS if held.get(c, True)])
-            .sort("eid", "id"))
+            .sort("eid", "id")), left_out, uuid_names
+
+
+LEFT_OUT = {"eid": pl.String, "rel_path": pl.String, "reason": pl.String, "detail": pl.String}
+
+
+def uuid_file_names(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, bool]:
+    """The rows of a tree whose files carry their dataset's UUID (``alf.UUID_PART``), as
+    ONE reads such a tree with ``uuid_filenames``: each ``id`` the UUID in its name, each
+    ``rel_path`` the name without it; the files that cannot be such rows, with reasons;
+    and whether the tree is one (its rows as they were, when it is not).
+
+    ONE's switch is one for the whole tree, so the tree decides: it carries UUIDs when
+    more of its files carry a valid one than not, and each file that does not follow the
+    tree's naming is left out and reported (``mixed_uuid_names``) rather than written as
+    a row ONE would look for elsewhere.  In a tree that carries them, a UUID-like part
+    ONE would not read back as written (``invalid_uuid``), an id carried by two files
+    (``duplicate_uuid``) and one session's name carried with two UUIDs
+    (``duplicate_name``) are reported, never written.  The rows are the workers' (rel_path
+    as listed); decided here, where the whole tree is seen.
+    """
+    left_out = pl.DataFrame(schema=LEFT_OUT)
+    if frame.height == 0 or not frame["rel_path"].str.contains(alf.UUID_LIKE).any():
+        return frame, left_out, False  # no file names a UUID: the common case, untouched
+    # a dataset's name has two dots at least: its last two parts are in the name
+    parts = pl.col("rel_path").str.split(".")
+    ext, token = parts.list.get(-1, null_on_oob=True), parts.list.get(-2, null_on_oob=True)
+    like = token.str.contains(f"^{alf.UUID_LIKE}$")
+    frame = frame.lazy().with_columns(  # lazy: the split is made once for all three
+        _token=pl.when(like).then(token),
+        _bare=pl.when(like).then(pl.concat_str(pl.col("rel_path").str.head(
+            pl.col("rel_path").str.len_chars() - ext.str.len_chars() - 38), pl.lit("."), ext)),
+        _second=like & parts.list.get(-3, null_on_oob=True).str.contains(f"^{alf.UUID_READ}$")
+    ).with_columns(_valid=pl.col("_token").str.contains(f"^{alf.UUID_PART}$").fill_null(False)
+                   ).collect()
+    valid = pl.col("_valid")
+    carried = int(frame["_valid"].sum())
+    total = frame.height
+    if carried * 2 <= total:  # a tree of plain names: those carrying a UUID are out
+        why = (f"its name carries a dataset's UUID, {total - carried} of the tree's {total} "
+               f"files do not: ONE reads a tree with UUID names or without, not both")
+        left_out = frame.filter(valid).select("eid", "rel_path", reason=pl.lit(
+            p.UUID_NAMES_MIXED), detail=pl.lit(why))
+        return frame.filter(~valid).drop("_token", "_bare", "_second", "_valid"), left_out, False
+    token, second = pl.col("_token"), pl.col("_second")
+    frame = frame.with_columns(
+        _reason=pl.when(token.is_null()).then(pl.lit(p.UUID_NAMES_MIXED))
+        .when(~valid | second).then(pl.lit(p.INVALID_UUID)),
+        _detail=pl.when(token.is_null()).then(pl.lit(
+            f"its name carries no dataset UUID, {carried} of the tree's {total} files do: "
+            f"ONE (uuid_filenames) would look for it under its id"))
+        .when(~valid).then(pl.format(
+            "'{}' is not a UUID as ONE writes one in a name (lowercase, hyphenated, "
+            "version 3, 4 or 5)", token))
+        .when(second).then(pl.lit(
+            "a second UUID-like part before its UUID: ONE would replace it with the row's id")))
+    frame = _duplicates(frame)
+    out = pl.col("_reason").is_not_null()
+    left_out = frame.filter(out).select("eid", "rel_path", reason="_reason", detail="_detail")
+    kept = (frame.filter(~out)
+            .with_columns(id=pl.col("_token"), rel_path=pl.col("_bare"))
+            .drop("_token", "_bare", "_second", "_valid", "_reason", "_detail"))
+    return kept, left_out, True
+
+
+def _duplicates(frame: pl.DataFrame) -> pl.DataFrame:
+    """Among the rows not yet left out, an id carried by two files (``duplicate_uuid``,
+    every one of them), then one session's name carried with two UUIDs
+    (``duplicate_name``): each left out, as ONE could load either.  Counted first, so
+    that a tree without any (the usual one) pays for no window."""
+    rest = pl.col("_reason").is_null()
+    for reason, keys, detail in (
+            (p.DUPLICATE_UUID, ["_token"], pl.format(
+                "{} files carry the id {}", pl.len().over("_token", rest), "_token")),
+            (p.DUPLICATE_NAME, ["eid", "_bare"], pl.lit(
+                "another file of its session has this name with another UUID: ONE would "
+                "load either"))):
+        candidates = frame.filter(rest)
+        if candidates.select(pl.struct(keys).n_unique()).item() == candidates.height:
+            continue
+        twice = rest & (pl.len().over(*keys, rest) > 1)
+        frame = frame.with_columns(
+            _reason=pl.when(twice).then(pl.lit(reason)).otherwise("_reason"),
+            _detail=pl.when(twice).then(detail).otherwise("_detail"))
+    return frame
 
 
 def _repeated(eids: list[str], rows: list[int]) -> pl.Series:

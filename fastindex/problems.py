@@ -25,6 +25,11 @@ SYMLINK_LOOP = "symlink_loop"  # a followed link leads back to a folder already 
 NOT_REGULAR = "not_a_regular_file"  # fifo, socket, device
 INVALID_ENCODING = "invalid_encoding"  # a name that is not valid UTF-8
 BAD_LISTING = "bad_listing"  # a bucket listed a size, time or ETag no table may hold
+# A tree whose files carry their dataset's UUID in their names (merge.uuid_file_names):
+UUID_NAMES_MIXED = "mixed_uuid_names"  # named otherwise than most of the tree's files
+INVALID_UUID = "invalid_uuid"  # a UUID-like part ONE would not read back as written
+DUPLICATE_UUID = "duplicate_uuid"  # two files carry one dataset id
+DUPLICATE_NAME = "duplicate_name"  # one session's name carried with two UUIDs
 
 # Warnings: reported, but nothing is skipped.
 LAB_ABOVE_ROOT = "lab_above_root"  # the root is inside a lab folder: rows have no lab

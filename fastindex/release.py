@@ -259,7 +259,7 @@ def _included(root: Path, include: Iterable[str | os.PathLike]) -> list[tuple[st
 
 def _members(index: TreeIndex) -> list[tuple[str, int, int]]:
     """(path ONE loads it from, size, mtime_ns as listed) of every row, by path."""
-    rows = (one_paths(index.sessions, index.datasets).sort("path")
+    rows = (one_paths(index.sessions, index.datasets, index.uuid_names).sort("path")
             .select("path", "file_size", "mtime_ns"))
     return list(rows.iter_rows())
 
@@ -285,7 +285,8 @@ def _with_digests(index: TreeIndex, members: list[tuple[str, int, int]],
     found = pl.DataFrame({"path": [m[0] for m in members],
                           **{c: [d[a] for d in digests] for a, c in zip(algorithms, columns)}},
                          schema={"path": pl.String, **{c: pl.String for c in columns}})
-    frame = one_paths(index.sessions, index.datasets).join(found, on="path", how="left")
+    frame = (one_paths(index.sessions, index.datasets, index.uuid_names)
+             .join(found, on="path", how="left"))
     frame = frame.select([c for c in DATASET_COLUMNS if c in frame.columns]).sort("eid", "id")
     return replace(index, datasets=frame)
 

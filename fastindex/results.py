@@ -27,6 +27,8 @@ class StoredTables:
     datasets: pl.DataFrame
     provenance: dict | None  # the datasets table's ``fastindex`` entry; None: another tool's
     build_ids: tuple[str | None, str | None]  # of the sessions and the datasets table
+    #: the tree's files carry their dataset's UUID (``provenance.uuid_names``)
+    uuid_names: bool = False
 
 
 @dataclass

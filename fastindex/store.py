@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from fastindex.errors import InputError, Interrupted, write_failure
 from fastindex.gcpause import pauses_gc
-from fastindex.provenance import recorded, render
+from fastindex.provenance import recorded, render, uuid_names
 from fastindex.results import BuildResult, Rendered, StoredTables
 from fastindex.safefile import TEMP_SUFFIX, is_temporary, open_untrusted
 from fastindex.tablecheck import check_tables
@@ -95,7 +95,8 @@ class TableStore:
         check_tables(sessions, datasets, f"the tables in {self.folder}")
         _, datasets_meta = metas
         ids = tuple(m.get("build_id") if m else None for m in metas)
-        return StoredTables(sessions, datasets, datasets_meta, (ids[0], ids[1]))
+        return StoredTables(sessions, datasets, datasets_meta, (ids[0], ids[1]),
+                            uuid_names(datasets_meta, f"the tables in {self.folder}"))
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

@@ -94,10 +94,10 @@ def update(root: str | os.PathLike | Root, out_dir: str | os.PathLike | None = N
             reused = rehashed = 0
             if not why_full:
                 index, reused, rehashed = _refresh_digests(
-                    index, old.datasets, (old.provenance or {})["listed_at_ns"] - RACY_NS, spec,
+                    index, old, (old.provenance or {})["listed_at_ns"] - RACY_NS, spec,
                     engine)
         if keep_missing:
-            index = _keep_missing(index, old.sessions, old.datasets)
+            index = _keep_missing(index, old)
         result = store.write(index, spec, started)
     reason = why_full or "digests kept where size and mtime are unchanged"
     log.outcome("update", root, result)
@@ -133,9 +133,11 @@ def _plan(old: StoredTables, hash: str | None, namespace: str | None, force: boo
     return spec, ""
 
 
-def _refresh_digests(index: TreeIndex, old: pl.DataFrame, racy_from_ns: int,
+def _refresh_digests(index: TreeIndex, stored: StoredTables, racy_from_ns: int,
                      spec: BuildSpec, engine: Engine) -> tuple[TreeIndex, int, int]:
-    """Take digests from ``old`` where size and mtime match; hash the rest on ``pool``.
+    """Take digests from the ``stored`` rows of the same files (the same session and
+    name on disk, ``alf.file_name``) where size and mtime match; hash the rest on the
+    engine.
 
     Files whose old mtime is ``racy_from_ns`` or later are hashed whatever their mtime:
     they may have changed after they were read without their mtime changing.  A bucket's
@@ -144,12 +146,15 @@ def _refresh_digests(index: TreeIndex, old: pl.DataFrame, racy_from_ns: int,
     """
     import polars as pl
 
+    old = stored.datasets
     algorithms, columns = spec.digests.algorithms, spec.digests.columns
     by_etag = "etag" in index.datasets.columns and "etag" in old.columns
-    before = old.select("eid", "id", pl.col("file_size").alias("old_size"),
+    before = old.select("eid", alf.file_name(stored.uuid_names).alias("_file"),
+                        pl.col("file_size").alias("old_size"),
                         pl.col("mtime_ns").alias("old_mtime"), *columns,
                         *([pl.col("etag").alias("old_etag")] if by_etag else []))
-    frame = index.datasets.join(before, on=["eid", "id"], how="left")
+    frame = (index.datasets.with_columns(_file=alf.file_name(index.uuid_names))
+             .join(before, on=["eid", "_file"], how="left"))
     unchanged = (pl.col("old_etag") == pl.col("etag") if by_etag else
                  (pl.col("old_mtime") == pl.col("mtime_ns"))
                  & (pl.col("old_mtime") < racy_from_ns))
@@ -161,22 +166,22 @@ def _refresh_digests(index: TreeIndex, old: pl.DataFrame, racy_from_ns: int,
     # bucket's object, its ETag)
     etags = "etag" in index.datasets.columns
     stale = frame.filter(~pl.col("keep")).select(
-        "eid", "rel_path", "file_size", "mtime_ns",
+        "eid", "_file", "file_size", "mtime_ns",
         pl.col("etag") if etags else pl.lit(None, pl.String).alias("etag"))
     folders = index.session_folders
-    jobs = [HashJob((eid, rel), os.path.join(folders[eid].path, rel),
-                    alf.join(folders[eid].rel, rel), size,
+    jobs = [HashJob((eid, name), os.path.join(folders[eid].path, name),
+                    alf.join(folders[eid].rel, name), size,
                     Listed(size, mtime_ns, etag=etag or None))
-            for eid, rel, size, mtime_ns, etag in stale.iter_rows()]
+            for eid, name, size, mtime_ns, etag in stale.iter_rows()]
     digests, problems = engine.hash(jobs, algorithms, HASH_TASK_FILES)
     fresh = pl.DataFrame({
-        "eid": [j.key[0] for j in jobs], "rel_path": [j.key[1] for j in jobs],
+        "eid": [j.key[0] for j in jobs], "_file": [j.key[1] for j in jobs],
         "ok": [d is not None for d in digests],
         **{f"{c}_new": [(d or {}).get(a) for d in digests]
            for a, c in zip(algorithms, columns)},
-    }, schema_overrides={"eid": pl.String, "rel_path": pl.String,
+    }, schema_overrides={"eid": pl.String, "_file": pl.String,
                          **{f"{c}_new": pl.String for c in columns}})
-    frame = (frame.join(fresh, on=["eid", "rel_path"], how="left")
+    frame = (frame.join(fresh, on=["eid", "_file"], how="left")
              .filter(pl.col("keep") | pl.col("ok").fill_null(False))
              .with_columns(pl.when(pl.col("keep")).then(pl.col(c)).otherwise(pl.col(f"{c}_new"))
                            .alias(c) for c in columns)
@@ -189,11 +194,21 @@ def _refresh_digests(index: TreeIndex, old: pl.DataFrame, racy_from_ns: int,
     return replace(index, datasets=frame, skipped=skipped), reused, len(jobs)
 
 
-def _keep_missing(index: TreeIndex, old_sessions: pl.DataFrame, old: pl.DataFrame
-                  ) -> TreeIndex:
-    """Keep the old rows whose files are gone, marked ``exists`` False, and their sessions."""
+def _keep_missing(index: TreeIndex, stored: StoredTables) -> TreeIndex:
+    """Keep the old rows whose files are gone, marked ``exists`` False, and their sessions.
+
+    Refused (``InputError``) when the tree's naming changed (its files now carry their
+    dataset's UUID, or no longer do): the old rows would be named the other way, and
+    ONE would look for their files where neither naming puts them.
+    """
     import polars as pl
 
+    old_sessions, old = stored.sessions, stored.datasets
+    if stored.uuid_names != index.uuid_names:
+        now = "now carry" if index.uuid_names else "no longer carry"
+        raise InputError(f"the tree's files {now} their dataset's UUID in their names: "
+                         f"--keep-missing cannot keep rows named the other way; update "
+                         f"without it")
     frame = index.datasets.with_columns(exists=pl.lit(True))
     # gone: neither its id nor its path is in the new rows (a row whose id differs, as
     # forged tables can have, must not become a second row for a file that is there)

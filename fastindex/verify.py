@@ -28,6 +28,7 @@ from fastindex.engine import Engine
 from fastindex.errors import InputError
 from fastindex.hashing import Digests
 from fastindex.progress import counted, progress_bar
+from fastindex.provenance import uuid_names
 from fastindex.root import Root, open_root
 from fastindex.spec import BuildSpec, options
 from fastindex.store import TableStore
@@ -111,8 +112,8 @@ def verify(root: str | os.PathLike | Root, tables_dir: str | os.PathLike | None 
                        exclude=built.exclude, default_ignores=built.default_ignores,
                        uuid_ids=False, digests=Digests(algorithms))
         fresh = engine.index(spec, store.own_files())
-    differences = compare(tables.sessions, tables.datasets,
-                          one_paths(fresh.sessions, fresh.datasets), algorithms)
+    found = one_paths(fresh.sessions, fresh.datasets, fresh.uuid_names)
+    differences = compare(tables.sessions, tables.datasets, found, algorithms, tables.uuid_names)
     empty = tables.sessions.join(tables.datasets, left_on="id", right_on="eid", how="anti")
     differences = _with_lost_sessions(differences, empty, fresh.sessions)
     ids = tables.build_ids
@@ -168,13 +169,14 @@ def verify_zip(path: str | os.PathLike, hash: bool = False, progress: bool = Fal
                                            for name in TABLE_FILES)
         check_tables(sessions, datasets, f"the tables in {archive_path}")
         algorithms = _digests_to_compare(datasets, hash, archive_path)
-        rows = one_paths(sessions, datasets).select("path", "file_size")
+        rows = one_paths(sessions, datasets, named := uuid_names(
+            meta, f"the tables in {archive_path}")).select("path", "file_size")
         with progress_bar(progress, "verifying", "B", int(rows["file_size"].sum() or 0)) as bar:
             members, corrupt = _read_members(archive, rows, algorithms, bar)
         expected = set(rows["path"]) | set(TABLE_FILES) | set(_included(meta))
         corrupt += [(UNEXPECTED, name, None, str(archive.getinfo(name).file_size))
                     for name in names if name not in expected and not name.endswith("/")]
-    differences = compare(sessions, datasets, members, algorithms)
+    differences = compare(sessions, datasets, members, algorithms, named)
     if corrupt:
         differences = pl.concat([differences, pl.DataFrame(
             corrupt, schema=differences.schema, orient="row")]).sort("kind", "path")
@@ -347,12 +349,12 @@ def digests_held(datasets: pl.DataFrame) -> tuple[str, ...]:
 
 
 def compare(sessions: pl.DataFrame, datasets: pl.DataFrame, found: pl.DataFrame,
-            algorithms: tuple[str, ...]) -> pl.DataFrame:
-    """Every difference between the tables' rows and the files ``found`` (path, size,
-    digests: from a tree or a zip), sorted by kind and path."""
+            algorithms: tuple[str, ...], uuid_names: bool) -> pl.DataFrame:
+    """Every difference between the tables' rows (``uuid_names``: the tables') and the
+    files ``found`` (path, size, digests: from a tree or a zip), by kind and path."""
     import polars as pl
 
-    ours = one_paths(sessions, datasets)
+    ours = one_paths(sessions, datasets, uuid_names)
     path = pl.col("path")
     both = ours.join(found, on="path", how="full", coalesce=True, suffix="_disk")
     # A row with exists False says its file is gone (update --keep-missing): not missing.

@@ -116,7 +116,7 @@ def _one_paths(folder: Path):
     from fastindex.alf import one_paths
 
     return one_paths(pl.read_parquet(folder / "sessions.pqt"),
-                     pl.read_parquet(folder / "datasets.pqt"))
+                     pl.read_parquet(folder / "datasets.pqt"), False)
 
 
 def _report(folder: Path) -> list:

@@ -8,16 +8,20 @@ tables send ONE to the wrong place, and on random trees.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
+import uuid
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from conftest import npy, write_tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from one.alf.path import add_uuid_string
 from one.converters import session_record2path
 
 import fastindex
@@ -33,13 +37,23 @@ def files_under(root: Path) -> set[str]:
             if f.is_file() and f.name not in OWN}
 
 
+def uuid_filenames(tables: Path) -> bool:
+    """What the tables tell ONE's users to set ``One.uuid_filenames`` to."""
+    meta = pq.read_schema(tables / "datasets.pqt").metadata[b"one_metadata"]
+    return json.loads(meta).get("uuid_filenames", False)
+
+
 def one_paths(tables: Path, root: Path) -> pl.DataFrame:
-    """Each dataset row with the path ONE loads it from, by one-api's own function."""
+    """Each dataset row with the path ONE loads it from, by one-api's own functions
+    (``session_record2path``; ``add_uuid_string`` of the row's id, as ONE with
+    ``uuid_filenames`` does, when the tables say their files carry it)."""
     sessions = pl.read_parquet(tables / "sessions.pqt")
     folders = {r["id"]: session_record2path(r, root) for r in sessions.iter_rows(named=True)}
     datasets = pl.read_parquet(tables / "datasets.pqt")
+    named = uuid_filenames(tables)
     return datasets.with_columns(path=pl.Series(
-        [str(folders[e] / rel) for e, rel in zip(datasets["eid"], datasets["rel_path"])]))
+        [str(add_uuid_string(folders[e] / rel, did) if named else folders[e] / rel)
+         for e, rel, did in zip(datasets["eid"], datasets["rel_path"], datasets["id"])]))
 
 
 def assert_every_row_loads(root: Path, result: fastindex.BuildResult, caplog,
@@ -57,6 +71,7 @@ def assert_every_row_loads(root: Path, result: fastindex.BuildResult, caplog,
     assert indexed | reported == files_under(root)
 
     one = One(cache_dir=result.datasets_path.parent, mode="local")
+    one.uuid_filenames = uuid_filenames(result.datasets_path.parent)
     loadable = list(rows.filter("default_revision").iter_rows(named=True))  # by name alone
     picked = random.Random(0).sample(loadable, min(sample, len(loadable)))
     caplog.clear()  # the build's own warning of what it skipped is not ONE's
@@ -220,15 +235,23 @@ NAMES = st.sampled_from([FILE, "alf/#v1#/_ibl_trials.choice.npy", "raw/x.y.npy",
 
 @settings(max_examples=20, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(SESSIONS, NAMES), min_size=1, max_size=12), st.booleans())
+@given(st.lists(st.tuples(SESSIONS, NAMES), min_size=1, max_size=12), st.booleans(),
+       st.sampled_from([0, 1, 2]), st.randoms(use_true_random=False))
 def test_every_row_loads_on_random_trees(tmp_path_factory, caplog, two_workers, tree,
-                                         inside_lab) -> None:
+                                         inside_lab, named, rng) -> None:
+    """``named``: no file carries its dataset's UUID (0), every file (1), every other
+    file (2: the tree's naming is its majority's, the others are reported)."""
     base = tmp_path_factory.mktemp("random")
-    files = {"".join([lab, subject, "/", date, "/", number, "/", name]): os.urandom(8)
-             for (lab, subject, date, number), name in tree}
+    paths = sorted({"".join([lab, subject, "/", date, "/", number, "/", name])
+                    for (lab, subject, date, number), name in tree})
+    files = {(add_uuid_string(path, str(uuid.UUID(int=rng.getrandbits(128), version=4)))
+              .as_posix() if named and (named == 1 or i % 2) else path): os.urandom(8)
+             for i, path in enumerate(paths)}
     root = base / ("labF/Subjects" if inside_lab else "tree")
     write_tree(root, files)
     result = fastindex.build(root, executor=two_workers)
+    if named == 1 and result.n_datasets:  # the rows' ids are the ones in their names
+        assert uuid_filenames(result.datasets_path.parent)
     caplog.clear()
     assert_every_row_loads(root, result, caplog)
 
@@ -253,25 +276,27 @@ def test_verify_reports_rows_of_one_apis_tables_that_one_cannot_load(tmp_path) -
     ]
 
 
-def test_files_named_with_their_dataset_uuid_load_as_named(tmp_path, caplog,
-                                                           strict_warnings) -> None:
-    """IBL's public bucket names files ``_ibl_trials.table.<uuid>.pqt``.  fastindex
-    indexes such a key (or a mirror's file) under its own name: ONE's default mode loads
-    it from there; ``uuid_filenames=True`` would look for a second uuid and is not for
-    these tables (docs/ONE-CONTRACT.md)."""
+def test_files_named_with_their_dataset_uuid_load_by_name(tmp_path, caplog,
+                                                         strict_warnings) -> None:
+    """IBL's public bucket names files ``_ibl_trials.table.<uuid>.pqt``: the row's id is
+    that UUID, its rel_path the name without it, and ONE with ``uuid_filenames`` (which
+    the tables' ``one_metadata`` names) loads it by its name."""
     from one.api import One
 
     uid = "4a1ba1e8-5c5d-4b1e-8b4e-0d1b2e3f4a5b"
-    name = f"_ibl_trials.table.{uid}.npy"
     ses = "cortexlab/Subjects/KS001/2020-01-01/001"
-    root = write_tree(tmp_path / "t", {f"{ses}/alf/{name}": npy(3),
-                                       f"{ses}/alf/_ibl_wheel.position.npy": npy(3)})
+    root = write_tree(tmp_path / "t", {
+        f"{ses}/alf/_ibl_trials.table.{uid}.npy": npy(3),
+        f"{ses}/alf/_ibl_wheel.position.6a1ba1e8-5c5d-4b1e-8b4e-0d1b2e3f4a5b.npy": npy(3)})
     result = fastindex.build(root, workers=1)
     assert result.skipped.height == 0
     one = One(cache_dir=root, mode="local")
+    one.uuid_filenames = True
     eid = one.search()[0]
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        got = one.load_dataset(eid, name, collection="alf", download_only=True)
-    assert Path(got) == root / ses / "alf" / name
+        got = one.load_dataset(eid, "_ibl_trials.table.npy", collection="alf",
+                               download_only=True)
+    assert Path(got) == root / ses / "alf" / f"_ibl_trials.table.{uid}.npy"
     assert [r.getMessage() for r in caplog.records] == []
+    assert_every_row_loads(root, result, caplog)
