@@ -134,7 +134,9 @@ class LocalRoot:
     path: Path  # resolved
     workers_per_cpu = 1
     keeps_etags = False
-    batches_per_subject = True
+    #: batches span subjects: a task per small subject spends more on the round trip
+    #: between processes than on its folders
+    batches_per_subject = False
 
     def __str__(self) -> str:
         return str(self.path)
