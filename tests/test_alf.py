@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import uuid
 
-import polars as pl
 import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
