@@ -82,9 +82,10 @@ def datasets_frame(batches: list[RawBatch], eids: list[str], rows: list[int],
     """
     arrow = [record_batch(b, DATASET_FIELDS) for b in batches]
     frame = _frame(pa.Table.from_batches(arrow, schema=DATASET_FIELDS))
-    digests = [b.columns["id_md5"] for b in batches]
-    frame = frame.with_columns(id=pl.Series(uuid3_text(b"".join(d[0] for d in digests)))
-                               if all(digests) and frame.height else pl.col("rel_path"))
+    digests = [d[0] for b in batches if (d := b.columns["id_md5"]) is not None]
+    frame = frame.with_columns(id=pl.Series(uuid3_text(b"".join(digests)))
+                               if len(digests) == len(batches) and frame.height
+                               else pl.col("rel_path"))
     frame = frame.with_columns(eid=_repeated(eids, rows))  # after the ids: less at peak
     if late:
         frame = _apply_late(frame, late)
