@@ -56,7 +56,8 @@ def commands(tree: Path, out: Path, workers: int) -> dict[str, list[str]]:
 
 def measure_size(size: int, args, workdir: Path, workers: int, base: Path | None
                  ) -> list[dict]:
-    tree, out = workdir / f"tree-{args.shape}-{size}", workdir / f"out-{size}"
+    trees = args.workdir or workdir  # kept there, for the next run
+    tree, out = trees / f"tree-{args.shape}-{size}", workdir / f"out-{size}"
     out.mkdir(parents=True, exist_ok=True)
     files = cached_tree(tree, size, args.shape)
     rows = []
