@@ -8,7 +8,9 @@ the distributed path (cluster start included) on this machine.
 
 Every command runs as a whole process (interpreter start and imports included), on the
 same tree with a warm page cache, in rotation, ``--repeat`` times; medians of wall and CPU
-time are reported with ratios, and written to benchmarks/results/build.json.  Peak
+time are reported with ratios and CPU per million files (user and system, the workers
+included), beside a bare Python os.scandir walk (benchmarks/scandir_walk.py), the floor
+for a Python lister, and written to benchmarks/results/build.json.  Peak
 memory (PSS of the whole process tree) comes from one extra, separately sampled run.
 ``--baseline`` adds a row for fastindex as of a git commit (checked out in a temporary
 worktree), in the same rotation: an A/B of a change on the same tree, in one run.
@@ -25,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from measure import behaviour_tree, machine, median, run
+from measure import behaviour_tree, machine, median, per_million, run
 
 from fastindex.executors import default_workers
 
@@ -48,11 +50,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         tmp = Path(tmp)
         tree = behaviour_tree(args.tree, args.files, tmp)
+        files = sum(len(names) for _, _, names in os.walk(tree))  # for CPU per million
         out = tmp / "out"
         out.mkdir()
         n = default_workers()
         commands = {
             "find -printf": ["find", str(tree), "-type", "f", "-printf", "%s %P\n"],
+            "python scandir walk": [sys.executable, str(HERE / "scandir_walk.py"), str(tree)],
             "fastindex 1 worker": [sys.executable, "-m", "fastindex", "build", str(tree),
                                    "--out", str(out), "--quiet", "--workers", "1"],
             f"fastindex {n} workers": [sys.executable, "-m", "fastindex", "build", str(tree),
@@ -86,11 +90,13 @@ def main() -> int:
         r.peak_mb = peak[name]
     best = rows[f"fastindex {n} workers"]
     print(f"\n{args.files} files, IBL behaviour shape; {machine()}; medians of {args.repeat}")
-    print(f"{'command':28} {'wall s':>8} {'cpu s':>8} {'peak MB':>8} {'wall / fastindex':>17}")
+    print(f"{'command':28} {'wall s':>8} {'cpu s':>8} {'peak MB':>8} {'wall / fastindex':>17} "
+          f"{'user s/M':>8} {'sys s/M':>8}")
     for name, r in rows.items():
         print(f"{name:28} {r.wall_s:8.2f} {r.cpu_s:8.2f} {r.peak_mb:8.0f} "
-              f"{r.wall_s / best.wall_s:17.2f}")
-    result = {"files": args.files, "machine": machine(), "repeat": args.repeat,
+              f"{r.wall_s / best.wall_s:17.2f} {per_million(r.user_s, files):8.2f} "
+              f"{per_million(r.sys_s, files):8.2f}")
+    result = {"files": files, "machine": machine(), "repeat": args.repeat,
               "rows": {k: vars(v) for k, v in rows.items()}}
     (HERE / "results").mkdir(exist_ok=True)
     name = "build-ab.json" if args.baseline else "build.json"

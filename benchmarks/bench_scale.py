@@ -2,15 +2,19 @@
 
     python benchmarks/bench_scale.py [--sizes 10000 74000 300000 1000000] [--repeat 3]
                                      [--one-max 74000] [--workdir DIR] [--out DIR]
-                                     [--baseline GIT-REF]
+                                     [--baseline GIT-REF] [--shape behaviour]
 
-For each size, an IBL-behaviour-shaped tree of sparse files is generated (deterministic,
-seed 0), then, side by side on the same warm tree, as whole processes:
-`find -printf '%s %P\\n'`, a bare Python os.scandir walk (benchmarks/scandir_walk.py),
-`fastindex build` with 1 and N workers, and one-api's make_parquet_db up to --one-max
-files; above that one-api's time and memory are extrapolated linearly from the largest
-size it ran, and marked so.  Wall and CPU time are medians of --repeat runs; peak memory
-is the PSS of the whole process tree (workers included) in one separately sampled run.
+For each size, a tree of sparse files of --shape (treegen's shapes: behaviour, 40
+sessions a subject; wide, 2: many small subjects) is generated (deterministic, seed 0;
+kept in --workdir when one is given, and reused by later runs), then, side by side on
+the same warm tree, as whole processes: `find -printf '%s %P\\n'`, a bare Python
+os.scandir walk (benchmarks/scandir_walk.py), `fastindex build` with 1 and N workers,
+and one-api's make_parquet_db up to --one-max files; above that one-api's time and
+memory are extrapolated linearly from the largest size it ran, and marked so.  Wall
+and CPU time are medians of --repeat runs; peak memory is the PSS of the whole process
+tree (workers included) in one separately sampled run.  CPU is also given per million
+files, user and system apart (the process and the workers it waited for), so the gap
+above the bare walk, the floor for a Python lister, shows.
 Writes scale.csv, scale.json and scale.png (log-log time and memory against files) to
 --out (default benchmarks/results).  --baseline adds fastindex as of a commit with N
 workers, run in turn with the others: an A/B at every size.
@@ -28,7 +32,7 @@ import tempfile
 from pathlib import Path
 
 from bench_build import worktree
-from measure import machine, median, run, write_rows
+from measure import machine, median, per_million, run, write_rows
 
 from fastindex.executors import default_workers
 from fastindex.treegen import make_tree
@@ -52,10 +56,10 @@ def commands(tree: Path, out: Path, workers: int) -> dict[str, list[str]]:
 
 def measure_size(size: int, args, workdir: Path, workers: int, base: Path | None
                  ) -> list[dict]:
-    tree, out = workdir / f"tree-{size}", workdir / f"out-{size}"
+    trees = args.workdir or workdir  # kept there, for the next run
+    tree, out = trees / f"tree-{args.shape}-{size}", workdir / f"out-{size}"
     out.mkdir(parents=True, exist_ok=True)
-    print(f"generating {size} files ...", file=sys.stderr)
-    files = make_tree(tree, files=size, shape="behaviour", seed=0, sparse_size=4096)
+    files = cached_tree(tree, size, args.shape)
     rows = []
     cmds = commands(tree, out, workers)
     where: dict[str, dict] = {}
@@ -76,11 +80,28 @@ def measure_size(size: int, args, workdir: Path, workers: int, base: Path | None
         peak = run(cmd, memory=True, **where.get(name, {})).peak_mb
         timing = median(samples[name])
         rows.append({"files": files, "command": name, "wall_s": timing.wall_s,
-                     "cpu_s": timing.cpu_s, "peak_mb": peak, "extrapolated": False})
+                     "cpu_s": timing.cpu_s, "peak_mb": peak, "extrapolated": False,
+                     "user_s_per_m": per_million(timing.user_s, files),
+                     "sys_s_per_m": per_million(timing.sys_s, files)})
         print(f"  {files} {name}: {timing.wall_s:.2f} s, {peak:.0f} MB", file=sys.stderr)
-    shutil.rmtree(tree)
+    if not args.workdir:
+        shutil.rmtree(tree)
     shutil.rmtree(out)
     return rows
+
+
+def cached_tree(tree: Path, size: int, shape: str) -> int:
+    """The files of ``tree``, generated unless a complete one is there (its count is
+    written last, so an interrupted generation is made again)."""
+    done = tree.with_name(tree.name + ".files")
+    if done.exists():
+        return int(done.read_text())
+    if tree.exists():
+        shutil.rmtree(tree)
+    print(f"generating {size} files ...", file=sys.stderr)
+    files = make_tree(tree, files=size, shape=shape, seed=0, sparse_size=4096)
+    done.write_text(str(files))
+    return files
 
 
 def extrapolate_one_api(rows: list[dict]) -> list[dict]:
@@ -144,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--baseline", metavar="GIT-REF",
                         help="also run fastindex as of this commit (an A/B)")
+    parser.add_argument("--shape", default="behaviour", choices=("behaviour", "wide"),
+                        help="the tree's shape (treegen): wide is many small subjects")
     parser.add_argument("--replot", type=Path, metavar="JSON",
                         help="redo the table and plot from an earlier scale.json")
     args = parser.parse_args(argv)
@@ -157,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                 if args.baseline else None)
         rows = [r for size in args.sizes
                 for r in measure_size(size, args, Path(tmp), workers, base)]
-    report(rows, args.out, f"{machine()}; medians of {args.repeat}", workers)
+    report(rows, args.out, f"{args.shape} tree; {machine()}; medians of {args.repeat}",
+           workers)
     return 0
 
 
@@ -172,12 +196,13 @@ def report(rows: list[dict], out: Path, title: str, workers: int) -> None:
     fast = f"fastindex {workers} workers"
     print(f"\n{title}")
     print(f"{'files':>9} {'command':28} {'wall s':>8} {'cpu s':>8} {'peak MB':>8} "
-          f"{'/ fastindex':>11}")
+          f"{'/ fastindex':>11} {'user s/M':>8} {'sys s/M':>8}")
     for r in rows:
         best = next(x for x in rows if x["files"] == r["files"] and x["command"] == fast)
         mark = " (extrapolated)" if r["extrapolated"] else ""
         print(f"{r['files']:9d} {r['command']:28} {r['wall_s']:8.2f} {r['cpu_s']:8.2f} "
-              f"{r['peak_mb']:8.0f} {r['wall_s'] / best['wall_s']:11.2f}{mark}")
+              f"{r['peak_mb']:8.0f} {r['wall_s'] / best['wall_s']:11.2f} "
+              f"{r.get('user_s_per_m', 0):8.2f} {r.get('sys_s_per_m', 0):8.2f}{mark}")
 
 
 if __name__ == "__main__":

@@ -24,8 +24,10 @@ from pathlib import Path
 @dataclass
 class Sample:
     wall_s: float
-    cpu_s: float
+    cpu_s: float  # user and system, the process and every child it waited for (workers)
     peak_mb: float
+    user_s: float = 0.0
+    sys_s: float = 0.0
 
 
 def _tree_pss_kb(pid: int) -> int:
@@ -73,13 +75,18 @@ def run(cmd: list[str], memory: bool = False, **kwargs) -> Sample:
     if proc.returncode:
         raise RuntimeError(f"{cmd} failed ({proc.returncode}): {err.decode()[-2000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Sample(wall, cpu, peak / 1024)
+    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+    return Sample(wall, user + system, peak / 1024, user, system)
 
 
 def median(samples: list[Sample]) -> Sample:
     return Sample(*(statistics.median(getattr(s, f) for s in samples)
-                    for f in ("wall_s", "cpu_s", "peak_mb")))
+                    for f in ("wall_s", "cpu_s", "peak_mb", "user_s", "sys_s")))
+
+
+def per_million(seconds: float, files: int) -> float:
+    """Seconds per million files: the cost of a file, comparable across tree sizes."""
+    return seconds * 1e6 / files if files else 0.0
 
 
 def machine() -> str:

@@ -76,13 +76,12 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
     Sessions are yielded as ``Folder`` units; problems are appended to ``found``.  With
     ``hand_off_dates`` the walk stops at folders named like dates: listing them is most
     of the walk's work, so they are yielded, unlisted, for the workers to finish.  Units
-    are yielded in batches, one subject's at most ``max_batch`` at a time, as soon as each
-    batch is complete, so workers start while the walk goes on.  Per subject keeps a
-    worker's reads in one part of the tree; the split keeps one large subject from
-    holding up the others.  With ``hand_off_subjects`` (a bucket: see
-    ``Root.hands_off_subjects``) the walk stops one level higher, at the folders in a
-    ``Subjects`` folder, and a batch spans subjects, ``SUBJECTS_PER_BATCH`` of them (or
-    ``max_batch`` date folders of subjects outside labs).  ``policy.quiet_paths`` holds
+    are yielded in batches of at most ``max_batch``, in the walk's order (across
+    subjects: a task per small subject costs more in the round trip between processes
+    than in its folders), as soon as each batch is complete, so workers start while the
+    walk goes on.  With ``hand_off_subjects`` (a bucket: see ``Root.hands_off_subjects``)
+    the walk stops one level higher, at the folders in a ``Subjects`` folder, batched
+    ``SUBJECTS_PER_BATCH`` at a time.  ``policy.quiet_paths`` holds
     absolute paths of files to pass over silently (the tables themselves); ``rel`` is
     ``root`` relative to the indexed root; entries that ``policy.rules`` ignore are
     counted in ``found`` and not walked.  The folders are listed by ``lister``; without
@@ -99,22 +98,19 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
                                 hand_off_dates=hand_off_dates, rel=rel, lister=own)
         return
     batch: list[Folder] = []
-    subject = None
 
-    def add(unit: Folder, key: str, most: int = max_batch) -> Iterator[list[Folder]]:
-        nonlocal batch, subject
-        if batch and ((not hand_off_subjects and key != subject) or len(batch) >= most):
+    def add(unit: Folder, most: int = max_batch) -> Iterator[list[Folder]]:
+        nonlocal batch
+        if len(batch) >= most:
             yield batch
             batch = []
-        subject = key
         batch.append(unit)
 
     def session(path: str, rel: str, parts: alf.SessionParts) -> Iterator[list[Folder]]:
         session = Session(path, rel, alf.rooted_parts(parts, rel))
         if _is_possible(found, session, policy, lister) and _is_loadable(found, session, policy,
                                                                           lister):
-            yield from add(Folder(path, rel, session.parts),
-                           os.path.dirname(os.path.dirname(path)))
+            yield from add(Folder(path, rel, session.parts))
 
     if (parts := _session_parts(root)) is not None:
         yield from session(root, rel, parts)
@@ -145,10 +141,9 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
             if (parts := sessions.pop(entry.path, None)) is not None:
                 yield from session(entry.path, entry_rel, parts)
             elif hand_off_subjects and _in_subjects(entry_rel):  # a subject, unlisted
-                yield from add(Folder(entry.path, entry_rel, None), listing.path,
-                               SUBJECTS_PER_BATCH)
+                yield from add(Folder(entry.path, entry_rel, None), SUBJECTS_PER_BATCH)
             else:  # a date folder, handed off unlisted
-                yield from add(Folder(entry.path, entry_rel, None), listing.path)
+                yield from add(Folder(entry.path, entry_rel, None))
         _outside_sessions(found, listing, policy, listing.rel == "")
     if batch:
         yield batch

@@ -75,10 +75,9 @@ class Root(Protocol):
     workers_per_cpu: int
     #: rows keep each object's ETag (an ``etag`` column): what a rewrite changes
     keeps_etags: bool
-    #: the parent's walk stops at subject folders and hands them to the workers, unlisted,
-    #: several to a batch (a bucket: a worker lists its subjects as ranges of keys, so
-    #: the parent makes no request a subject); else it stops at date folders, and a
-    #: worker's batch is one subject's (its reads stay in one part of a disk)
+    #: the parent's walk stops at subject folders and hands them to the workers, unlisted
+    #: (a bucket: a worker lists its subjects as ranges of keys, so the parent makes no
+    #: request a subject); else it stops at date folders
     hands_off_subjects: bool
 
     @property
