@@ -91,11 +91,12 @@ def discover(root: str | Path, found: Discovery, policy: Policy = DEFAULT_POLICY
     if lister is None:
         from fastindex.root import LocalRoot
 
-        with LocalRoot(Path(root)).lister(IoThreads(), _descend(policy, hand_off_dates)
-                                          ) as own:
+        with LocalRoot(Path(root)).lister(IoThreads(), _descend(
+                policy, hand_off_dates, hand_off_subjects)) as own:
             own.start(root, rel)
             yield from discover(root, found, policy, max_batch=max_batch,
-                                hand_off_dates=hand_off_dates, rel=rel, lister=own)
+                                hand_off_dates=hand_off_dates, rel=rel,
+                                hand_off_subjects=hand_off_subjects, lister=own)
         return
     batch: list[Folder] = []
 

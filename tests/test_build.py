@@ -209,17 +209,23 @@ def test_worker_failure_is_a_clear_error_and_keeps_old_tables(tmp_path) -> None:
     shutil.rmtree(root / "cortexlab")
 
 
-def test_batches_are_per_subject_and_bounded(tmp_path) -> None:
-    from fastindex.discover import Discovery, discover
+def test_batches_span_subjects_in_walk_order_and_are_bounded(tmp_path) -> None:
+    from fastindex.discover import SUBJECTS_PER_BATCH, Discovery, discover
 
     files = [f"lab/Subjects/s{s}/2020-01-{d:02d}/001/alf/x.y.npy"
              for s in range(3) for d in range(1, 6)]
     root = write_tree(tmp_path / "t", [*files, "s9/2020-01-01/001/alf/x.y.npy"])
     batches = list(discover(root, Discovery(), max_batch=3))
-    subjects = [{Path(u.path).parent.name for u in b} for b in batches]
-    assert subjects == [{"s0"}, {"s0"}, {"s1"}, {"s1"}, {"s2"}, {"s2"}, {"s9"}]
-    assert [len(b) for b in batches] == [3, 2, 3, 2, 3, 2, 1]
+    units = [Path(u.path).relative_to(root).as_posix() for b in batches for u in b]
+    assert units == sorted({f.rsplit("/", 3)[0] for f in files}) + ["s9/2020-01-01"]
+    assert [len(b) for b in batches] == [3, 3, 3, 3, 3, 1]
     assert all(u.parts is None for b in batches for u in b)  # date folders, for workers
+    # a bucket's walk stops at the subjects (labs' subjects; dates of those outside)
+    batches = list(discover(root, Discovery(), max_batch=3, hand_off_subjects=True))
+    units = [Path(u.path).relative_to(root).as_posix() for b in batches for u in b]
+    assert units == ["lab/Subjects/s0", "lab/Subjects/s1", "lab/Subjects/s2", "s9/2020-01-01"]
+    assert [len(b) for b in batches] == [3, 1]  # subjects up to SUBJECTS_PER_BATCH
+    assert SUBJECTS_PER_BATCH > 3
     found = Discovery()  # a root that is a session: ONE would look in root/s9/...
     assert list(discover(root / "s9/2020-01-01/001", found)) == []
     assert [s.parts.subject for s in found.unloadable] == ["s9"]
