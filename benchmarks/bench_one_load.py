@@ -6,14 +6,15 @@
 For each size, the IBL-behaviour tree of bench_scale.py (sparse files, seed 0) is
 generated and built by `fastindex build` twice, with uuid ids and with `--string-ids`;
 the tree is then deleted and the tables kept in --workdir (reused by a later run with the
-same --workdir).  A third copy of the uuid tables has its rows rewritten in the order of
-the UUIDs' integers (datasets by eid then id, sessions by id), to see whether that
-layout alone helps ONE's unchanged loader.  Then, each in a fresh process, in turn,
+same --workdir).  Two more copies of the uuid tables try layouts on ONE's unchanged
+loader: rows shuffled (fastindex writes them already in the order ONE sorts them to, so
+this shows what that order saves) and ids of Arrow's uuid type (read by pyarrow as
+``uuid.UUID`` objects).  Then, each in a fresh process, in turn,
 --repeat times after a warm-up: `One(...)` with ONE's own loader on the uuid tables,
 with fastindex's fast path (`fastindex.use_fast_load()`) on the same tables, ONE's loader
 on the string-id tables (the floor ONE reaches already), the fast path installed on the
-string-id tables (where it hands over to ONE's loader), and ONE's loader on the sorted
-uuid tables.  The time is that of the `One(...)` call alone (what every script pays on
+string-id tables (where it hands over to ONE's loader), and ONE's loader on the two
+other layouts.  The time is that of the `One(...)` call alone (what every script pays on
 top of its imports), median of --repeat.  Once per size, a separate process checks that
 the fast path's frames equal ONE's.  Writes one-load.csv and one-load.json to --out
 (default benchmarks/results).  --baseline adds the fast path as of a commit.
@@ -69,9 +70,9 @@ print("equal")
 
 
 def tables(size: int, workdir: Path) -> dict[str, Path]:
-    """The uuid-id, string-id and sorted uuid-id tables of a size's tree, made once."""
+    """The tables of a size's tree in each layout measured, made once."""
     home = workdir / f"one-load-{size}"
-    made = {kind: home / kind for kind in ("uuid", "string", "sorted")}
+    made = {kind: home / kind for kind in ("uuid", "string", "shuffled", "uuid-typed")}
     if all((path / "datasets.pqt").exists() for path in made.values()):
         return made
     tree = home / "tree"
@@ -81,20 +82,30 @@ def tables(size: int, workdir: Path) -> dict[str, Path]:
         subprocess.run([sys.executable, "-m", "fastindex", "build", str(tree), "--out",
                         str(made[kind]), "--quiet", *extra], check=True)
     shutil.rmtree(tree)
-    write_sorted(made["uuid"], made["sorted"])
+    write_layouts(made)
     return made
 
 
-def write_sorted(source: Path, dest: Path) -> None:
-    """``source``'s tables with their rows in the order of their ids' integers (the order
-    of canonical uuid text), schema and metadata unchanged."""
+def write_layouts(made: dict[str, Path]) -> None:
+    """The uuid tables again, schema metadata kept: their rows shuffled (fastindex writes
+    them in the UUIDs' integer order, the order ONE sorts them to), and their ids as
+    Arrow's uuid type (which pyarrow hands pandas as ``uuid.UUID`` objects)."""
+    import numpy as np
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    dest.mkdir(parents=True, exist_ok=True)
+    for kind in ("shuffled", "uuid-typed"):
+        made[kind].mkdir(parents=True, exist_ok=True)
     for name, keys in (("sessions", ["id"]), ("datasets", ["eid", "id"])):
-        table = pq.read_table(source / f"{name}.pqt")
-        table = table.sort_by([(k, "ascending") for k in keys])
-        pq.write_table(table, dest / f"{name}.pqt")
+        table = pq.read_table(made["uuid"] / f"{name}.pqt")
+        order = np.random.default_rng(0).permutation(table.num_rows)
+        pq.write_table(table.take(order), made["shuffled"] / f"{name}.pqt")
+        for key in keys:
+            ids = pa.array([bytes.fromhex(x.replace("-", "")) for x in
+                            table.column(key).to_pylist()], pa.binary(16))
+            table = table.set_column(table.schema.get_field_index(key), key,
+                                     pa.ExtensionArray.from_storage(pa.uuid(), ids))
+        pq.write_table(table, made["uuid-typed"] / f"{name}.pqt")
 
 
 def open_once(folder: Path, loader: str, where: dict) -> float:
@@ -110,7 +121,8 @@ def measure_size(size: int, args, workdir: Path, base: Path | None) -> list[dict
         "fast path, uuid ids": (made["uuid"], "fast"),
         "ONE's loader, string ids (floor)": (made["string"], "one"),
         "fast path installed, string ids": (made["string"], "fast"),
-        "ONE's loader, uuid ids in integer order": (made["sorted"], "one"),
+        "ONE's loader, uuid ids, rows shuffled": (made["shuffled"], "one"),
+        "ONE's loader, ids of Arrow's uuid type": (made["uuid-typed"], "one"),
     }
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
     where = {name: {"env": env} for name in cases}
