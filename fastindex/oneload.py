@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime
 import functools
 import json
-import operator
 import pickle
 import re
 import uuid
@@ -36,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastindex.gcpause import pauses_gc
 from fastindex.log import logger
@@ -51,7 +50,7 @@ INDEX_COLUMNS = {"sessions": ["id"], "datasets": ["eid", "id"]}
 
 _ONE_INDEX_KEY = re.compile(".?id")  # load_tables' INDEX_KEY, as DataFrame.filter applies it
 _HYPHENS = [8, 13, 18, 23]
-_HEX_COLUMNS = [i for i in range(36) if i not in _HYPHENS]
+_HEX_RUNS = [(0, 8), (9, 13), (14, 18), (19, 23), (24, 36)]  # the hex digits' columns
 
 if TYPE_CHECKING:
     import numpy as np
@@ -167,7 +166,17 @@ class _Checked:
     name: str
     file: pq.ParquetFile
     raw: dict  # its one_metadata
-    texts: list[pa.DictionaryArray]  # its index columns, in INDEX_COLUMNS order
+    ids: list[_Ids]  # its index columns, in INDEX_COLUMNS order
+
+
+@dataclass(frozen=True)
+class _Ids:
+    """An id column: each row's index in ``texts``, its distinct texts (first seen
+    first), and their 16 bytes each (big-endian, as ``UUID.bytes``)."""
+
+    rows: np.ndarray
+    texts: pa.Array
+    octets: np.ndarray
 
 
 def _checked(path: Path) -> _Checked:
@@ -189,13 +198,13 @@ def _checked(path: Path) -> _Checked:
     columns = _index_columns(file.schema_arrow)
     if columns != INDEX_COLUMNS[name]:
         raise Unexpected(f"{name}: index {columns}, not {INDEX_COLUMNS[name]}")
-    ids = file.read(columns=columns)
-    texts = [_id_texts(name, ids.column(c)) for c in columns]
-    if len(columns) == 1 and len(texts[0].dictionary) != ids.num_rows:
+    read = file.read(columns=columns)
+    ids = [_id_texts(name, read.column(c)) for c in columns]
+    if len(columns) == 1 and len(ids[0].texts) != read.num_rows:
         raise Unexpected(f"{name}: repeated ids")  # ONE's sort of one level is not stable
-    if not any(map(is_uuid_string, texts[0].dictionary.to_pylist())):
+    if not any(is_uuid_string(text.as_py()) for text in ids[0].texts):
         raise Unexpected(f"{name}: no id ONE casts to a UUID")
-    return _Checked(name, file, raw, texts)
+    return _Checked(name, file, raw, ids)
 
 
 def _frame(table: _Checked) -> pd.DataFrame:
@@ -205,7 +214,7 @@ def _frame(table: _Checked) -> pd.DataFrame:
     from one.alf.cache import patch_tables
 
     columns = INDEX_COLUMNS[table.name]
-    levels, codes = zip(*(_level(encoded) for encoded in table.texts), strict=True)
+    levels, codes = zip(*(_level(ids) for ids in table.ids), strict=True)
     body = [c for c in table.file.schema_arrow.names if c not in columns]
     frame = table.file.read(columns=body).to_pandas()
     frame = patch_tables(frame, table.raw.get("min_api_version"), table.name)
@@ -214,9 +223,8 @@ def _frame(table: _Checked) -> pd.DataFrame:
     else:
         frame.index = pd.MultiIndex(levels=levels, codes=codes, names=columns,
                                     verify_integrity=False)
-    order = np.lexsort(codes[::-1])  # stable, as ONE's sort of a MultiIndex
-    if (order != np.arange(len(order))).any():  # ONE sorts only what is not sorted
-        frame = frame.take(order)
+    if not _in_order(*codes):  # ONE sorts only what is not sorted
+        frame = frame.take(np.lexsort(codes[::-1]))  # stable, as ONE's sort of a MultiIndex
     return frame
 
 
@@ -232,9 +240,10 @@ def _index_columns(schema: pa.Schema) -> list[str]:
     return sorted(c for c in schema.names if _ONE_INDEX_KEY.search(c))
 
 
-def _id_texts(name: str, column: pa.ChunkedArray) -> pa.DictionaryArray:
+def _id_texts(name: str, column: pa.ChunkedArray) -> _Ids:
     """An id column dictionary-encoded, every distinct id checked to be canonical uuid
-    text (lowercase, hyphenated), whose order is its integer's."""
+    text (lowercase, hyphenated: the order of such texts is their integers') and
+    decoded."""
     import numpy as np
     import pyarrow as pa
 
@@ -249,11 +258,19 @@ def _id_texts(name: str, column: pa.ChunkedArray) -> pa.DictionaryArray:
         raise Unexpected(f"{name}: ids that are not 36 characters")
     encoded = whole.dictionary_encode()
     chars = _chars(encoded.dictionary)
-    hexes = chars[:, _HEX_COLUMNS]
-    if ((chars[:, _HYPHENS] != ord("-")).any()
-            or not np.isin(hexes, np.frombuffer(b"0123456789abcdef", np.uint8)).all()):
+    if (chars[:, _HYPHENS] != ord("-")).any():
         raise Unexpected(f"{name}: ids that are not lowercase uuid text")
-    return encoded
+    hexes = np.empty((len(chars), 32), np.uint8)
+    at = 0
+    for start, stop in _HEX_RUNS:  # slices, not a fancy index: a copy at memory speed
+        hexes[:, at:at + stop - start] = chars[:, start:stop]
+        at += stop - start
+    letter = hexes >= ord("a")
+    nibbles = np.where(letter, hexes - (ord("a") - 10), hexes - ord("0"))  # wraps if not hex
+    if np.where(letter, nibbles > 15, nibbles > 9).any():
+        raise Unexpected(f"{name}: ids that are not lowercase uuid text")
+    octets = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
+    return _Ids(encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary, octets)
 
 
 def _chars(texts: pa.Array) -> np.ndarray:
@@ -269,35 +286,46 @@ def _chars(texts: pa.Array) -> np.ndarray:
     return data[fixed.offset * 36:(fixed.offset + len(fixed)) * 36].reshape(-1, 36)
 
 
-def _level(encoded: pa.DictionaryArray) -> tuple[pd.Index, np.ndarray]:
+def _level(ids: _Ids) -> tuple[pd.Index, np.ndarray]:
     """A level of distinct UUIDs in their integer order, and each row's code in it."""
     import numpy as np
     import pandas as pd
 
-    hexes = _chars(encoded.dictionary)[:, _HEX_COLUMNS]
-    nibbles = np.where(hexes >= ord("a"), hexes - (ord("a") - 10), hexes - ord("0"))
-    octets = ((nibbles[:, 0::2] << 4) | nibbles[:, 1::2]).astype(np.uint8)
-    halves = np.ascontiguousarray(octets).view(">u8").astype(np.uint64)
+    halves = np.ascontiguousarray(ids.octets).view(">u8").astype(np.uint64)
     high, low = halves[:, 0], halves[:, 1]
+    if _in_order(high, low, strictly=True):  # rows written in order: texts seen in order
+        return pd.Index(_uuids(ids.octets), dtype=object), ids.rows
     order = np.lexsort((low, high))
     rank = np.empty(len(order), np.intp)
     rank[order] = np.arange(len(order))
-    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)]
-    return pd.Index(_uuids(high[order], low[order]), dtype=object), codes
+    return pd.Index(_uuids(ids.octets[order]), dtype=object), rank[ids.rows]
+
+
+def _in_order(*keys: np.ndarray, strictly: bool = False) -> bool:
+    """Whether rows are in the lexicographic order of ``keys`` (most significant first)."""
+    import numpy as np
+
+    after = np.zeros(max(len(keys[0]) - 1, 0), bool)
+    tied = np.ones_like(after)
+    for key in keys:
+        after |= tied & (key[1:] > key[:-1])
+        tied &= key[1:] == key[:-1]
+    return bool((after | (tied & (not strictly))).all())
 
 
 _SAFETY = uuid.SafeUUID.unknown
 _SLOTS: dict[str, Any] = dict(vars(uuid.UUID))  # the slots' descriptors, among the rest
 
 
-def _uuids(high: np.ndarray, low: np.ndarray) -> np.ndarray:
-    """``uuid.UUID(int=(high << 64) | low)`` for each pair, with no Python call per UUID:
+def _uuids(octets: np.ndarray) -> np.ndarray:
+    """``uuid.UUID(bytes=row)`` for each row of 16 bytes, with no Python call per UUID:
     the two slots ``UUID.__init__`` sets, set by their descriptors, as checked by
-    :func:`_check_uuid_class` (the ints come from text already checked)."""
+    :func:`_check_uuid_class` (the bytes come from text already checked)."""
     import numpy as np
 
-    ints = list(map(operator.or_, map(operator.lshift, high.tolist(), repeat(64)),
-                    low.tolist()))
+    rows = np.ascontiguousarray(octets, np.uint8).view("V16").ravel().tolist()
+    big: Literal["big"] = "big"
+    ints = list(map(int.from_bytes, rows, repeat(big)))
     made = list(map(object.__new__, repeat(uuid.UUID, len(ints))))
     deque(map(_SLOTS["int"].__set__, made, ints), maxlen=0)
     deque(map(_SLOTS["is_safe"].__set__, made, repeat(_SAFETY)), maxlen=0)
@@ -311,8 +339,7 @@ def _uuid_class_as_checked() -> bool:
     import numpy as np
 
     text = "7c2fa0d2-3b5e-4f16-9a8b-0c1d2e3f4a5b"
-    ours = _uuids(*(np.array([int(text.replace("-", "")[i:i + 16], 16)], np.uint64)
-                    for i in (0, 16)))[0]
+    ours = _uuids(np.frombuffer(uuid.UUID(text).bytes, np.uint8).reshape(1, 16))[0]
     theirs = uuid.UUID(text)
     return (getattr(uuid.UUID, "__slots__", None) == ("int", "is_safe", "__weakref__")
             and ours == theirs and str(ours) == text and hash(ours) == hash(theirs)
