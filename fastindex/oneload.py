@@ -171,11 +171,11 @@ class _Checked:
 
 @dataclass(frozen=True)
 class _Ids:
-    """An id column: each row's index in ``texts``, its distinct texts (first seen
-    first), and their 16 bytes each (big-endian, as ``UUID.bytes``)."""
+    """An id column: its texts, each row's code, and the distinct ids' 16 bytes each
+    (big-endian, as ``UUID.bytes``) in their integer order, the order of the codes."""
 
-    rows: np.ndarray
     texts: pa.Array
+    codes: np.ndarray
     octets: np.ndarray
 
 
@@ -200,7 +200,7 @@ def _checked(path: Path) -> _Checked:
         raise Unexpected(f"{name}: index {columns}, not {INDEX_COLUMNS[name]}")
     read = file.read(columns=columns)
     ids = [_id_texts(name, read.column(c)) for c in columns]
-    if len(columns) == 1 and len(ids[0].texts) != read.num_rows:
+    if len(columns) == 1 and len(ids[0].octets) != read.num_rows:
         raise Unexpected(f"{name}: repeated ids")  # ONE's sort of one level is not stable
     if not any(is_uuid_string(text.as_py()) for text in ids[0].texts):
         raise Unexpected(f"{name}: no id ONE casts to a UUID")
@@ -214,7 +214,8 @@ def _frame(table: _Checked) -> pd.DataFrame:
     from one.alf.cache import patch_tables
 
     columns = INDEX_COLUMNS[table.name]
-    levels, codes = zip(*(_level(ids) for ids in table.ids), strict=True)
+    levels = [pd.Index(_uuids(ids.octets), dtype=object) for ids in table.ids]
+    codes = [ids.codes for ids in table.ids]
     body = [c for c in table.file.schema_arrow.names if c not in columns]
     frame = table.file.read(columns=body).to_pandas()
     frame = patch_tables(frame, table.raw.get("min_api_version"), table.name)
@@ -241,9 +242,8 @@ def _index_columns(schema: pa.Schema) -> list[str]:
 
 
 def _id_texts(name: str, column: pa.ChunkedArray) -> _Ids:
-    """An id column dictionary-encoded, every distinct id checked to be canonical uuid
-    text (lowercase, hyphenated: the order of such texts is their integers') and
-    decoded."""
+    """An id column read as UUIDs' bytes, every id checked to be canonical uuid text
+    (lowercase, hyphenated: the order of such texts is their integers')."""
     import numpy as np
     import pyarrow as pa
 
@@ -251,13 +251,34 @@ def _id_texts(name: str, column: pa.ChunkedArray) -> _Ids:
         raise Unexpected(f"{name}: ids of type {column.type}, or missing")
     if len(column) == 0:
         raise Unexpected(f"{name}: no rows")
-    whole = column.combine_chunks()
-    offsets = np.frombuffer(whole.buffers()[1],
-                            np.int64 if whole.type == pa.large_string() else np.int32)
-    if (np.diff(offsets[whole.offset:whole.offset + len(whole) + 1]) != 36).any():
+    texts = column.combine_chunks()
+    offsets = np.frombuffer(texts.buffers()[1],
+                            np.int64 if texts.type == pa.large_string() else np.int32)
+    if (np.diff(offsets[texts.offset:texts.offset + len(texts) + 1]) != 36).any():
         raise Unexpected(f"{name}: ids that are not 36 characters")
-    encoded = whole.dictionary_encode()
-    chars = _chars(encoded.dictionary)
+    octets = _decoded(name, _chars(texts))
+    halves = octets.view(">u8").astype(np.uint64)
+    high, low = halves[:, 0], halves[:, 1]
+    order = None if _in_order(high, low) else np.lexsort((low, high))
+    if order is not None:
+        high, low, octets = high[order], low[order], octets[order]
+    first = np.ones(len(high), bool)  # where a run of equal ids starts
+    first[1:] = (high[1:] != high[:-1]) | (low[1:] != low[:-1])
+    codes = np.cumsum(first) - 1
+    if order is not None:
+        codes[order] = codes.copy()
+    return _Ids(texts, codes, octets[first])
+
+
+def _decoded(name: str, chars: np.ndarray) -> np.ndarray:
+    """Texts of 36 characters decoded as uuid text, (n, 16) bytes; ``Unexpected`` unless
+    each is canonical (its value written back in lowercase hex gives it again).  Eight
+    characters at a time, in 64-bit words."""
+    import numpy as np
+
+    def word(byte: int) -> np.uint64:
+        return np.uint64(int(f"{byte:02x}" * 8, 16))
+
     if (chars[:, _HYPHENS] != ord("-")).any():
         raise Unexpected(f"{name}: ids that are not lowercase uuid text")
     hexes = np.empty((len(chars), 32), np.uint8)
@@ -265,12 +286,14 @@ def _id_texts(name: str, column: pa.ChunkedArray) -> _Ids:
     for start, stop in _HEX_RUNS:  # slices, not a fancy index: a copy at memory speed
         hexes[:, at:at + stop - start] = chars[:, start:stop]
         at += stop - start
-    letter = hexes >= ord("a")
-    nibbles = np.where(letter, hexes - (ord("a") - 10), hexes - ord("0"))  # wraps if not hex
-    if np.where(letter, nibbles > 15, nibbles > 9).any():
+    text = hexes.view(np.uint64)
+    # '0'-'9' are 0x30-0x39, 'a'-'f' 0x61-0x66: the low four bits, plus 9 for a letter
+    nibbles = (text & word(0x0F)) + np.uint64(9) * ((text >> np.uint64(6)) & word(0x01))
+    above_9 = ((nibbles + word(0x76)) >> np.uint64(7)) & word(0x01)
+    if (nibbles + word(0x30) + np.uint64(0x27) * above_9 != text).any():
         raise Unexpected(f"{name}: ids that are not lowercase uuid text")
-    octets = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
-    return _Ids(encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary, octets)
+    digits = nibbles.view(np.uint8)
+    return np.ascontiguousarray((digits[:, 0::2] << 4) | digits[:, 1::2])
 
 
 def _chars(texts: pa.Array) -> np.ndarray:
@@ -286,22 +309,7 @@ def _chars(texts: pa.Array) -> np.ndarray:
     return data[fixed.offset * 36:(fixed.offset + len(fixed)) * 36].reshape(-1, 36)
 
 
-def _level(ids: _Ids) -> tuple[pd.Index, np.ndarray]:
-    """A level of distinct UUIDs in their integer order, and each row's code in it."""
-    import numpy as np
-    import pandas as pd
-
-    halves = np.ascontiguousarray(ids.octets).view(">u8").astype(np.uint64)
-    high, low = halves[:, 0], halves[:, 1]
-    if _in_order(high, low, strictly=True):  # rows written in order: texts seen in order
-        return pd.Index(_uuids(ids.octets), dtype=object), ids.rows
-    order = np.lexsort((low, high))
-    rank = np.empty(len(order), np.intp)
-    rank[order] = np.arange(len(order))
-    return pd.Index(_uuids(ids.octets[order]), dtype=object), rank[ids.rows]
-
-
-def _in_order(*keys: np.ndarray, strictly: bool = False) -> bool:
+def _in_order(*keys: np.ndarray) -> bool:
     """Whether rows are in the lexicographic order of ``keys`` (most significant first)."""
     import numpy as np
 
@@ -310,7 +318,7 @@ def _in_order(*keys: np.ndarray, strictly: bool = False) -> bool:
     for key in keys:
         after |= tied & (key[1:] > key[:-1])
         tied &= key[1:] == key[:-1]
-    return bool((after | (tied & (not strictly))).all())
+    return bool((after | tied).all())
 
 
 _SAFETY = uuid.SafeUUID.unknown
