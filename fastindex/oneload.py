@@ -256,18 +256,22 @@ def _id_texts(name: str, column: pa.ChunkedArray) -> _Ids:
                             np.int64 if texts.type == pa.large_string() else np.int32)
     if (np.diff(offsets[texts.offset:texts.offset + len(texts) + 1]) != 36).any():
         raise Unexpected(f"{name}: ids that are not 36 characters")
-    octets = _decoded(name, _chars(texts))
+    chars = _chars(texts)
+    starts = np.ones(len(chars), bool)  # where a run of equal texts starts
+    starts[1:] = (chars[1:] != chars[:-1]).any(axis=1)
+    run = np.cumsum(starts) - 1  # each row's run
+    octets = _decoded(name, chars[starts])  # each run's id
     halves = octets.view(">u8").astype(np.uint64)
     high, low = halves[:, 0], halves[:, 1]
-    order = None if _in_order(high, low) else np.lexsort((low, high))
-    if order is not None:
-        high, low, octets = high[order], low[order], octets[order]
-    first = np.ones(len(high), bool)  # where a run of equal ids starts
+    if _in_order(high, low):  # rows in order: each run a distinct id, in order
+        return _Ids(texts, run, octets)
+    order = np.lexsort((low, high))
+    high, low = high[order], low[order]
+    first = np.ones(len(order), bool)  # where a run of equal ids starts, once sorted
     first[1:] = (high[1:] != high[:-1]) | (low[1:] != low[:-1])
-    codes = np.cumsum(first) - 1
-    if order is not None:
-        codes[order] = codes.copy()
-    return _Ids(texts, codes, octets[first])
+    code_of_run = np.empty(len(order), np.intp)
+    code_of_run[order] = np.cumsum(first) - 1
+    return _Ids(texts, code_of_run[run], octets[order][first])
 
 
 def _decoded(name: str, chars: np.ndarray) -> np.ndarray:
