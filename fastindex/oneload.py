@@ -97,9 +97,15 @@ def use_fast_load(one_version: str | None = None) -> bool:
     :data:`CHECKED_ONE_VERSIONS`.  Installing twice changes nothing; :func:`restore_load`
     undoes it.
     """
-    import one
-    import one.alf.cache
-    import one.api
+    try:
+        import one
+        import one.alf.cache
+        import one.api
+    except ModuleNotFoundError as err:
+        if err.name not in ("one", "one.api", "one.alf", "one.alf.cache"):
+            raise  # one-api is there, but something it needs is not: its own message
+        raise ModuleNotFoundError("one-api is not installed: pip install 'fastindex[one]'",
+                                  name=err.name) from None
 
     version = one.__version__ if one_version is None else one_version
     current = one.alf.cache.load_tables
