@@ -5,9 +5,10 @@ call at a time, and lets pandas sort those objects with Python comparisons to bu
 index: on a million datasets that is most of the time a ``One`` takes to open.
 :class:`FastLoad` gives ONE the same result (the same frames, index levels and their
 order, dtypes, values, and the same ``_meta``) with the work done on arrays: each id
-column is dictionary-encoded, its distinct texts decoded to 128-bit integers by numpy,
-ordered by those integers (which is how ``uuid.UUID`` compares), each distinct UUID
-built once, and the index made from codes.
+column's runs of equal texts are found, each run's text checked and decoded to 128 bits
+by numpy, the distinct ids ordered by those integers (which is how ``uuid.UUID``
+compares; already in order, as fastindex writes them, nothing is sorted), each distinct
+UUID built once, and the index made from codes.
 
 It does this only for what it was checked against: the one-api versions in
 :data:`CHECKED_ONE_VERSIONS`, and tables of the shape ``load_tables`` casts to UUIDs
