@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from fastindex.build import build
+from fastindex.oneload import use_fast_load
 from fastindex.tablefiles import SESSIONS_FILE
 
 
@@ -50,12 +51,15 @@ def setup(cache_dir: str | os.PathLike, overwrite: bool = False, **kwargs):
 
 
 def use_fastindex() -> None:
-    """Make one-api's own ``One.setup`` build its tables with fastindex.
+    """Make one-api's own ``One.setup`` build its tables with fastindex, and ``One`` load
+    them with :func:`fastindex.oneload.use_fast_load`'s fast path.
 
     ``One.setup`` calls the ``make_parquet_db`` that ``one.api`` imported; this replaces
-    that name, for this process, with fastindex's.
+    that name, for this process, with fastindex's.  The loader is replaced only for the
+    one-api versions it was checked against; it gives ONE the frames ONE's own gives.
     """
     _one_api().make_parquet_db = make_parquet_db
+    use_fast_load()
 
 
 def _one_api():

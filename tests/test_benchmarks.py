@@ -85,3 +85,19 @@ def test_objectstore_benchmark_counts_requests_on_a_tree_of_small_subjects(tmp_p
     else:
         assert "s5cmd is not installed" in result["title"]
     assert not rows
+
+
+def test_one_load_benchmark_times_each_loader_and_checks_the_frames(tmp_path) -> None:
+    done = subprocess.run([sys.executable, str(BENCH / "bench_one_load.py"), "--sizes", "300",
+                           "--repeat", "1", "--workdir", str(tmp_path), "--out",
+                           str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=BENCH)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "one-load.json").read_text())["rows"]
+    assert [r["case"] for r in rows] == [
+        "ONE's loader, uuid ids", "fast path, uuid ids", "ONE's loader, string ids (floor)",
+        "fast path installed, string ids", "ONE's loader, uuid ids, rows shuffled",
+        "ONE's loader, ids of Arrow's uuid type"]
+    assert all(r["frames_equal"] and r["one_s"] > 0 for r in rows)
+    assert {r["files"] for r in rows} == {300}
+    assert (tmp_path / "one-load-300" / "shuffled" / "datasets.pqt").exists()  # kept

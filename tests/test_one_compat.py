@@ -46,6 +46,8 @@ def test_use_fastindex_makes_one_setup_build_with_fastindex(tmp_path, monkeypatc
     import one.api
 
     monkeypatch.setattr(one.api, "make_parquet_db", one.api.make_parquet_db)  # restored after
+    monkeypatch.setattr(one.api, "load_tables", one.api.load_tables)
+    monkeypatch.setattr(one_cache, "load_tables", one_cache.load_tables)
     root = write_tree(tmp_path / "t", BEHAVIOUR)
     fastindex.use_fastindex()
     one_ = one.api.One.setup(root, silent=True)
