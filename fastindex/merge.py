@@ -17,7 +17,7 @@ from fastindex import alf
 from fastindex import problems as p
 from fastindex.buffers import RawBatch
 from fastindex.columns import DATASET_FIELDS, PROBLEM_FIELDS, record_batch
-from fastindex.discover import Session
+from fastindex.index import SessionColumns
 from fastindex.problems import Problem
 
 #: The datasets frame's columns, in order: ``hash`` (md5) and ``xxh3`` only where they
@@ -61,15 +61,14 @@ def uuid_text(d: np.ndarray) -> pa.Array:
                                  [None, pa.py_buffer(offsets), pa.py_buffer(text)])
 
 
-def sessions_frame(sessions: list[Session], eids: list[str]) -> pl.DataFrame:
+def sessions_frame(sessions: SessionColumns) -> pl.DataFrame:
     """One row per session, sorted by id.
 
     Dates and numbers are parsed by polars, column-wise, not per session in Python.
     """
-    labs, subjects, dates, numbers = (
-        map(list, zip(*(s.parts for s in sessions))) if sessions else ([], [], [], []))
     return pl.DataFrame(
-        {"id": eids, "lab": labs, "subject": subjects, "date": dates, "number": numbers},
+        {"id": sessions.eid, "lab": sessions.lab, "subject": sessions.subject,
+         "date": sessions.date, "number": sessions.number},
         schema={"id": pl.String, "lab": pl.String, "subject": pl.String, "date": pl.String,
                 "number": pl.String},
     ).select(
