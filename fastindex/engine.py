@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Executor, Future, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -30,7 +30,14 @@ from fastindex.errors import FastindexError, InputError, LabError, ListingFailed
 from fastindex.executors import default_workers, executor_for, given_executor
 from fastindex.gcpause import pauses_gc
 from fastindex.hashing import Listed
-from fastindex.index import BatchResult, IndexPlan, hash_files, index_sessions, read_problem
+from fastindex.index import (
+    BatchResult,
+    IndexPlan,
+    SessionColumns,
+    hash_files,
+    index_sessions,
+    read_problem,
+)
 from fastindex.problems import Problem
 from fastindex.progress import counted, progress_bar
 from fastindex.tablefiles import TABLE_FILES
@@ -53,13 +60,36 @@ class TreeIndex:
     datasets: pl.DataFrame
     skipped: pl.DataFrame
     warnings: list[Problem]
-    session_folders: dict[str, Session]  # session id -> where it is on disk
+    session_folders: Mapping[str, Session]  # session id -> where it is on disk
     listed_at_ns: int = 0  # wall clock (ns) when the walk began
     ignored: int = 0  # entries the ignore rules passed over
     rules: ignore.IgnoreRules = field(default_factory=ignore.IgnoreRules)
     #: the tree's files carry their dataset's UUID (``merge.uuid_file_names``): a row's
     #: file is ``alf.file_name`` of it, and the tables say so
     uuid_names: bool = False
+
+
+class SessionFolders(Mapping[str, Session]):
+    """Each session's folder by its id, from the workers' columns: the lookup table and
+    each ``Session`` are made only when asked for (a build asks for none)."""
+
+    def __init__(self, sessions: SessionColumns) -> None:
+        self.sessions = sessions
+        self._at: dict[str, int] | None = None
+
+    def _positions(self) -> dict[str, int]:
+        if self._at is None:
+            self._at = {eid: i for i, eid in enumerate(self.sessions.eid)}
+        return self._at
+
+    def __getitem__(self, eid: str) -> Session:
+        return self.sessions.session(self._positions()[eid])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._positions())
+
+    def __len__(self) -> int:
+        return len(self._positions())
 
 
 @dataclass(frozen=True)
@@ -143,13 +173,13 @@ class Engine:
             merge = _merge_stage()  # or, when hashing, while the large files are hashed
             hashed_late, late_problems = _collect(deferred, bar)
 
-        sessions = [s for r in results for s in r.sessions]
+        sessions = SessionColumns.joined([r.sessions for r in results])
         check_lab(sessions, spec.lab)
-        eids = [e for r in results for e in r.eids]
+        eids = sessions.eid
         rows = [n for r in results for n in r.rows]
-        late = [(results[batch].eids[pos], rel, digests)
+        late = [(results[batch].sessions.eid[pos], rel, digests)
                 for (batch, pos, rel), digests in ((job.key, d) for job, d in hashed_late)]
-        folders = dict(zip(eids, sessions))
+        folders = SessionFolders(sessions)
         datasets, left_out, uuid_names = merge.datasets_frame(
             [r.datasets for r in results], eids, rows, algorithms, late)
         named = [p.problem(alf.join(folders[eid].rel, rel), reason, detail)
@@ -159,7 +189,7 @@ class Engine:
         warned = problems["reason"].is_in(p.WARNINGS)  # rows kept, and reported
         warnings = [Problem(*row) for row in problems.filter(warned).iter_rows()]
         return TreeIndex(
-            root, merge.sessions_frame(sessions, eids), datasets,
+            root, merge.sessions_frame(sessions), datasets,
             problems.filter(~warned), root.warnings() + warnings, folders, listed_at_ns,
             found.ignored + sum(r.ignored for r in results), rules, uuid_names)
 
@@ -258,7 +288,7 @@ def _listed_whole(root: Root, unlisted: list[Problem]) -> None:
                         f"nothing was written")
 
 
-def check_lab(sessions: list[Session], lab: str | None) -> None:
+def check_lab(sessions: SessionColumns, lab: str | None) -> None:
     """``lab`` names the lab of every session, or the build is refused.
 
     A lab is only ever read from a ``lab/Subjects/`` folder: ONE looks for a session
@@ -268,14 +298,14 @@ def check_lab(sessions: list[Session], lab: str | None) -> None:
     """
     if not lab:
         return
-    labless = [s.rel for s in sessions if not s.parts.lab]
+    labless = [rel for rel, found in zip(sessions.rel, sessions.lab) if not found]
     if labless:
         raise LabError(
             f"--lab {lab}: {counted(len(labless), 'session')} without a lab folder (first: "
             f"{labless[0]}); ONE would look for them in {lab}/Subjects/..., where they are "
             f"not, and no row would load. Move them there with `fastindex fix ROOT --lab {lab} "
             f"--apply`, then build without --lab")
-    others = sorted({s.parts.lab for s in sessions} - {lab})
+    others = sorted(set(sessions.lab) - {lab})
     if others:
         raise LabError(f"lab name conflict: --lab {lab} but the tree has lab folders "
                        f"{', '.join(others)}")
@@ -283,7 +313,7 @@ def check_lab(sessions: list[Session], lab: str | None) -> None:
 
 def _deferred_jobs(result: BatchResult, batch: int) -> list[HashJob]:
     """The large files a batch left to hash, keyed by (batch, session in batch, rel_path)."""
-    return [HashJob((batch, pos, rel), path, alf.join(result.sessions[pos].rel, rel),
+    return [HashJob((batch, pos, rel), path, alf.join(result.sessions.rel[pos], rel),
                     listed.st_size, listed)
             for pos, rel, path, listed in result.deferred]
 

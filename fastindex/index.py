@@ -44,8 +44,46 @@ class IndexPlan:
 
 
 def session_eid(string_id: str, namespace: uuid.UUID | None) -> str:
-    """A session's id: uuid3 of its ONE string id, or the string id itself."""
-    return str(uuid.uuid3(namespace, string_id)) if namespace else string_id
+    """A session's id: uuid3 of its ONE string id (``str(uuid.uuid3(namespace,
+    string_id))``, written without a ``UUID`` object), or the string id itself."""
+    if not namespace:
+        return string_id
+    d = bytearray(hashlib.md5(namespace.bytes + string_id.encode()).digest())
+    d[6] = (d[6] & 0x0F) | 0x30  # version 3
+    d[8] = (d[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = d.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@dataclass
+class SessionColumns:
+    """A batch's sessions as one list per field, in the batch's order: what crosses the
+    process boundary (lists of strings pickle in C; an object per session does not)."""
+
+    path: list[str] = field(default_factory=list)  # absolute, as the workers open it
+    rel: list[str] = field(default_factory=list)  # relative to the root
+    lab: list[str] = field(default_factory=list)  # '' without a lab/Subjects part
+    subject: list[str] = field(default_factory=list)
+    date: list[str] = field(default_factory=list)
+    number: list[str] = field(default_factory=list)
+    eid: list[str] = field(default_factory=list)  # the session's id
+
+    def __len__(self) -> int:
+        return len(self.eid)
+
+    @classmethod
+    def joined(cls, parts: list[SessionColumns]) -> SessionColumns:
+        """The sessions of several batches, in turn."""
+        return cls(*([v for part in parts for v in getattr(part, name)]
+                     for name in _SESSION_FIELDS))
+
+    def session(self, i: int) -> Session:
+        """The ``i``-th session, as an object."""
+        return Session(self.path[i], self.rel[i], alf.SessionParts(
+            self.lab[i], self.subject[i], self.date[i], self.number[i]))
+
+
+_SESSION_FIELDS = ("path", "rel", "lab", "subject", "date", "number", "eid")
 
 
 @dataclass
@@ -54,8 +92,7 @@ class BatchResult:
 
     datasets: RawBatch  # rows in session order: ``rows`` of each session in turn
     problems: RawBatch
-    sessions: list[Session]
-    eids: list[str]
+    sessions: SessionColumns
     rows: list[int]  # datasets rows of each session
     #: (session, rel_path, absolute path, what the listing said of it)
     deferred: list[tuple[int, str, str, hashing.Listed]]
@@ -72,7 +109,7 @@ def index_sessions(units: list[Folder], plan: IndexPlan) -> BatchResult:
     in ``deferred``, so that one huge file becomes a task of its own.
     """
     found = Discovery()
-    sessions: list[Session] = []
+    sessions: list[Folder] = []  # each with its parts
     rules = plan.policy.rules
 
     def descend(child: str, name: str) -> bool:
@@ -82,9 +119,9 @@ def index_sessions(units: list[Folder], plan: IndexPlan) -> BatchResult:
         lister.start_all([(unit.path, unit.rel) for unit in units])  # listed ahead
         for unit in units:
             if unit.parts is not None:
-                sessions.append(Session(unit.path, unit.rel, unit.parts))
+                sessions.append(unit)
                 continue
-            sessions.extend(Session(s.path, s.rel, s.parts) for batch in discover(
+            sessions.extend(s for batch in discover(
                 unit.path, found, plan.policy, hand_off_dates=False, rel=unit.rel,
                 lister=lister) for s in batch if s.parts is not None)  # all: no date handed
         result = BatchIndexer(plan, lister, found).index(sessions)
@@ -114,10 +151,14 @@ class BatchIndexer:
         self.hashing: list[tuple] = []
         self.buffer = bytearray(hashing.CHUNK if plan.algorithms else 0)
 
-    def index(self, sessions: list[Session]) -> BatchResult:
-        """Every session's rows and problems, as a worker returns them."""
+    def index(self, sessions: list[Folder]) -> BatchResult:
+        """Every session's rows and problems, as a worker returns them (``sessions``: units
+        with their parts)."""
         plan = self.plan
-        eids = [session_eid(s.parts.string_id, plan.namespace) for s in sessions]
+        parts = [s.parts for s in sessions if s.parts is not None]
+        if len(parts) < len(sessions):
+            raise ValueError("a date folder among the sessions to index")
+        eids = [session_eid(found.string_id, plan.namespace) for found in parts]
         for position, session in enumerate(sessions):
             before = len(self.rel_path)
             self._index_session(position, session, eids[position])
@@ -128,10 +169,13 @@ class BatchIndexer:
             self.rel_path, self.file_size, self.mtime_ns,
             self.id_md5 if plan.namespace else None, self.digests,
             self.etag if plan.root.keeps_etags else None)
-        return BatchResult(datasets, buffers.problem_batch(self.problems), sessions, eids,
+        lab, subject, date, number = map(list, zip(*parts)) if parts else ([], [], [], [])
+        columns = SessionColumns([s.path for s in sessions], [s.rel for s in sessions], lab,
+                                 subject, date, number, eids)
+        return BatchResult(datasets, buffers.problem_batch(self.problems), columns,
                            self.rows, self.deferred, self.nbytes, self.ignored)
 
-    def _index_session(self, position: int, session: Session, eid: str) -> None:
+    def _index_session(self, position: int, session: Folder, eid: str) -> None:
         # A dataset's id is uuid3(namespace, 'eid/rel_path'); the worker computes the md5
         # (per-row Python), the merge formats all of them at once.
         plan = self.plan

@@ -17,7 +17,7 @@ from fastindex import alf
 from fastindex import problems as p
 from fastindex.buffers import RawBatch
 from fastindex.columns import DATASET_FIELDS, PROBLEM_FIELDS, record_batch
-from fastindex.discover import Session
+from fastindex.index import SessionColumns
 from fastindex.problems import Problem
 
 #: The datasets frame's columns, in order: ``hash`` (md5) and ``xxh3`` only where they
@@ -31,16 +31,27 @@ _HEX_PAIRS = np.frombuffer(b"".join(f"{i:02x}".encode() for i in range(256)), dt
 _UUID_GROUPS = ((0, 0, 8), (8, 9, 4), (12, 14, 4), (16, 19, 4), (20, 24, 12))
 
 
+def uuid3_bytes(digests: bytes) -> np.ndarray:
+    """md5 digests (16 bytes each, end to end) as uuid3 bytes, one row each: version and
+    variant bits set, as ``uuid.uuid3`` sets them."""
+    d = np.frombuffer(digests, dtype=np.uint8).reshape(-1, 16).copy()
+    d[:, 6] = (d[:, 6] & 0x0F) | 0x30  # version 3
+    d[:, 8] = (d[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
+    return d
+
+
 def uuid3_text(digests: bytes) -> pa.Array:
     """md5 digests (16 bytes each, end to end) as uuid3 text, as ``str(uuid.uuid3(...))``
-    writes it: version and variant bits set, hex digits, dashes.
+    writes it: version and variant bits set, hex digits, dashes."""
+    return uuid_text(uuid3_bytes(digests))
+
+
+def uuid_text(d: np.ndarray) -> pa.Array:
+    """uuid bytes (one row of 16 each) as uuid text: hex digits, dashes.
 
     Fixed-width text built in one array, so a million ids cost a few whole-array steps,
     not a string kernel per slice.
     """
-    d = np.frombuffer(digests, dtype=np.uint8).reshape(-1, 16).copy()
-    d[:, 6] = (d[:, 6] & 0x0F) | 0x30  # version 3
-    d[:, 8] = (d[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
     hex_digits = _HEX_PAIRS[d].view(np.uint8)
     text = np.full((len(d), 36), ord("-"), dtype=np.uint8)
     for start, to, length in _UUID_GROUPS:
@@ -50,21 +61,24 @@ def uuid3_text(digests: bytes) -> pa.Array:
                                  [None, pa.py_buffer(offsets), pa.py_buffer(text)])
 
 
-def sessions_frame(sessions: list[Session], eids: list[str]) -> pl.DataFrame:
+def sessions_frame(sessions: SessionColumns) -> pl.DataFrame:
     """One row per session, sorted by id.
 
     Dates and numbers are parsed by polars, column-wise, not per session in Python.
     """
-    labs, subjects, dates, numbers = (
-        map(list, zip(*(s.parts for s in sessions))) if sessions else ([], [], [], []))
     return pl.DataFrame(
-        {"id": eids, "lab": labs, "subject": subjects, "date": dates, "number": numbers},
+        {"id": sessions.eid, "lab": sessions.lab, "subject": sessions.subject,
+         "date": sessions.date, "number": sessions.number},
         schema={"id": pl.String, "lab": pl.String, "subject": pl.String, "date": pl.String,
                 "number": pl.String},
     ).select(
         "id", "lab", "subject", pl.col("date").str.to_date("%Y-%m-%d"),
         pl.col("number").cast(pl.UInt16), task_protocol=pl.lit(""), projects=pl.lit(""),
     ).sort("id")
+
+
+#: The columns of the workers' datasets that become the frame's (the ids are made apart).
+_ROW_FIELDS = [f for f in DATASET_FIELDS if f.name != "id_md5"]
 
 
 def datasets_frame(batches: list[RawBatch], eids: list[str], rows: list[int],
@@ -83,23 +97,103 @@ def datasets_frame(batches: list[RawBatch], eids: list[str], rows: list[int],
     ``default_revision`` is True on the lexicographically last revision of each dataset,
     grouping by rel_path without its ``#revision#/`` folder, as ONE groups them; no
     revision sorts before any revision.
+
+    The order is found without comparing text: sessions are ranked by id (one string
+    per session), and a uuid id sorts as its 16 bytes do, so rows are ordered by
+    (session rank, id bytes) as numbers, each column is gathered once in that order, and
+    the id and eid columns are made in it rather than sorted.  String ids (and UUIDs
+    read from names) are sorted by (session rank, id).
     """
-    arrow = [record_batch(b, DATASET_FIELDS) for b in batches]
-    frame = _frame(pa.Table.from_batches(arrow, schema=DATASET_FIELDS))
+    n = sum(b.length for b in batches)
+    counts = np.asarray(rows, dtype=np.int64)
+    session_order = pl.Series(eids, dtype=pl.String).arg_sort().to_numpy()
+    rank = np.empty(len(eids), dtype=np.uint32)
+    rank[session_order] = np.arange(len(eids), dtype=np.uint32)
     digests = [d[0] for b in batches if (d := b.columns["id_md5"]) is not None]
-    frame = frame.with_columns(id=pl.Series(uuid3_text(b"".join(digests)))
-                               if len(digests) == len(batches) and frame.height
-                               else pl.col("rel_path"))
-    frame = frame.with_columns(eid=_repeated(eids, rows))  # after the ids: less at peak
+    presorted = n > 0 and len(digests) == len(batches)
+    if presorted:
+        ids = uuid3_bytes(b"".join(digests))
+        order = row_order(np.repeat(rank, counts), ids)
+        in_order = counts[session_order]
+        frame = pl.DataFrame([_gathered(batches, f, n, order) for f in _ROW_FIELDS]).with_columns(
+            id=pl.Series(uuid_text(ids[order])),
+            eid=_repeated(pl.Series(eids, dtype=pl.String).gather(session_order), in_order),
+            _rank=np.repeat(np.arange(len(eids), dtype=np.uint32), in_order))
+    else:
+        frame = pl.DataFrame([_gathered(batches, f, n) for f in _ROW_FIELDS]).with_columns(
+            id=pl.col("rel_path"), eid=_repeated(pl.Series(eids, dtype=pl.String), counts),
+            _rank=pl.Series(np.repeat(rank, counts)))
     if late:
         frame = _apply_late(frame, late)
+        presorted = False  # a join keeps no order
     frame, left_out, uuid_names = uuid_file_names(frame)  # before the revisions' grouping
+    presorted = presorted and not uuid_names  # ids read from names
     held = {"hash": "md5" in algorithms, "xxh3": "xxh3" in algorithms,
             "etag": frame["etag"].null_count() < frame.height}  # etag: a bucket's
-    return (frame.with_columns(default_revision=_is_default_revision(frame))
-            .rename({"md5": "hash"})
-            .select([c for c in DATASET_COLUMNS if held.get(c, True)])
-            .sort("eid", "id")), left_out, uuid_names
+    frame = frame.with_columns(default_revision=_is_default_revision(frame))
+    if not presorted:
+        frame = frame.sort("_rank", "id")
+    return (frame.rename({"md5": "hash"})
+            .select([c for c in DATASET_COLUMNS if held.get(c, True)])), left_out, uuid_names
+
+
+def row_order(rank: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The order of rows by (``rank``, their uuid's 16 bytes, one row of ``ids`` each).
+
+    One 64-bit key (the rank, then the id's first 32 bits) is sorted; only when two keys
+    tie is the exact order taken, by all three parts.
+    """
+    key = rank.astype(np.uint64) << np.uint64(32)
+    key |= ids[:, :4].copy().view(">u4").ravel()
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    if (ordered[1:] != ordered[:-1]).all():
+        return order
+    head, tail = (ids[:, at:at + 8].copy().view(">u8").ravel() for at in (0, 8))
+    return np.lexsort((tail, head, rank))
+
+
+def _gathered(batches: list[RawBatch], field: pa.Field, n: int,
+              order: np.ndarray | None = None) -> pl.Series:
+    """One column of all the batches, as one array (their buffers joined, not a chunk
+    per batch), its rows taken in ``order`` (None: as they are)."""
+    parts = [b.columns[field.name] for b in batches]
+    if all(part is None for part in parts):  # not taken (digests, ETags), or no batch
+        return pl.Series(field.name, pa.nulls(n, field.type))
+    present = [part for part in parts if part is not None]
+    if len(present) < len(parts):  # not from every worker: Arrow joins them
+        series = _frame(pa.Table.from_batches(
+            [record_batch(b, pa.schema([field])) for b in batches]))[field.name]
+    elif field.type == pa.string():
+        series = pl.Series(field.name, _joined_strings([b.length for b in batches], present, n))
+    else:
+        values = np.frombuffer(b"".join(part[0] for part in present),
+                               dtype=_NUMPY_TYPES[field.type])
+        return pl.Series(field.name, values if order is None else values[order])
+    return series if order is None else series.gather(order)
+
+
+#: The numpy type of each fixed-width column the workers send.
+_NUMPY_TYPES = {pa.uint64(): np.uint64, pa.int64(): np.int64}
+
+
+def _joined_strings(lengths: list[int], parts: list[tuple[bytes, bytes]], n: int
+                    ) -> pa.Array:
+    """The workers' text columns (``lengths`` rows each, 32-bit offsets and data) as one
+    ``large_string`` array: the data joined, each part's offsets moved by the data
+    before it."""
+    offsets = np.empty(n + 1, dtype=np.int64)
+    at = done = 0
+    for rows, (part_offsets, part_data) in zip(lengths, parts):
+        if len(part_offsets) != 4 * (rows + 1):
+            raise ValueError("over 2 GiB of text in one batch of one column")
+        offsets[at:at + rows] = np.frombuffer(part_offsets, dtype=np.int32)[:-1]
+        offsets[at:at + rows] += done
+        at += rows
+        done += len(part_data)
+    offsets[n] = done
+    return pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(
+        b"".join(part[1] for part in parts))])
 
 
 LEFT_OUT = {"eid": pl.String, "rel_path": pl.String, "reason": pl.String, "detail": pl.String}
@@ -186,12 +280,10 @@ def _duplicates(frame: pl.DataFrame) -> pl.DataFrame:
     return frame
 
 
-def _repeated(eids: list[str], rows: list[int]) -> pl.Series:
+def _repeated(eids: pl.Series, rows: np.ndarray) -> pl.Series:
     """Each session's id repeated once per row of it, in order, vectorized: positions
     repeated, then gathered (each id string made once per row, not once per list)."""
-    positions = pl.Series(range(len(eids)), dtype=pl.UInt32).repeat_by(
-        pl.Series(rows, dtype=pl.UInt32)).explode().drop_nulls()
-    return pl.Series("eid", eids, dtype=pl.String).gather(positions)
+    return eids.gather(np.repeat(np.arange(len(eids), dtype=np.uint32), rows)).alias("eid")
 
 
 def _apply_late(frame: pl.DataFrame, late: Sequence[tuple[str, str, dict | None]]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import datetime
 import io
 import json
-from array import array
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -110,11 +110,11 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 def _narrow(chunk: pa.Array) -> pa.Array:
     """A ``large_string`` array as ``string``: the same bytes, 32-bit offsets."""
     validity, offsets, data = chunk.buffers()
-    wide = memoryview(offsets).cast("q")[: chunk.offset + len(chunk) + 1]
-    if wide[-1] >= 2**31:  # over 2 GiB of text in one chunk: let Arrow say so
+    wide = np.frombuffer(offsets, dtype=np.int64)[: chunk.offset + len(chunk) + 1]
+    if len(wide) and wide[-1] >= 2**31:  # over 2 GiB of text in one chunk: let Arrow say so
         return chunk.cast(pa.string())
     return pa.Array.from_buffers(pa.string(), len(chunk),
-                                 [validity, pa.py_buffer(array("i", wide)), data],
+                                 [validity, pa.py_buffer(wide.astype(np.int32)), data],
                                  chunk.null_count, chunk.offset)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 
+import numpy as np
 import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
@@ -12,7 +13,7 @@ from one.alf import path as one_path
 from one.alf import spec as one_spec
 
 from fastindex import alf
-from fastindex.merge import uuid3_text
+from fastindex.merge import row_order, uuid3_text
 
 ONE_FILE = one_spec.regex(one_spec.FILE_SPEC)
 ONE_REL = one_spec.regex(one_spec.REL_PATH_SPEC)
@@ -115,6 +116,19 @@ def test_vectorized_uuid3_is_uuid3(namespace: bytes, names: list[str]) -> None:
     digests = b"".join(hashlib.md5(namespace + name.encode()).digest() for name in names)
     got = uuid3_text(digests).to_pylist()
     assert got == [str(uuid.uuid3(uuid.UUID(bytes=namespace), name)) for name in names]
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.binary(min_size=2, max_size=2),
+                          st.binary(min_size=12, max_size=12)), max_size=40))
+def test_rows_are_ordered_as_their_session_rank_and_uuid_text_sort(
+        rows: list[tuple[int, bytes, bytes]]) -> None:
+    # ids sharing their first bytes (a tie of the fast key) are still ordered by the rest
+    ids = [b"\x00\x00" + head + rest for _, head, rest in rows]
+    rank = np.array([r for r, _, _ in rows], dtype=np.uint32)
+    matrix = np.frombuffer(b"".join(ids), dtype=np.uint8).reshape(-1, 16)
+    order = row_order(rank, matrix).tolist()
+    text = [str(uuid.UUID(bytes=i)) for i in ids]
+    assert [(rank[i], text[i]) for i in order] == sorted(zip(rank.tolist(), text))
 
 
 def test_revision_group_is_ones_key() -> None:
