@@ -197,7 +197,11 @@ class BucketLister:
         while (future := self._range_of(path)) is not None:
             listed = future.result()
             if self._range_of(path) is future:  # else the range gave it to another
-                return list(listed.get(path, ()))
+                found = listed.get(path, ())
+                if isinstance(found, Gone):  # see ``_list_range``
+                    raise FileNotFoundError(errno.ENOENT, "no key below it any more, "
+                                            "though its parent's listing held it", path)
+                return list(found)
         with self._lock:
             future = self._ahead.pop(path, None)
         entries = future.result() if future is not None else self._list_folder(path)
@@ -276,6 +280,11 @@ class BucketLister:
         name, or subject/folder), in one listing of the range from the first to
         the last: path -> entries, as a walk lists them.
 
+        Each name was a common prefix of its parent's listing: one with no key in the
+        range (deleted since, or an endpoint that skipped it) is listed as ``Gone``, for
+        ``entries`` to raise ``FileNotFoundError``, as a local folder gone since its
+        parent was listed: its sessions are not lost without a word.
+
         A range whose first page ends before its last name gives the names after that
         page to ranges of their own (``_split``), listed at once: how many names a
         page holds is only known once one is read, and a range's pages come one after
@@ -284,22 +293,24 @@ class BucketLister:
         prefix = self._prefix(top)
         depth = names[0].count("/") + 1
         wanted = set(names)
-        end = f"{prefix}{names[-1]}/\U0010ffff"
+        end = f"{prefix}{names[-1]}/"  # the last folder's keys all start with it
         folders: dict[str, list] = {top: [], **{f"{top}/{n}": [] for n in names}}
+        seen: set[str] = set()  # names with a key (or a marker) in the range
         last: tuple[str, str] | None = None  # (name, folder below it) of the last key
         into = ""  # and the folder it went in: a folder's keys come one after another
         try:
             for objects in self._range_pages(prefix, f"{prefix}{names[0]}"):
                 for obj in objects:
                     key = obj["Key"]
-                    if key > end:
-                        return folders
+                    if key > end and not key.startswith(end):
+                        return _gone(folders, top, names, seen)
                     parts = key[len(prefix):].split("/", depth)
                     if len(parts) > depth and (name := "/".join(parts[:depth])) in wanted:
                         below, _, leaf = parts[depth].rpartition("/")
                         if last == (name, below) and leaf:
                             folders[into].append(_entry(obj, leaf, f"{into}/{leaf}"))
-                        else:
+                        else:  # a name's first key always comes here
+                            seen.add(name)
                             into = _place(folders, f"{top}/{name}", parts[depth], obj)
                             last = (name, below) if below.count("/") < s3check.MAX_DEPTH \
                                 else None
@@ -311,12 +322,12 @@ class BucketLister:
                             wanted.discard(name)
                             del folders[f"{top}/{name}"]
                         names = names[:kept]
-                        end = f"{prefix}{names[-1]}/\U0010ffff"
+                        end = f"{prefix}{names[-1]}/"
         except s3check.Refused as err:
             raise err.named(f"{SCHEME}{self.root.bucket}/{prefix}") from None
         except Exception as err:
             raise bucket_error(err, self.root) from None
-        return folders
+        return _gone(folders, top, names, seen)
 
     def _split(self, top: str, names: list[str], per_range: int) -> bool:
         """``_submit_ranges`` for the names a range being listed gives away; False when
@@ -360,6 +371,21 @@ def _checked(pages, progress: s3check.Progress) -> Iterator[dict]:
         yield from pages
     except PaginationError as err:
         raise progress.refuse(str(err)) from None
+
+
+class Gone(list):
+    """The entries of a folder handed to a range that found no key below it."""
+
+    __slots__ = ()
+
+
+def _gone(folders: dict[str, list], top: str, names: list[str], seen: set[str]
+          ) -> dict[str, list]:
+    """``folders`` with each of ``names`` that had no key in its range ``Gone``."""
+    for name in names:
+        if name not in seen:
+            folders[f"{top}/{name}"] = Gone()
+    return folders
 
 
 def _place(folders: dict[str, list], top: str, rest: str, obj: dict) -> str:

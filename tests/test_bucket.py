@@ -523,3 +523,21 @@ def test_subjects_listed_as_ranges_that_split_give_the_local_copys_tables(tmp_pa
         result = fastindex.build(bucket.BucketRoot("b", "data", fake.url), remote, workers=2)
     assert result.n_datasets == len(keys)
     assert _rows(remote) == _rows(local)
+
+
+def test_a_key_late_in_the_order_of_a_ranges_last_subject_is_listed(tmp_path) -> None:
+    """A range ends past every key of its last subject, however late in the order a
+    key's name sorts (U+10FFFF is the last code point): none is left out."""
+    from fakes3 import FakeS3
+
+    keys = [f"lab/Subjects/S{i}/2021-01-01/001/alf/x.y.npy" for i in range(3)] + [
+        "lab/Subjects/S2/\U0010ffff\U0010ffff/x.txt",
+        "lab/Subjects/S2/2021-01-01/001/alf/\U0010ffff\U0010ffff.npy"]
+    tree = write_tree(tmp_path / "t", keys)
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    expected = fastindex.build(tree, local, workers=1)
+    with FakeS3("b", {f"data/{key}": (tree / key).read_bytes() for key in keys}) as fake:
+        result = fastindex.build(bucket.BucketRoot("b", "data", fake.url), remote, workers=1)
+    assert len(result.skipped) == len(expected.skipped) == 2
+    assert result.skipped.rows() == expected.skipped.rows()
+    assert _rows(remote) == _rows(local)

@@ -302,3 +302,38 @@ def test_a_key_thousands_of_folders_deep_is_reported_quickly(tmp_path) -> None:
     assert outcome["code"] == 0, outcome
     assert [(row[0], row[1]) for row in outcome["skipped"]] == [(deep, "not_alf_name")]
     assert outcome["n_datasets"] == len(BEHAVIOUR)
+
+
+def _skip_subject(fake: FakeS3) -> None:
+    """A range's pages (listed from a subject on, with no delimiter) leave out KS002's
+    keys, in order otherwise: an endpoint that hides a subject its parent's listing
+    showed."""
+    def page(params, objects, prefixes, token):
+        if "start-after" in params and not params.get("delimiter"):
+            objects = [o for o in objects if "/KS002/" not in o["Key"]]
+        return objects, prefixes, token
+    fake.page = page
+
+
+def _delete_subject(fake: FakeS3) -> None:
+    """KS002's keys are deleted just after the parent lists the subjects."""
+    def page(params, objects, prefixes, token):
+        if params.get("delimiter") and params.get("prefix") == "data/cortexlab/Subjects/":
+            for key in [k for k in fake.objects if "/KS002/" in k]:
+                del fake.objects[key]
+        return objects, prefixes, token
+    fake.page = page
+
+
+@pytest.mark.parametrize("hook", [_skip_subject, _delete_subject])
+def test_a_subject_its_range_finds_no_key_of_is_refused_not_lost(tmp_path, hook) -> None:
+    """A subject handed to a worker whose range lists no key of it (hidden by the
+    endpoint, or deleted since its parent was listed) fails the build in one line, as a
+    local folder gone during the walk does: never tables without its sessions."""
+    with _fake(1000) as fake:
+        hook(fake)
+        outcome = _build(tmp_path, fake)
+    assert outcome["code"] == 3, outcome
+    assert "\n" not in outcome["error"], outcome
+    assert "s3://b/data/cortexlab/Subjects/KS002" in outcome["error"], outcome
+    assert "nothing was written" in outcome["error"], outcome
