@@ -39,7 +39,12 @@ def setup(cache_dir: str | os.PathLike, overwrite: bool = False, **kwargs):
     """``One.setup`` without its prompts: build the tables if needed, return a local ``One``.
 
     Existing tables are kept unless ``overwrite``; ``kwargs`` go to :func:`make_parquet_db`.
+    When the tables say the tree's files carry their dataset's UUID (fastindex found
+    it), the ``One`` has ``uuid_filenames`` on: without it, ONE would look for every
+    file under a name without its UUID.
     """
+    from fastindex import provenance
+
     One = _one_api().One
 
     cache_dir = Path(cache_dir)
@@ -47,7 +52,10 @@ def setup(cache_dir: str | os.PathLike, overwrite: bool = False, **kwargs):
         raise FileNotFoundError(f"{cache_dir} does not exist")
     if overwrite or not (cache_dir / SESSIONS_FILE).exists():
         make_parquet_db(cache_dir, **kwargs)
-    return One(cache_dir=cache_dir, mode="local")
+    one = One(cache_dir=cache_dir, mode="local")
+    if provenance.uuid_names(provenance.recorded(cache_dir / SESSIONS_FILE)):
+        one.uuid_filenames = True
+    return one
 
 
 def use_fastindex() -> None:

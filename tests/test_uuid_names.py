@@ -250,3 +250,16 @@ def test_a_bucket_of_the_ibl_fixture_and_its_local_copy_give_the_same_tables(
     for folder in (local, remote):
         meta = pq.read_schema(folder / "datasets.pqt").metadata
         assert json.loads(meta[b"one_metadata"])["uuid_filenames"] is True
+
+
+def test_setup_opens_a_tree_of_uuid_names_with_ones_switch_on(tmp_path) -> None:
+    """``fastindex.setup`` gives a ``One`` that finds such a tree's files by name."""
+    named = "_ibl_trials.repNum.da32e4c9-e2f6-4380-b02a-17f9d2ef2ff4.npy"
+    uuid_tree = write_tree(tmp_path / "u", {f"lab/Subjects/s/2021-01-01/001/alf/{named}":
+                                            npy(3)})
+    one = fastindex.setup(uuid_tree)
+    assert one.uuid_filenames is True
+    eid = one.search()[0]
+    assert list(one.load_dataset(eid, "_ibl_trials.repNum.npy")) == [0, 1, 2]
+    plain = write_tree(tmp_path / "p", ["lab/Subjects/s/2021-01-01/001/alf/a.b.npy"])
+    assert fastindex.setup(plain).uuid_filenames is False
