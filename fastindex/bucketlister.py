@@ -1,8 +1,7 @@
-"""A bucket's folders as the walk lists them: ``BucketLister`` and its entries.
+"""A bucket's folders as the walk lists them: ``BucketLister``.
 
-Paths are ``s3://bucket/key`` strings; an object is an ``os.DirEntry`` of a file
-(``ObjectEntry``, its stat an ``ObjectStat``: size, last-modified time, ETag), a common
-prefix one of a folder (``PrefixEntry``).  See ``bucket``'s docstring for the requests.
+Paths are ``s3://bucket/key`` strings; the entries it gives are ``bucketentries``'.
+See ``bucket``'s docstring for the requests.
 """
 
 from __future__ import annotations
@@ -15,86 +14,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from fastindex import problems as p
 from fastindex import s3check
+from fastindex.bucketentries import Gone, PrefixEntry, entry_of, gone, place
 from fastindex.s3client import REQUESTS_IN_FLIGHT, SCHEME, bucket_error, client, page_reader
 from fastindex.s3list import Unreadable
 
 if TYPE_CHECKING:
     from fastindex.bucket import BucketRoot
-
-
-class ObjectStat:
-    """What the walk and the workers read of an object, as of a file's ``os.stat``."""
-
-    __slots__ = ("st_size", "st_mtime_ns", "etag")
-    st_mode = 0o100444  # a regular file anyone may read: the bucket's reader can
-    st_ctime_ns = 0
-
-    def __init__(self, size: int, mtime_ns: int, etag: str) -> None:
-        self.st_size, self.st_mtime_ns, self.etag = size, mtime_ns, etag
-
-
-class ObjectEntry:
-    """An object, as an ``os.DirEntry`` of a file."""
-
-    __slots__ = ("name", "path", "_stat")
-
-    def __init__(self, name: str, path: str, stat: ObjectStat) -> None:
-        self.name, self.path, self._stat = name, path, stat
-
-    def is_dir(self, follow_symlinks: bool = True) -> bool:
-        return False
-
-    def is_file(self, follow_symlinks: bool = True) -> bool:
-        return True
-
-    def is_symlink(self) -> bool:
-        return False
-
-    def stat(self, follow_symlinks: bool = True) -> ObjectStat:
-        return self._stat
-
-
-class RefusedEntry(ObjectEntry):
-    """An object listed with a size, time or ETag no table may hold: its stat is refused
-    (``problems.EntryRefused``), so it is reported ``bad_listing`` with the fault."""
-
-    __slots__ = ()
-
-    def stat(self, follow_symlinks: bool = True) -> ObjectStat:
-        raise p.EntryRefused(p.BAD_LISTING, str(self._stat))
-
-
-class PrefixEntry:
-    """A common prefix (``a/b/``), as an ``os.DirEntry`` of a folder."""
-
-    __slots__ = ("name", "path")
-
-    def __init__(self, name: str, path: str) -> None:
-        self.name, self.path = name, path
-
-    def is_dir(self, follow_symlinks: bool = True) -> bool:
-        return True
-
-    def is_file(self, follow_symlinks: bool = True) -> bool:
-        return False
-
-    def is_symlink(self) -> bool:
-        return False
-
-    def stat(self, follow_symlinks: bool = True):
-        raise NotADirectoryError(errno.ENOTSUP, "a prefix has no stat", self.path)
-
-
-def _entry(obj: dict, name: str, path: str) -> ObjectEntry:
-    """A listed object's entry: refused (``RefusedEntry``) when ``s3check.entry_fault``
-    finds its values out of what the tables hold."""
-    fault = s3check.entry_fault(obj)
-    if fault is not None:
-        return RefusedEntry(name, path, fault)  # type: ignore[arg-type]
-    return ObjectEntry(name, path, ObjectStat(
-        obj["Size"], int(obj["LastModified"].timestamp()) * 1_000_000_000, obj["ETag"]))
 
 
 #: Folders a worker's range lists at first: few enough that a batch's ranges are in
@@ -250,7 +176,7 @@ class BucketLister:
         for obj in objects:
             name = obj["Key"][len(prefix):]
             if name:  # '' is the folder's own marker, made by consoles
-                entries.append(_entry(obj, name, f"{path}/{name}"))
+                entries.append(entry_of(obj, name, f"{path}/{name}"))
         return entries
 
     def _folder_listing(self, prefix: str) -> tuple[list[dict], list[str]]:
@@ -303,15 +229,15 @@ class BucketLister:
                 for obj in objects:
                     key = obj["Key"]
                     if key > end and not key.startswith(end):
-                        return _gone(folders, top, names, seen)
+                        return gone(folders, top, names, seen)
                     parts = key[len(prefix):].split("/", depth)
                     if len(parts) > depth and (name := "/".join(parts[:depth])) in wanted:
                         below, _, leaf = parts[depth].rpartition("/")
                         if last == (name, below) and leaf:
-                            folders[into].append(_entry(obj, leaf, f"{into}/{leaf}"))
+                            folders[into].append(entry_of(obj, leaf, f"{into}/{leaf}"))
                         else:  # a name's first key always comes here
                             seen.add(name)
-                            into = _place(folders, f"{top}/{name}", parts[depth], obj)
+                            into = place(folders, f"{top}/{name}", parts[depth], obj)
                             last = (name, below) if below.count("/") < s3check.MAX_DEPTH \
                                 else None
                 if objects and len(names) > 1:  # names in key order: see ``start_all``
@@ -327,7 +253,7 @@ class BucketLister:
             raise err.named(f"{SCHEME}{self.root.bucket}/{prefix}") from None
         except Exception as err:
             raise bucket_error(err, self.root) from None
-        return _gone(folders, top, names, seen)
+        return gone(folders, top, names, seen)
 
     def _split(self, top: str, names: list[str], per_range: int) -> bool:
         """``_submit_ranges`` for the names a range being listed gives away; False when
@@ -371,38 +297,3 @@ def _checked(pages, progress: s3check.Progress) -> Iterator[dict]:
         yield from pages
     except PaginationError as err:
         raise progress.refuse(str(err)) from None
-
-
-class Gone(list):
-    """The entries of a folder handed to a range that found no key below it."""
-
-    __slots__ = ()
-
-
-def _gone(folders: dict[str, list], top: str, names: list[str], seen: set[str]
-          ) -> dict[str, list]:
-    """``folders`` with each of ``names`` that had no key in its range ``Gone``."""
-    for name in names:
-        if name not in seen:
-            folders[f"{top}/{name}"] = Gone()
-    return folders
-
-
-def _place(folders: dict[str, list], top: str, rest: str, obj: dict) -> str:
-    """Put one key (``rest``, below ``top``) in its folder, making the folders above;
-    returns that folder's path.
-
-    At most ``s3check.MAX_DEPTH`` folders are made (no S3 key is deeper): the rest of a
-    deeper key is one name, reported as no ALF name, not thousands of folders.
-    """
-    *dirs, name = rest.split("/", s3check.MAX_DEPTH)
-    folder = top
-    for part in dirs:
-        child = f"{folder}/{part}"
-        if child not in folders:
-            folders[child] = []
-            folders[folder].append(PrefixEntry(part, child))
-        folder = child
-    if name:  # a key ending in '/' is a folder marker
-        folders[folder].append(_entry(obj, name, f"{folder}/{name}"))
-    return folder
