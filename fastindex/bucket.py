@@ -22,8 +22,8 @@ extra: ``pip install 'fastindex[s3]'``.  Listings' pages are read by
 ``s3list.PageReader`` (boto3 signs the request, ElementTree reads the answer), and by
 boto3's paginator from the first page it cannot read.
 
-``bucketlister`` holds the lister, ``bucketentries`` its entries, ``s3client`` the client, its
-session and the mapping of its errors; here is the root and what it reads.
+``bucketlister`` holds the lister, ``bucketentries`` its entries, ``s3client`` the
+client, its session and the mapping of its errors; here is the root and what it reads.
 """
 
 from __future__ import annotations
